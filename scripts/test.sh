@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up the machine, builds Anvil and runs every test (GoogleTest, fuzzers for a bounded time, pytest e2e).
+# This is the README's test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/build.sh
+ctest --test-dir build --output-on-failure -j "$(nproc)" --timeout 900

@@ -1,0 +1,89 @@
+// Backend: the narrow op interface a model is written against. One implementation per device family
+// (cpu/ is the readable fp32-accumulating reference; cuda/ is the fast one). Every tensor argument lives on
+// the backend's device; shapes are given per parameter. Ops never allocate: callers pass outputs.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "anvil/status.h"
+#include "core/tensor.h"
+#include "formats/model_config.h"
+
+namespace anvil {
+
+// Plain-data description of which cached keys/values each sequence's queries attend to. Built once per
+// step by the ModelRunner; every attention layer reads the same one.
+struct AttentionMetadata {
+  int32_t num_seqs = 0;
+  int32_t max_blocks_per_seq = 0;
+  int32_t block_size = 0;
+  int32_t max_query_len = 0;    // longest query run of any sequence this step
+  int32_t max_context_len = 0;  // longest context_len of any sequence this step
+  Tensor query_start;   // int32 [num_seqs + 1]: sequence s owns query rows [query_start[s], query_start[s+1])
+  Tensor context_lens;  // int32 [num_seqs]: tokens in the cache for s after this step's writes
+  Tensor block_tables;  // int32 [num_seqs, max_blocks_per_seq]: cache block ids of s, in order
+};
+
+// One layer's paged KV cache. Slot `b * block_size + i` is position i of block b.
+struct KvCacheView {
+  Tensor k;  // [num_blocks, block_size, num_kv_heads, head_dim]
+  Tensor v;  // [num_blocks, block_size, num_kv_heads, head_dim]
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+  // Dtype of activations and the KV cache on this backend (fp32 on the CPU).
+  virtual DType activation_dtype() const = 0;
+
+  // ---- memory ----
+  virtual Expected<Buffer> allocate(size_t nbytes) = 0;
+  virtual Status copy_to_device(const void* host_src, const Tensor& dst) = 0;
+  virtual Status copy_to_host(const Tensor& src, void* host_dst) = 0;
+  // Makes a host weight usable by this backend's ops. May return `host` itself (the CPU keeps mmap'd views);
+  // otherwise the returned view lives in a Buffer appended to `storage`.
+  virtual Expected<Tensor> upload_weight(const Tensor& host, std::vector<Buffer>* storage) = 0;
+  // Waits for queued work (a no-op on the CPU).
+  virtual Status synchronize() = 0;
+
+  // ---- ops ----
+  // out[t] = table[ids[t]]. ids: int32 [num_tokens]; table: [vocab_size, hidden_size]; out: [num_tokens, hidden_size].
+  virtual Status embedding(const Tensor& ids, const Tensor& table, const Tensor& out) = 0;
+  // out = rms_norm(x) * weight. x, out: [num_tokens, hidden_size]; weight: [hidden_size].
+  virtual Status rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
+  // residual += x; out = rms_norm(residual) * weight. All [num_tokens, hidden_size] except weight [hidden_size].
+  virtual Status add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, float eps,
+                              const Tensor& out) = 0;
+  // out = x @ weight^T (+ bias). x: [num_tokens, in]; weight: [out_features, in]; bias: [out_features] or
+  // undefined; out: [num_tokens, out_features].
+  virtual Status linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) = 0;
+  // Applies rotary embedding to q and k in place at `positions`, then writes k and v into the cache at
+  // `slot_mapping`. q: [num_tokens, num_heads, head_dim]; k, v: [num_tokens, num_kv_heads, head_dim];
+  // positions, slot_mapping: int32 [num_tokens]; inv_freq: fp32 [head_dim / 2].
+  virtual Status rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
+                                      const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,
+                                      const KvCacheView& cache) = 0;
+  // Causal attention of each sequence's new queries over its cached keys/values (prefill, chunked prefill
+  // and decode alike). q: [num_tokens, num_heads, head_dim]; out: [num_tokens, num_heads * head_dim].
+  virtual Status paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
+                                 float scale, const Tensor& out) = 0;
+  // out = silu(gate) * up. gate, up, out: [num_tokens, intermediate_size].
+  virtual Status silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) = 0;
+  // out[i] = x[indices[i]]. x: [num_tokens, hidden_size]; indices: int32 [n]; out: [n, hidden_size].
+  virtual Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) = 0;
+};
+
+struct CpuBackendOptions {
+  int num_threads = 0;  // 0 = OpenMP default
+};
+
+std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options);
+
+// Inverse rotary frequencies [head_dim / 2] for `rope`, with linear or llama3 scaling applied (as HF does).
+std::vector<float> rope_inv_freq(const RopeConfig& rope, int64_t head_dim);
+
+}  // namespace anvil

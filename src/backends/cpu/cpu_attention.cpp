@@ -1,0 +1,82 @@
+// CPU paged attention: each sequence's new queries attend causally to its cached keys/values, read through
+// its block table. One code path serves prefill, chunked prefill and decode. fp32 throughout; softmax is
+// computed with the running-max rescaling used by flash attention so scores need no [context] buffer per head.
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "backends/cpu/cpu_backend.h"
+
+namespace anvil {
+
+Status CpuBackend::paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
+                                   float scale, const Tensor& out) {
+  if (q.dtype != DType::kF32 || cache.k.dtype != DType::kF32) {
+    return internal_error("paged_attention: cpu expects float32 q and cache, got " + q.describe());
+  }
+  const int64_t num_heads = q.size(1);
+  const int64_t head_dim = q.size(2);
+  const int64_t block_size = cache.k.size(1);
+  const int64_t num_kv_heads = cache.k.size(2);
+  const int64_t num_blocks = cache.k.size(0);
+  const int64_t group = num_heads / num_kv_heads;
+  const int32_t* query_start = meta.query_start.ptr<const int32_t>();
+  const int32_t* context_lens = meta.context_lens.ptr<const int32_t>();
+  const int32_t* block_tables = meta.block_tables.ptr<const int32_t>();
+  const float* kc = cache.k.ptr<const float>();
+  const float* vc = cache.v.ptr<const float>();
+  const int64_t kv_row = num_kv_heads * head_dim;
+
+  for (int32_t s = 0; s < meta.num_seqs; ++s) {
+    const int32_t num_query = query_start[s + 1] - query_start[s];
+    if (num_query < 0 || context_lens[s] < num_query ||
+        (context_lens[s] + block_size - 1) / block_size > meta.max_blocks_per_seq) {
+      return internal_error("paged_attention: inconsistent metadata for sequence " + std::to_string(s));
+    }
+    for (int64_t j = 0; j < (context_lens[s] + block_size - 1) / block_size; ++j) {
+      const int32_t b = block_tables[s * meta.max_blocks_per_seq + j];
+      if (b < 0 || b >= num_blocks) return internal_error("paged_attention: block id out of range");
+    }
+  }
+
+  // Work items: (token, head) pairs over all sequences.
+  const int64_t num_tokens = q.size(0);
+  std::vector<int32_t> token_seq(num_tokens);
+  for (int32_t s = 0; s < meta.num_seqs; ++s) {
+    for (int32_t t = query_start[s]; t < query_start[s + 1]; ++t) token_seq[t] = s;
+  }
+#pragma omp parallel for collapse(2) schedule(dynamic, 4)
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    for (int64_t h = 0; h < num_heads; ++h) {
+      const int32_t s = token_seq[t];
+      const int32_t num_query = query_start[s + 1] - query_start[s];
+      // The query at row t sits at this absolute position; it sees keys 0..pos.
+      const int64_t pos = context_lens[s] - num_query + (t - query_start[s]);
+      const int64_t kv_head = h / group;
+      const float* qh = q.ptr<const float>() + (t * num_heads + h) * head_dim;
+      const int32_t* table = block_tables + s * meta.max_blocks_per_seq;
+      float running_max = -std::numeric_limits<float>::infinity();
+      float denom = 0.0f;
+      std::vector<float> acc(head_dim, 0.0f);
+      for (int64_t j = 0; j <= pos; ++j) {
+        const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
+        const float* kh = kc + slot * kv_row + kv_head * head_dim;
+        float score = 0.0f;
+        for (int64_t d = 0; d < head_dim; ++d) score += qh[d] * kh[d];
+        score *= scale;
+        const float new_max = std::max(running_max, score);
+        const float correction = std::exp(running_max - new_max);
+        const float p = std::exp(score - new_max);
+        denom = denom * correction + p;
+        const float* vh = vc + slot * kv_row + kv_head * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) acc[d] = acc[d] * correction + p * vh[d];
+        running_max = new_max;
+      }
+      float* oh = out.ptr<float>() + (t * num_heads + h) * head_dim;
+      for (int64_t d = 0; d < head_dim; ++d) oh[d] = acc[d] / denom;
+    }
+  }
+  return Status();
+}
+
+}  // namespace anvil

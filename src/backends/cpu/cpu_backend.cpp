@@ -1,0 +1,198 @@
+// CpuBackend: memory, element-wise ops, norms, rotary + cache write, and gathers. Linear and attention
+// live in cpu_linear.cpp and cpu_attention.cpp.
+#include "backends/cpu/cpu_backend.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace anvil {
+namespace {
+
+Status expect_f32(const Tensor& t, const char* op, const char* name) {
+  if (t.dtype != DType::kF32 || !t.is_contiguous()) {
+    return internal_error(std::string(op) + ": " + name + " must be contiguous float32, got " + t.describe());
+  }
+  return Status();
+}
+
+// Reads element i of a fp32/fp16/bf16 vector as fp32.
+inline float load_as_f32(const Tensor& t, int64_t i) {
+  switch (t.dtype) {
+    case DType::kF32: return t.ptr<const float>()[i];
+    case DType::kF16: return fp16_to_float(t.ptr<const uint16_t>()[i]);
+    case DType::kBF16: return bf16_to_float(t.ptr<const uint16_t>()[i]);
+    default: return 0.0f;
+  }
+}
+
+void rms_norm_row(const float* x, const Tensor& weight, float eps, int64_t n, float* out) {
+  double sum_sq = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
+  const float inv = 1.0f / std::sqrt(static_cast<float>(sum_sq / static_cast<double>(n)) + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = (x[i] * inv) * load_as_f32(weight, i);
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options) {
+  return std::make_unique<CpuBackend>(options);
+}
+
+CpuBackend::CpuBackend(const CpuBackendOptions& options)
+    : num_threads_(options.num_threads > 0 ? options.num_threads : omp_get_max_threads()) {
+  omp_set_num_threads(num_threads_);
+}
+
+Expected<Buffer> CpuBackend::allocate(size_t nbytes) {
+  try {
+    return Buffer::host(nbytes);
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted("cpu: cannot allocate " + std::to_string(nbytes) + " bytes");
+  }
+}
+
+Status CpuBackend::copy_to_device(const void* host_src, const Tensor& dst) {
+  std::memcpy(dst.data, host_src, dst.nbytes());
+  return Status();
+}
+
+Status CpuBackend::copy_to_host(const Tensor& src, void* host_dst) {
+  std::memcpy(host_dst, src.data, src.nbytes());
+  return Status();
+}
+
+Expected<Tensor> CpuBackend::upload_weight(const Tensor& host, std::vector<Buffer>* storage) {
+  if (host.dtype != DType::kF32 && host.dtype != DType::kF16 && host.dtype != DType::kBF16) {
+    return unsupported("cpu backend: weights of dtype " + std::string(dtype_name(host.dtype)) + " are not supported");
+  }
+  return host;  // NOTE: weights stay in place (mmap'd or owned by the checkpoint), in their own dtype.
+}
+
+Status CpuBackend::embedding(const Tensor& ids, const Tensor& table, const Tensor& out) {
+  ANVIL_RETURN_IF_ERROR(expect_f32(out, "embedding", "out"));
+  const int64_t num_tokens = ids.size(0);
+  const int64_t hidden = table.size(1);
+  const int64_t vocab = table.size(0);
+  const int32_t* id = ids.ptr<const int32_t>();
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    if (id[t] < 0 || id[t] >= vocab) {
+      return out_of_range("embedding: token id " + std::to_string(id[t]) + " outside vocabulary of " +
+                          std::to_string(vocab));
+    }
+  }
+  const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(table.dtype);
+#pragma omp parallel for
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    const char* row = static_cast<const char*>(table.data) + static_cast<size_t>(id[t]) * row_bytes;
+    convert_to_f32(row, table.dtype, out.ptr<float>() + t * hidden, hidden);
+  }
+  return Status();
+}
+
+Status CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) {
+  ANVIL_RETURN_IF_ERROR(expect_f32(x, "rms_norm", "x"));
+  ANVIL_RETURN_IF_ERROR(expect_f32(out, "rms_norm", "out"));
+  const int64_t rows = x.size(0);
+  const int64_t n = x.size(1);
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows; ++r) rms_norm_row(x.ptr<const float>() + r * n, weight, eps, n, out.ptr<float>() + r * n);
+  return Status();
+}
+
+Status CpuBackend::add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, float eps,
+                                const Tensor& out) {
+  ANVIL_RETURN_IF_ERROR(expect_f32(x, "add_rms_norm", "x"));
+  ANVIL_RETURN_IF_ERROR(expect_f32(residual, "add_rms_norm", "residual"));
+  ANVIL_RETURN_IF_ERROR(expect_f32(out, "add_rms_norm", "out"));
+  const int64_t rows = x.size(0);
+  const int64_t n = x.size(1);
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows; ++r) {
+    float* res = residual.ptr<float>() + r * n;
+    const float* xr = x.ptr<const float>() + r * n;
+    for (int64_t i = 0; i < n; ++i) res[i] += xr[i];
+    rms_norm_row(res, weight, eps, n, out.ptr<float>() + r * n);
+  }
+  return Status();
+}
+
+Status CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
+  return cpu_linear(x, weight, bias, out, num_threads_);
+}
+
+Status CpuBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
+                                        const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,
+                                        const KvCacheView& cache) {
+  ANVIL_RETURN_IF_ERROR(expect_f32(q, "rope", "q"));
+  ANVIL_RETURN_IF_ERROR(expect_f32(k, "rope", "k"));
+  ANVIL_RETURN_IF_ERROR(expect_f32(v, "rope", "v"));
+  const int64_t num_tokens = q.size(0);
+  const int64_t num_heads = q.size(1);
+  const int64_t num_kv_heads = k.size(1);
+  const int64_t head_dim = q.size(2);
+  const int64_t half = head_dim / 2;
+  const int64_t num_slots = cache.k.size(0) * cache.k.size(1);
+  const int32_t* pos = positions.ptr<const int32_t>();
+  const int32_t* slots = slot_mapping.ptr<const int32_t>();
+  const float* freq = inv_freq.ptr<const float>();
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    if (slots[t] < 0 || slots[t] >= num_slots) {
+      return internal_error("rope_and_cache_write: slot " + std::to_string(slots[t]) + " outside the cache");
+    }
+  }
+  auto rotate = [&](float* head, const float* cos_v, const float* sin_v) {
+    for (int64_t i = 0; i < half; ++i) {
+      const int64_t a = pairing == RopePairing::kRotateHalf ? i : 2 * i;
+      const int64_t b = pairing == RopePairing::kRotateHalf ? i + half : 2 * i + 1;
+      const float x0 = head[a];
+      const float x1 = head[b];
+      head[a] = x0 * cos_v[i] - x1 * sin_v[i];
+      head[b] = x1 * cos_v[i] + x0 * sin_v[i];
+    }
+  };
+  const size_t kv_row = static_cast<size_t>(num_kv_heads * head_dim);
+#pragma omp parallel for
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    std::vector<float> cos_v(half), sin_v(half);
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(pos[t]) * freq[i];
+      cos_v[i] = std::cos(angle);
+      sin_v[i] = std::sin(angle);
+    }
+    for (int64_t h = 0; h < num_heads; ++h) rotate(q.ptr<float>() + (t * num_heads + h) * head_dim, cos_v.data(), sin_v.data());
+    for (int64_t h = 0; h < num_kv_heads; ++h) rotate(k.ptr<float>() + (t * num_kv_heads + h) * head_dim, cos_v.data(), sin_v.data());
+    std::memcpy(cache.k.ptr<float>() + slots[t] * kv_row, k.ptr<const float>() + t * kv_row, kv_row * 4);
+    std::memcpy(cache.v.ptr<float>() + slots[t] * kv_row, v.ptr<const float>() + t * kv_row, kv_row * 4);
+  }
+  return Status();
+}
+
+Status CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
+  ANVIL_RETURN_IF_ERROR(expect_f32(gate, "silu_mul", "gate"));
+  ANVIL_RETURN_IF_ERROR(expect_f32(up, "silu_mul", "up"));
+  const int64_t n = gate.numel();
+  const float* g = gate.ptr<const float>();
+  const float* u = up.ptr<const float>();
+  float* o = out.ptr<float>();
+#pragma omp parallel for
+  for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  return Status();
+}
+
+Status CpuBackend::gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) {
+  const int64_t n = indices.size(0);
+  const int64_t rows = x.size(0);
+  const size_t row_bytes = static_cast<size_t>(x.size(1)) * dtype_size(x.dtype);
+  const int32_t* idx = indices.ptr<const int32_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    if (idx[i] < 0 || idx[i] >= rows) return internal_error("gather_rows: index out of range");
+    std::memcpy(static_cast<char*>(out.data) + i * row_bytes, static_cast<const char*>(x.data) + idx[i] * row_bytes,
+                row_bytes);
+  }
+  return Status();
+}
+
+}  // namespace anvil

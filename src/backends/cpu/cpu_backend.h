@@ -1,0 +1,44 @@
+// CpuBackend: the reference implementation of the Backend ops. Plain loops with fp32 accumulation,
+// OpenBLAS for GEMM and OpenMP threads. Weights stay in their checkpoint dtype (fp32/fp16/bf16).
+#pragma once
+
+#include "backends/backend.h"
+
+namespace anvil {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const CpuBackendOptions& options);
+
+  Device device() const override { return Device::kCpu; }
+  std::string name() const override { return "cpu"; }
+  DType activation_dtype() const override { return DType::kF32; }
+
+  Expected<Buffer> allocate(size_t nbytes) override;
+  Status copy_to_device(const void* host_src, const Tensor& dst) override;
+  Status copy_to_host(const Tensor& src, void* host_dst) override;
+  Expected<Tensor> upload_weight(const Tensor& host, std::vector<Buffer>* storage) override;
+  Status synchronize() override { return Status(); }
+
+  Status embedding(const Tensor& ids, const Tensor& table, const Tensor& out) override;
+  Status rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
+  Status add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, float eps,
+                      const Tensor& out) override;
+  Status linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) override;
+  Status rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
+                              const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,
+                              const KvCacheView& cache) override;
+  Status paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
+                         const Tensor& out) override;
+  Status silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
+  Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) override;
+
+ private:
+  int num_threads_;
+};
+
+// out[num_tokens, out_features] = x[num_tokens, in] @ weight[out_features, in]^T (+ bias), fp32 accumulation,
+// weight in f32/f16/bf16. Shared by CpuBackend::linear and the lm-head path.
+Status cpu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, int num_threads);
+
+}  // namespace anvil

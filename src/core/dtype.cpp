@@ -1,0 +1,132 @@
+// DType names, sizes and fp16/bf16 <-> fp32 conversions.
+#include "core/dtype.h"
+
+#include <cassert>
+#include <cmath>
+
+namespace anvil {
+
+size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return 4;
+    case DType::kF16: return 2;
+    case DType::kBF16: return 2;
+    case DType::kFP8E4M3: return 1;
+    case DType::kInt8: return 1;
+    case DType::kInt4: return 1;
+    case DType::kI32: return 4;
+    case DType::kI64: return 8;
+  }
+  return 0;
+}
+
+std::string_view dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return "float32";
+    case DType::kF16: return "float16";
+    case DType::kBF16: return "bfloat16";
+    case DType::kFP8E4M3: return "float8_e4m3";
+    case DType::kInt8: return "int8";
+    case DType::kInt4: return "int4";
+    case DType::kI32: return "int32";
+    case DType::kI64: return "int64";
+  }
+  return "unknown";
+}
+
+bool parse_dtype(std::string_view name, DType* out) {
+  if (name == "float32" || name == "fp32" || name == "f32" || name == "F32") {
+    *out = DType::kF32;
+  } else if (name == "float16" || name == "fp16" || name == "f16" || name == "half" || name == "F16") {
+    *out = DType::kF16;
+  } else if (name == "bfloat16" || name == "bf16" || name == "BF16") {
+    *out = DType::kBF16;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+float fp16_to_float(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t mant = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: value = mant * 2^-24
+      float f = std::ldexp(static_cast<float>(mant), -24);
+      std::memcpy(&bits, &f, 4);
+      bits |= sign;
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t float_to_fp16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t abs = bits & 0x7fffffffu;
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // overflow (rounds to >= 65520) -> inf
+  if (abs < 0x38800000u) {                        // below the smallest normal: subnormal or zero
+    float a;
+    std::memcpy(&a, &abs, 4);
+    // Scale so that one fp16 subnormal ulp (2^-24) becomes 1, then round to nearest even.
+    return sign | static_cast<uint16_t>(std::nearbyint(a * 16777216.0f));
+  }
+  // Normal: rebias the exponent, round the mantissa to nearest even.
+  uint32_t r = abs - (112u << 23);
+  r += 0xfffu + ((r >> 13) & 1u);
+  return sign | static_cast<uint16_t>(r >> 13);
+}
+
+void convert_to_f32(const void* src, DType dtype, float* dst, size_t n) {
+  switch (dtype) {
+    case DType::kF32:
+      std::memcpy(dst, src, n * 4);
+      return;
+    case DType::kF16: {
+      const auto* s = static_cast<const uint16_t*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = fp16_to_float(s[i]);
+      return;
+    }
+    case DType::kBF16: {
+      const auto* s = static_cast<const uint16_t*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(s[i]);
+      return;
+    }
+    default:
+      assert(false && "convert_to_f32: unsupported dtype");
+  }
+}
+
+void convert_from_f32(const float* src, DType dtype, void* dst, size_t n) {
+  switch (dtype) {
+    case DType::kF32:
+      std::memcpy(dst, src, n * 4);
+      return;
+    case DType::kF16: {
+      auto* d = static_cast<uint16_t*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = float_to_fp16(src[i]);
+      return;
+    }
+    case DType::kBF16: {
+      auto* d = static_cast<uint16_t*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
+      return;
+    }
+    default:
+      assert(false && "convert_from_f32: unsupported dtype");
+  }
+}
+
+}  // namespace anvil

@@ -1,0 +1,78 @@
+// Tensor: a non-owning, strided view (data pointer, dtype, shape, device) that every op takes,
+// and Buffer: an owning, move-only block of memory on one device that views are made from.
+// Shapes are outermost-first; strides are in elements. At most four dimensions.
+#pragma once
+
+#include <array>
+#include <cassert>
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <string>
+
+#include "core/dtype.h"
+
+namespace anvil {
+
+enum class Device : uint8_t { kCpu, kCuda };
+
+inline constexpr int kMaxDims = 4;
+
+struct Tensor {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  Device device = Device::kCpu;
+  int ndim = 0;
+  std::array<int64_t, kMaxDims> shape{};
+  std::array<int64_t, kMaxDims> strides{};
+
+  // A contiguous (row-major) view over `data`.
+  static Tensor make(void* data, DType dtype, std::initializer_list<int64_t> shape, Device device = Device::kCpu);
+  static Tensor make(void* data, DType dtype, const int64_t* shape, int ndim, Device device = Device::kCpu);
+
+  int64_t size(int dim) const { return shape[dim < 0 ? dim + ndim : dim]; }
+  int64_t numel() const;
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+  bool is_contiguous() const;
+  bool defined() const { return data != nullptr; }
+
+  template <typename T>
+  T* ptr() const { return static_cast<T*>(data); }
+
+  // Rows [begin, end) of the outermost dimension.
+  Tensor slice_rows(int64_t begin, int64_t end) const;
+  // Same elements, new contiguous shape; requires is_contiguous() and the same numel.
+  Tensor reshape(std::initializer_list<int64_t> new_shape) const;
+  // "bfloat16[4096, 4096]".
+  std::string describe() const;
+};
+
+// Owning device memory. The deleter is chosen by whoever allocated it (aligned host memory, cudaFree).
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(void* data, size_t nbytes, Device device, std::function<void(void*)> deleter)
+      : data_(data), nbytes_(nbytes), device_(device), deleter_(std::move(deleter)) {}
+  Buffer(Buffer&& other) noexcept { *this = std::move(other); }
+  Buffer& operator=(Buffer&& other) noexcept;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { reset(); }
+
+  // 64-byte aligned host memory, uninitialized.
+  static Buffer host(size_t nbytes);
+
+  void reset();
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+  Tensor view(DType dtype, std::initializer_list<int64_t> shape) const;
+
+ private:
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+  Device device_ = Device::kCpu;
+  std::function<void(void*)> deleter_;
+};
+
+}  // namespace anvil

@@ -1,0 +1,198 @@
+// The Llama family: Llama 1/2/3, Mistral, Qwen2 (qkv bias), SmolLM. Pre-norm decoder with RMSNorm, rotary
+// embedding (rotate-half or adjacent pairs), grouped-query attention and a SwiGLU MLP; optionally tied
+// embeddings. Single-device and plain: quantization and sharding are build passes, not model code.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "models/model.h"
+
+namespace anvil {
+namespace {
+
+struct LayerWeights {
+  Tensor input_norm;     // [hidden_size]
+  Tensor q_proj, k_proj, v_proj;  // [num_(kv_)heads * head_dim, hidden_size]
+  Tensor q_bias, k_bias, v_bias;  // [num_(kv_)heads * head_dim] or undefined
+  Tensor o_proj;         // [hidden_size, num_heads * head_dim]
+  Tensor post_attn_norm; // [hidden_size]
+  Tensor gate_proj, up_proj;  // [intermediate_size, hidden_size]
+  Tensor down_proj;      // [hidden_size, intermediate_size]
+};
+
+class LlamaModel final : public Model {
+ public:
+  LlamaModel(const ModelConfig& config, Backend& backend) : config_(config), backend_(backend) {}
+
+  Status load(const WeightStore& weights) {
+    const int64_t h = config_.hidden_size;
+    const int64_t q_dim = config_.num_heads * config_.head_dim;
+    const int64_t kv_dim = config_.num_kv_heads * config_.head_dim;
+    const int64_t inter = config_.intermediate_size;
+    auto fetch = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor* dst) -> Status {
+      ANVIL_ASSIGN_OR_RETURN(Tensor host, weights.get(name, shape));
+      ANVIL_ASSIGN_OR_RETURN(*dst, backend_.upload_weight(host, &storage_));
+      weight_bytes_ += dst->nbytes();
+      return Status();
+    };
+    ANVIL_RETURN_IF_ERROR(fetch("model.embed_tokens.weight", {config_.vocab_size, h}, &embed_tokens_));
+    layers_.resize(config_.num_layers);
+    for (int64_t i = 0; i < config_.num_layers; ++i) {
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      LayerWeights& l = layers_[i];
+      ANVIL_RETURN_IF_ERROR(fetch(p + "input_layernorm.weight", {h}, &l.input_norm));
+      ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.q_proj.weight", {q_dim, h}, &l.q_proj));
+      ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.k_proj.weight", {kv_dim, h}, &l.k_proj));
+      ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.v_proj.weight", {kv_dim, h}, &l.v_proj));
+      if (config_.has_qkv_bias) {
+        ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.q_proj.bias", {q_dim}, &l.q_bias));
+        ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.k_proj.bias", {kv_dim}, &l.k_bias));
+        ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.v_proj.bias", {kv_dim}, &l.v_bias));
+      }
+      ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.o_proj.weight", {h, q_dim}, &l.o_proj));
+      ANVIL_RETURN_IF_ERROR(fetch(p + "post_attention_layernorm.weight", {h}, &l.post_attn_norm));
+      ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.gate_proj.weight", {inter, h}, &l.gate_proj));
+      ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.up_proj.weight", {inter, h}, &l.up_proj));
+      ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.down_proj.weight", {h, inter}, &l.down_proj));
+    }
+    ANVIL_RETURN_IF_ERROR(fetch("model.norm.weight", {h}, &final_norm_));
+    if (config_.tie_word_embeddings) {
+      lm_head_ = embed_tokens_;
+    } else {
+      ANVIL_RETURN_IF_ERROR(fetch("lm_head.weight", {config_.vocab_size, h}, &lm_head_));
+    }
+    std::vector<float> inv_freq = rope_inv_freq(config_.rope, config_.head_dim);
+    ANVIL_ASSIGN_OR_RETURN(inv_freq_buffer_, backend_.allocate(inv_freq.size() * sizeof(float)));
+    inv_freq_ = inv_freq_buffer_.view(DType::kF32, {static_cast<int64_t>(inv_freq.size())});
+    return backend_.copy_to_device(inv_freq.data(), inv_freq_);
+  }
+
+  const ModelConfig& config() const override { return config_; }
+  size_t weight_bytes() const override { return weight_bytes_; }
+  void set_debug_hook(DebugHook hook) override { hook_ = std::move(hook); }
+
+  Status forward(const ForwardInputs& in, std::span<const KvCacheView> kv_cache, const Tensor& logits) override {
+    const int64_t num_tokens = in.token_ids.size(0);
+    const int64_t num_logits = in.logits_indices.size(0);
+    if (static_cast<int64_t>(kv_cache.size()) != config_.num_layers) {
+      return internal_error("llama forward: expected one KV cache view per layer");
+    }
+    ANVIL_RETURN_IF_ERROR(ensure_scratch(num_tokens, num_logits));
+    const int64_t h = config_.hidden_size;
+    const int64_t nh = config_.num_heads;
+    const int64_t nkv = config_.num_kv_heads;
+    const int64_t hd = config_.head_dim;
+    const int64_t inter = config_.intermediate_size;
+    const DType act = backend_.activation_dtype();
+    auto view = [&](const Buffer& b, std::initializer_list<int64_t> shape) { return b.view(act, shape); };
+    const Tensor residual = view(residual_, {num_tokens, h});   // running hidden state
+    const Tensor normed = view(normed_, {num_tokens, h});       // input of the next block
+    const Tensor q = view(q_, {num_tokens, nh * hd});
+    const Tensor k = view(k_, {num_tokens, nkv * hd});
+    const Tensor v = view(v_, {num_tokens, nkv * hd});
+    const Tensor attn = view(attn_, {num_tokens, nh * hd});
+    const Tensor block_out = view(block_out_, {num_tokens, h});  // attention or MLP output
+    const Tensor gate = view(gate_, {num_tokens, inter});
+    const Tensor up = view(up_, {num_tokens, inter});
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+    ANVIL_RETURN_IF_ERROR(backend_.embedding(in.token_ids, embed_tokens_, residual));
+    debug("embed", -1, residual);
+    for (int64_t i = 0; i < config_.num_layers; ++i) {
+      const LayerWeights& l = layers_[i];
+      const int il = static_cast<int>(i);
+      if (i == 0) {
+        ANVIL_RETURN_IF_ERROR(backend_.rms_norm(residual, l.input_norm, config_.rms_norm_eps, normed));
+      } else {
+        ANVIL_RETURN_IF_ERROR(backend_.add_rms_norm(block_out, residual, l.input_norm, config_.rms_norm_eps, normed));
+      }
+      debug("attn_norm", il, normed);
+      ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.q_proj, l.q_bias, q));
+      ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.k_proj, l.k_bias, k));
+      ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.v_proj, l.v_bias, v));
+      const Tensor q3 = q.reshape({num_tokens, nh, hd});
+      const Tensor k3 = k.reshape({num_tokens, nkv, hd});
+      const Tensor v3 = v.reshape({num_tokens, nkv, hd});
+      ANVIL_RETURN_IF_ERROR(backend_.rope_and_cache_write(q3, k3, v3, in.positions, in.slot_mapping, inv_freq_,
+                                                          config_.rope.pairing, kv_cache[i]));
+      debug("q_rope", il, q);
+      debug("k_rope", il, k);
+      ANVIL_RETURN_IF_ERROR(backend_.paged_attention(q3, kv_cache[i], in.attention, scale, attn));
+      debug("attn_out", il, attn);
+      ANVIL_RETURN_IF_ERROR(backend_.linear(attn, l.o_proj, Tensor(), block_out));
+      ANVIL_RETURN_IF_ERROR(backend_.add_rms_norm(block_out, residual, l.post_attn_norm, config_.rms_norm_eps, normed));
+      debug("ffn_norm", il, normed);
+      ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.gate_proj, Tensor(), gate));
+      ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.up_proj, Tensor(), up));
+      ANVIL_RETURN_IF_ERROR(backend_.silu_mul(gate, up, gate));
+      ANVIL_RETURN_IF_ERROR(backend_.linear(gate, l.down_proj, Tensor(), block_out));
+      debug("ffn_out", il, block_out);
+    }
+    ANVIL_RETURN_IF_ERROR(backend_.add_rms_norm(block_out, residual, final_norm_, config_.rms_norm_eps, normed));
+    debug("final_norm", -1, normed);
+    const Tensor last = view(last_, {num_logits, h});
+    ANVIL_RETURN_IF_ERROR(backend_.gather_rows(normed, in.logits_indices, last));
+    ANVIL_RETURN_IF_ERROR(backend_.linear(last, lm_head_, Tensor(), logits));
+    debug("logits", -1, logits);
+    return Status();
+  }
+
+ private:
+  void debug(std::string_view name, int layer, const Tensor& t) {
+    if (hook_) hook_(name, layer, t);
+  }
+
+  // Grows the activation buffers to hold `num_tokens` rows (never shrinks).
+  Status ensure_scratch(int64_t num_tokens, int64_t num_logits) {
+    if (num_tokens <= scratch_tokens_ && num_logits <= scratch_logits_) return Status();
+    const int64_t n = std::max(num_tokens, scratch_tokens_);
+    const int64_t nl = std::max(num_logits, scratch_logits_);
+    const size_t e = dtype_size(backend_.activation_dtype());
+    const int64_t h = config_.hidden_size;
+    const int64_t qd = config_.num_heads * config_.head_dim;
+    const int64_t kvd = config_.num_kv_heads * config_.head_dim;
+    const int64_t inter = config_.intermediate_size;
+    ANVIL_ASSIGN_OR_RETURN(residual_, backend_.allocate(n * h * e));
+    ANVIL_ASSIGN_OR_RETURN(normed_, backend_.allocate(n * h * e));
+    ANVIL_ASSIGN_OR_RETURN(q_, backend_.allocate(n * qd * e));
+    ANVIL_ASSIGN_OR_RETURN(k_, backend_.allocate(n * kvd * e));
+    ANVIL_ASSIGN_OR_RETURN(v_, backend_.allocate(n * kvd * e));
+    ANVIL_ASSIGN_OR_RETURN(attn_, backend_.allocate(n * qd * e));
+    ANVIL_ASSIGN_OR_RETURN(block_out_, backend_.allocate(n * h * e));
+    ANVIL_ASSIGN_OR_RETURN(gate_, backend_.allocate(n * inter * e));
+    ANVIL_ASSIGN_OR_RETURN(up_, backend_.allocate(n * inter * e));
+    ANVIL_ASSIGN_OR_RETURN(last_, backend_.allocate(nl * h * e));
+    scratch_tokens_ = n;
+    scratch_logits_ = nl;
+    return Status();
+  }
+
+  ModelConfig config_;
+  Backend& backend_;
+  std::vector<Buffer> storage_;
+  size_t weight_bytes_ = 0;
+  Tensor embed_tokens_;  // [vocab_size, hidden_size]
+  std::vector<LayerWeights> layers_;
+  Tensor final_norm_;    // [hidden_size]
+  Tensor lm_head_;       // [vocab_size, hidden_size]
+  Buffer inv_freq_buffer_;
+  Tensor inv_freq_;      // fp32 [head_dim / 2]
+  DebugHook hook_;
+  int64_t scratch_tokens_ = 0;
+  int64_t scratch_logits_ = 0;
+  Buffer residual_, normed_, q_, k_, v_, attn_, block_out_, gate_, up_, last_;
+};
+
+}  // namespace
+
+Expected<std::unique_ptr<Model>> create_model(const Checkpoint& checkpoint, Backend& backend) {
+  const ModelConfig& config = checkpoint.config;
+  if (!is_supported_architecture(config.architecture)) {
+    return unsupported("architecture '" + config.architecture + "' is not supported");
+  }
+  auto model = std::make_unique<LlamaModel>(config, backend);
+  ANVIL_RETURN_IF_ERROR(model->load(checkpoint.weights));
+  return std::unique_ptr<Model>(std::move(model));
+}
+
+}  // namespace anvil

@@ -1,0 +1,142 @@
+"""The `anvil` CLI end to end: generation, perplexity, and every bad input giving a one-line error."""
+import json
+import shutil
+
+import pytest
+
+from conftest import DATA, STORIES
+
+STORIES_ARGS = ["--model", STORIES / "stories260K.bin", "--tokenizer", STORIES / "tok512.bin", "--threads", "2"]
+
+
+def assert_clean_error(proc, *needles):
+    """A non-zero exit (not a signal), and exactly one line on stderr starting with 'error:', naming the problem
+    (log lines such as the model-load message may come before it)."""
+    assert proc.returncode > 0, proc
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1] == errors[0], proc.stderr
+    for n in needles:
+        assert n in errors[0], (n, errors[0])
+
+
+def test_greedy_story_matches_hf_reference(run):
+    ref = json.loads((DATA / "stories260K_reference.json").read_text())
+    proc = run("generate", *STORIES_ARGS, "--prompt", "", "--temperature", "0", "--max-tokens", "64", "--ignore-eos", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Once upon a time, there was a little girl named Lily.")
+    assert "tok/s" in proc.stderr and "decode" in proc.stderr
+
+
+def test_same_seed_same_text_and_different_seed_differs(run):
+    args = ["generate", *STORIES_ARGS, "--prompt", "Once upon a time", "--temperature", "1.0", "--top-p", "0.95",
+            "--max-tokens", "40", "-q"]
+    a = run(*args, "--seed", "7")
+    b = run(*args, "--seed", "7")
+    c = run(*args, "--seed", "8")
+    assert a.returncode == 0 and b.returncode == 0 and c.returncode == 0
+    assert a.stdout == b.stdout
+    assert a.stdout != c.stdout
+
+
+def test_stop_string_cuts_the_output(run):
+    proc = run("generate", *STORIES_ARGS, "--prompt", "Once upon a time", "--temperature", "0", "--max-tokens", "60",
+               "--stop", "Lily", "-q")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == ", there was a little girl named"
+    assert "finish: stop" in proc.stderr
+
+
+def test_perplexity_prints_counts_and_value(run, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("Once upon a time, there was a little girl named Lily. She loved to play outside.")
+    proc = run("perplexity", *STORIES_ARGS, "--file", text, "-q")
+    assert proc.returncode == 0, proc.stderr
+    fields = dict(line.split(": ") for line in proc.stdout.strip().splitlines())
+    assert int(fields["scored"]) == int(fields["tokens"]) - 1 > 10
+    assert 1.0 < float(fields["perplexity"]) < 20.0
+
+
+def test_bench_runs_on_dummy_weights(run, tmp_path):
+    cfg = json.loads((DATA / "hf" / "llama3_gqa" / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "bench.json"
+    proc = run("bench", "--model", tmp_path, "--load-format", "dummy", "--prompt-tokens", "16", "--gen-tokens", "8",
+               "--repeats", "1", "--json", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["decode_tok_per_s"] > 0 and result["prompt_tok_per_s"] > 0
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------
+
+def test_missing_model_path(run):
+    assert_clean_error(run("generate", "--model", "/nonexistent/model.bin", "--prompt", "x"), "/nonexistent/model.bin")
+
+
+def test_directory_without_config(run, tmp_path):
+    assert_clean_error(run("generate", "--model", tmp_path, "--prompt", "x"), "config.json")
+
+
+def test_unknown_architecture(run, tmp_path):
+    cfg = json.loads((DATA / "hf" / "llama_mha" / "config.json").read_text())
+    cfg["architectures"] = ["FooForCausalLM"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    shutil.copy(DATA / "hf" / "llama_mha" / "model.safetensors", tmp_path)
+    assert_clean_error(run("generate", "--model", tmp_path, "--prompt", "x"), "FooForCausalLM")
+
+
+def test_truncated_safetensors(run, tmp_path):
+    shutil.copy(DATA / "hf" / "llama_mha" / "config.json", tmp_path)
+    data = (DATA / "hf" / "llama_mha" / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert_clean_error(run("generate", "--model", tmp_path, "--prompt", "x"), "model.safetensors")
+
+
+def test_lying_safetensors_header_length(run, tmp_path):
+    shutil.copy(DATA / "hf" / "llama_mha" / "config.json", tmp_path)
+    data = bytearray((DATA / "hf" / "llama_mha" / "model.safetensors").read_bytes())
+    data[0:8] = (10**12).to_bytes(8, "little")
+    (tmp_path / "model.safetensors").write_bytes(bytes(data))
+    assert_clean_error(run("generate", "--model", tmp_path, "--prompt", "x"), "model.safetensors")
+
+
+def test_tensor_of_wrong_shape(run, tmp_path):
+    cfg = json.loads((DATA / "hf" / "llama_mha" / "config.json").read_text())
+    cfg["intermediate_size"] = 128  # the file holds 96
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    shutil.copy(DATA / "hf" / "llama_mha" / "model.safetensors", tmp_path)
+    assert_clean_error(run("generate", "--model", tmp_path, "--prompt", "x"), "mlp", "shape")
+
+
+def test_truncated_llama2c_checkpoint(run, tmp_path):
+    data = (STORIES / "stories260K.bin").read_bytes()
+    (tmp_path / "m.bin").write_bytes(data[:100000])
+    assert_clean_error(run("generate", "--model", tmp_path / "m.bin", "--tokenizer", STORIES / "tok512.bin",
+                           "--prompt", "x"), "m.bin")
+
+
+def test_corrupt_tokenizer(run, tmp_path):
+    data = (STORIES / "tok512.bin").read_bytes()
+    (tmp_path / "tok.bin").write_bytes(data[:3000])
+    assert_clean_error(run("generate", "--model", STORIES / "stories260K.bin", "--tokenizer", tmp_path / "tok.bin",
+                           "--prompt", "x"), "tok.bin")
+
+
+def test_prompt_longer_than_context(run):
+    assert_clean_error(run("generate", *STORIES_ARGS, "--max-model-len", "16", "--prompt", "Once upon a time " * 10),
+                       "prompt", "16")
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_max_tokens_not_positive(run, value):
+    assert_clean_error(run("generate", *STORIES_ARGS, "--prompt", "x", "--max-tokens", value), "max_tokens")
+
+
+def test_negative_temperature(run):
+    assert_clean_error(run("generate", *STORIES_ARGS, "--prompt", "x", "--temperature", "-1"), "temperature")
+
+
+def test_unknown_flag_is_an_error(run):
+    proc = run("generate", "--model", "x", "--prompt", "y", "--no-such-flag")
+    assert proc.returncode != 0 and "no-such-flag" in proc.stderr
