@@ -12,6 +12,7 @@
 #include "formats/checkpoint.h"
 #include "kv/block_pool.h"
 #include "models/model.h"
+#include "runtime/backend_factory.h"
 #include "runtime/model_runner.h"
 #include "runtime/sampler.h"
 #include "tokenizer/detokenizer.h"
@@ -105,20 +106,14 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   }
   const ModelConfig& mc = impl->checkpoint.config;
 
-  if (config.device == "cpu") {
-    impl->backend = make_cpu_backend(CpuBackendOptions{.num_threads = config.num_threads});
-  } else if (config.device == "cuda") {
-    return unsupported("device 'cuda': the CUDA backend is not available in this build yet");
-  } else {
-    return invalid_argument("device must be 'cpu' or 'cuda' (got '" + config.device + "')");
-  }
+  ANVIL_ASSIGN_OR_RETURN(impl->backend, make_backend(config));
   const auto t0 = Clock::now();
   ANVIL_ASSIGN_OR_RETURN(impl->model, create_model(impl->checkpoint, *impl->backend));
 
   int64_t max_len = mc.max_position_embeddings;
   if (config.max_model_len > 0) max_len = std::min<int64_t>(max_len, config.max_model_len);
-  KvCacheConfig kv{.num_blocks = static_cast<int32_t>((max_len + config.block_size - 1) / config.block_size),
-                   .block_size = config.block_size};
+  ANVIL_ASSIGN_OR_RETURN(int32_t num_blocks, plan_kv_blocks(config, mc, max_len, *impl->backend));
+  KvCacheConfig kv{.num_blocks = num_blocks, .block_size = config.block_size};
   ANVIL_ASSIGN_OR_RETURN(impl->runner, ModelRunner::create(*impl->backend, *impl->model, kv));
   impl->pool = std::make_unique<BlockPool>(kv.num_blocks);
 

@@ -1,0 +1,21 @@
+// Backend selection and KV-cache sizing: the two decisions that depend on the device. Kept apart from the
+// engine so the engine never includes device headers.
+#pragma once
+
+#include <memory>
+
+#include "anvil/engine.h"
+#include "backends/backend.h"
+#include "formats/model_config.h"
+
+namespace anvil {
+
+// The backend EngineConfig::device names ("cpu" or "cuda"); clear errors when CUDA is absent or unsupported.
+Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config);
+
+// Number of KV blocks for `model` on `backend`. CPU: enough for max_num_seqs sequences of max_model_len tokens
+// (at least one full-length sequence). CUDA: gpu_memory_utilization of the memory left after the weights.
+Expected<int32_t> plan_kv_blocks(const EngineConfig& config, const ModelConfig& model, int64_t max_model_len,
+                                 Backend& backend);
+
+}  // namespace anvil
