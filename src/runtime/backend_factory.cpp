@@ -3,20 +3,72 @@
 
 #include <algorithm>
 
+#include "core/logging.h"
+#ifdef ANVIL_HAS_CUDA
+#include "backends/cuda/cuda_backend.h"
+#endif
+
 namespace anvil {
 
 Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config) {
   if (config.device == "cpu") return make_cpu_backend(CpuBackendOptions{.num_threads = config.num_threads});
-  if (config.device == "cuda") {
-    return unsupported("device 'cuda': the CUDA backend is not available in this build yet");
+  if (config.device != "cuda") {
+    return invalid_argument("device must be 'cpu' or 'cuda' (got '" + config.device + "')");
   }
-  return invalid_argument("device must be 'cpu' or 'cuda' (got '" + config.device + "')");
+#ifdef ANVIL_HAS_CUDA
+  DType dtype = DType::kBF16;
+  if (config.cuda_dtype == "auto") {
+    dtype = DType::kBF16;
+  } else if (!parse_dtype(config.cuda_dtype, &dtype) || dtype == DType::kF32) {
+    return invalid_argument("cuda dtype must be auto, float16 or bfloat16 (got '" + config.cuda_dtype + "')");
+  }
+  if (!(config.gpu_memory_utilization > 0.0f && config.gpu_memory_utilization <= 1.0f)) {
+    return invalid_argument("gpu_memory_utilization must be in (0, 1] (got " +
+                            std::to_string(config.gpu_memory_utilization) + ")");
+  }
+  return make_cuda_backend(CudaBackendOptions{.device_id = 0, .dtype = dtype});
+#else
+  return unsupported("device 'cuda': this build of anvil has no CUDA backend (nvcc was not found at build time)");
+#endif
+}
+
+Status check_weights_fit(const EngineConfig& config, int64_t num_params) {
+  if (config.device != "cuda") return Status();
+#ifdef ANVIL_HAS_CUDA
+  size_t free_bytes = 0, total_bytes = 0;
+  ANVIL_RETURN_IF_ERROR(cuda_memory_info(0, &free_bytes, &total_bytes));
+  const size_t needed = static_cast<size_t>(num_params) * 2;  // fp16/bf16 on the GPU
+  if (needed > free_bytes) {
+    return resource_exhausted("the model's weights need " + std::to_string(needed >> 20) + " MiB on the GPU but only " +
+                              std::to_string(free_bytes >> 20) + " MiB of " + std::to_string(total_bytes >> 20) +
+                              " MiB are free");
+  }
+#endif
+  return Status();
 }
 
 Expected<int32_t> plan_kv_blocks(const EngineConfig& config, const ModelConfig& model, int64_t max_model_len,
                                  Backend& backend) {
   const int64_t blocks_per_seq = (max_model_len + config.block_size - 1) / config.block_size;
-  return static_cast<int32_t>(std::max<int64_t>(blocks_per_seq, 1));
+  if (backend.device() == Device::kCpu) return static_cast<int32_t>(std::max<int64_t>(blocks_per_seq, 1));
+#ifdef ANVIL_HAS_CUDA
+  size_t free_bytes = 0, total_bytes = 0;
+  ANVIL_RETURN_IF_ERROR(cuda_memory_info(0, &free_bytes, &total_bytes));
+  // NOTE: 1 GiB stays free for activations, cuBLASLt workspace, attention scratch and CUDA graphs.
+  const double reserve = 1024.0 * 1024.0 * 1024.0;
+  const double budget = static_cast<double>(free_bytes) * config.gpu_memory_utilization - reserve;
+  const double block_bytes = 2.0 * static_cast<double>(model.num_layers) * config.block_size * model.num_kv_heads *
+                             model.head_dim * dtype_size(backend.activation_dtype());
+  const int64_t blocks = budget > 0 ? static_cast<int64_t>(budget / block_bytes) : 0;
+  if (blocks < blocks_per_seq) {
+    return resource_exhausted("the KV cache gets " + std::to_string(blocks) + " blocks but one sequence of " +
+                              std::to_string(max_model_len) + " tokens needs " + std::to_string(blocks_per_seq) +
+                              " (lower --max-model-len or raise --gpu-memory-utilization)");
+  }
+  return static_cast<int32_t>(std::min<int64_t>(blocks, 1 << 24));
+#else
+  return unsupported("cuda backend not built");
+#endif
 }
 
 }  // namespace anvil

@@ -11,7 +11,11 @@
 namespace anvil {
 
 // The backend EngineConfig::device names ("cpu" or "cuda"); clear errors when CUDA is absent or unsupported.
+// On CUDA, cuda_dtype "auto" means bfloat16.
 Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config);
+
+// Fails before any weight is uploaded when the model cannot fit in the device's free memory.
+Status check_weights_fit(const EngineConfig& config, int64_t num_params);
 
 // Number of KV blocks for `model` on `backend`. CPU: enough for max_num_seqs sequences of max_model_len tokens
 // (at least one full-length sequence). CUDA: gpu_memory_utilization of the memory left after the weights.

@@ -106,6 +106,9 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   }
   const ModelConfig& mc = impl->checkpoint.config;
 
+  int64_t num_params = 0;
+  for (const auto& [name, t] : impl->checkpoint.weights.tensors()) num_params += t.numel();
+  ANVIL_RETURN_IF_ERROR(check_weights_fit(config, num_params));
   ANVIL_ASSIGN_OR_RETURN(impl->backend, make_backend(config));
   const auto t0 = Clock::now();
   ANVIL_ASSIGN_OR_RETURN(impl->model, create_model(impl->checkpoint, *impl->backend));

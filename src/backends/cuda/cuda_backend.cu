@@ -1,0 +1,141 @@
+// CudaBackend: device setup, memory, copies and weight upload. Weights stream from the (mmap'd) host tensor
+// through a pinned staging buffer in chunks, converted on the device to the backend dtype: the host never
+// holds a second full copy of the model.
+#include <algorithm>
+#include <cstring>
+
+#include "backends/cuda/convert.cuh"
+#include "backends/cuda/cuda_backend.cuh"
+#include "backends/cuda/cuda_device.h"
+
+namespace anvil {
+
+Expected<std::unique_ptr<Backend>> make_cuda_backend(const CudaBackendOptions& options) {
+  if (options.dtype != DType::kF16 && options.dtype != DType::kBF16) {
+    return unsupported("cuda backend runs in float16 or bfloat16, not " + std::string(dtype_name(options.dtype)));
+  }
+  auto backend = std::make_unique<cuda::CudaBackend>(options.device_id, options.dtype);
+  ANVIL_RETURN_IF_ERROR(backend->init());
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+Status cuda_memory_info(int device_id, size_t* free_bytes, size_t* total_bytes) {
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_id), "cudaSetDevice");
+  return cuda::cuda_status(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo");
+}
+
+namespace cuda {
+
+// NOTE: 64 MB of pinned staging keeps the PCIe copy near full speed while bounding host memory.
+constexpr size_t kStagingBytes = 64u << 20;
+constexpr size_t kLtWorkspaceBytes = 32u << 20;
+
+CudaBackend::~CudaBackend() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  for (auto& [key, plan] : plans_) {
+    cublasLtMatmulDescDestroy(plan.op);
+    cublasLtMatrixLayoutDestroy(plan.a);
+    cublasLtMatrixLayoutDestroy(plan.b);
+    cublasLtMatrixLayoutDestroy(plan.d);
+  }
+  if (lt_) cublasLtDestroy(lt_);
+  if (lt_workspace_) cudaFree(lt_workspace_);
+  if (scratch_) cudaFree(scratch_);
+  if (staging_) cudaFreeHost(staging_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+Status CudaBackend::init() {
+  ANVIL_ASSIGN_OR_RETURN(CudaDeviceInfo info, query_cuda_device(device_id_));
+  num_sms_ = info.num_sms;
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_id_), "cudaSetDevice");
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  if (cublasLtCreate(&lt_) != CUBLAS_STATUS_SUCCESS) return internal_error("cublasLtCreate failed");
+  lt_workspace_bytes_ = kLtWorkspaceBytes;
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&lt_workspace_, lt_workspace_bytes_), "cudaMalloc (cuBLASLt workspace)");
+  return Status();
+}
+
+Expected<Buffer> CudaBackend::allocate(size_t nbytes) {
+  void* p = nullptr;
+  cudaError_t err = cudaMalloc(&p, std::max<size_t>(nbytes, 256));
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free allocation error
+    size_t free_bytes = 0, total_bytes = 0;
+    cudaMemGetInfo(&free_bytes, &total_bytes);
+    return resource_exhausted("cuda: cannot allocate " + std::to_string(nbytes) + " bytes (" +
+                              std::to_string(free_bytes) + " free of " + std::to_string(total_bytes) + ")");
+  }
+  return Buffer(p, nbytes, Device::kCuda, [](void* q) { cudaFree(q); });
+}
+
+Status CudaBackend::copy_to_device(const void* host_src, const Tensor& dst) {
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst.data, host_src, dst.nbytes(), cudaMemcpyHostToDevice, stream_),
+                             "copy to device");
+  return Status();
+}
+
+Status CudaBackend::copy_to_host(const Tensor& src, void* host_dst) {
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_dst, src.data, src.nbytes(), cudaMemcpyDeviceToHost, stream_),
+                             "copy to host");
+  return cuda_status(cudaStreamSynchronize(stream_), "copy to host (synchronize)");
+}
+
+Status CudaBackend::synchronize() { return cuda_status(cudaStreamSynchronize(stream_), "synchronize"); }
+
+Expected<void*> CudaBackend::scratch(size_t nbytes) {
+  if (nbytes > scratch_bytes_) {
+    ANVIL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "scratch (synchronize)");
+    if (scratch_) cudaFree(scratch_);
+    scratch_ = nullptr;
+    scratch_bytes_ = 0;
+    ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&scratch_, nbytes), "cudaMalloc (scratch)");
+    scratch_bytes_ = nbytes;
+  }
+  return scratch_;
+}
+
+Expected<Tensor> CudaBackend::upload_weight(const Tensor& host, std::vector<Buffer>* storage) {
+  if (host.dtype != DType::kF32 && host.dtype != DType::kF16 && host.dtype != DType::kBF16) {
+    return unsupported("cuda backend: weights of dtype " + std::string(dtype_name(host.dtype)) + " are not supported");
+  }
+  if (!host.is_contiguous()) return internal_error("upload_weight: weight is not contiguous");
+  const int64_t n = host.numel();
+  ANVIL_ASSIGN_OR_RETURN(Buffer dst, allocate(static_cast<size_t>(n) * dtype_size(dtype_)));
+  Tensor out = Tensor::make(dst.data(), dtype_, host.shape.data(), host.ndim, Device::kCuda);
+  if (staging_ == nullptr) {
+    ANVIL_CUDA_RETURN_IF_ERROR(cudaMallocHost(&staging_, kStagingBytes), "cudaMallocHost (staging)");
+    staging_bytes_ = kStagingBytes;
+  }
+  const size_t src_elem = dtype_size(host.dtype);
+  const size_t dst_elem = dtype_size(dtype_);
+  // Converting uploads land in the second half of scratch, in the source dtype, then convert on the device.
+  const bool needs_convert = host.dtype != dtype_;
+  const int64_t chunk = static_cast<int64_t>(staging_bytes_ / src_elem);
+  void* raw = nullptr;
+  if (needs_convert) {
+    ANVIL_ASSIGN_OR_RETURN(raw, scratch(staging_bytes_));
+  }
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int64_t count = std::min(chunk, n - begin);
+    const size_t bytes = static_cast<size_t>(count) * src_elem;
+    // The staging buffer is reused: wait for the previous chunk's copy before overwriting it.
+    ANVIL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "upload_weight (synchronize)");
+    std::memcpy(staging_, static_cast<const char*>(host.data) + begin * src_elem, bytes);
+    char* dst_ptr = static_cast<char*>(dst.data()) + begin * dst_elem;
+    if (!needs_convert) {
+      ANVIL_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst_ptr, staging_, bytes, cudaMemcpyHostToDevice, stream_),
+                                 "upload_weight (copy)");
+    } else {
+      ANVIL_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(raw, staging_, bytes, cudaMemcpyHostToDevice, stream_),
+                                 "upload_weight (copy)");
+      ANVIL_RETURN_IF_ERROR(convert_on_device(raw, host.dtype, dst_ptr, dtype_, count, stream_));
+    }
+  }
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "upload_weight (synchronize)");
+  storage->push_back(std::move(dst));
+  return out;
+}
+
+}  // namespace cuda
+}  // namespace anvil

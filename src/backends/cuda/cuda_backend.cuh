@@ -1,0 +1,76 @@
+// CudaBackend: the Backend ops on one NVIDIA GPU. One stream; every op enqueues kernels on it and returns
+// without synchronizing. Activations, KV cache and weights are all in one 16-bit dtype (fp16 or bf16);
+// accumulation is fp32. Each op lives in its own .cu file.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <map>
+#include <tuple>
+
+#include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/cuda_common.cuh"
+
+namespace anvil::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device_id, DType dtype) : device_id_(device_id), dtype_(dtype) {}
+  ~CudaBackend() override;
+  Status init();
+
+  Device device() const override { return Device::kCuda; }
+  std::string name() const override { return "cuda"; }
+  DType activation_dtype() const override { return dtype_; }
+
+  Expected<Buffer> allocate(size_t nbytes) override;
+  Status copy_to_device(const void* host_src, const Tensor& dst) override;
+  Status copy_to_host(const Tensor& src, void* host_dst) override;
+  Expected<Tensor> upload_weight(const Tensor& host, std::vector<Buffer>* storage) override;
+  Status synchronize() override;
+
+  Status embedding(const Tensor& ids, const Tensor& table, const Tensor& out) override;
+  Status rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
+  Status add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, float eps,
+                      const Tensor& out) override;
+  Status linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) override;
+  Status rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
+                              const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,
+                              const KvCacheView& cache) override;
+  Status paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
+                         const Tensor& out) override;
+  Status silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
+  Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) override;
+
+  cudaStream_t stream() const { return stream_; }
+  int num_sms() const { return num_sms_; }
+  // Device scratch of at least `nbytes`, reused across ops (grown, never shrunk; not valid across ops).
+  Expected<void*> scratch(size_t nbytes);
+
+ private:
+  // A cached cuBLASLt plan for one GEMM shape.
+  struct MatmulPlan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  using MatmulKey = std::tuple<int64_t, int64_t, int64_t, int, int, bool>;  // tokens, in, out, w/out dtype, bias
+  Expected<MatmulPlan*> matmul_plan(int64_t num_tokens, int64_t in, int64_t out_features, DType weight_dtype,
+                                    DType out_dtype, bool has_bias);
+
+  int device_id_;
+  DType dtype_;
+  int num_sms_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  void* lt_workspace_ = nullptr;
+  size_t lt_workspace_bytes_ = 0;
+  std::map<MatmulKey, MatmulPlan> plans_;
+  void* scratch_ = nullptr;
+  size_t scratch_bytes_ = 0;
+  void* staging_ = nullptr;  // pinned host buffer for weight uploads
+  size_t staging_bytes_ = 0;
+};
+
+}  // namespace anvil::cuda

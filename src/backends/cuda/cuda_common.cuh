@@ -1,0 +1,58 @@
+// Shared CUDA helpers: error checking that turns CUDA failures into Status values naming the op, and the
+// element-type traits (fp16/bf16 <-> float) every kernel uses. Included by .cu files only.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "anvil/status.h"
+#include "core/tensor.h"
+
+namespace anvil::cuda {
+
+inline Status cuda_status(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return Status();
+  return internal_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(err));
+}
+
+// Checks a launch: the launch error itself (bad configuration) without synchronizing.
+inline Status check_launch(const char* op) { return cuda_status(cudaGetLastError(), op); }
+
+#define ANVIL_CUDA_RETURN_IF_ERROR(expr, what) ANVIL_RETURN_IF_ERROR(::anvil::cuda::cuda_status((expr), (what)))
+
+template <typename T>
+__device__ __forceinline__ float to_float(T v);
+template <>
+__device__ __forceinline__ float to_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
+template <>
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
+
+// Calls `fn` with a null pointer of the element type matching `dtype` (fp32, fp16, bf16):
+// dispatch_float(t.dtype, [&](auto* tag) { using T = std::remove_pointer_t<decltype(tag)>; ... }).
+template <typename Fn>
+Status dispatch_float(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::kF32: return fn(static_cast<float*>(nullptr));
+    case DType::kF16: return fn(static_cast<__half*>(nullptr));
+    case DType::kBF16: return fn(static_cast<__nv_bfloat16*>(nullptr));
+    default: return unsupported("cuda: dtype " + std::string(dtype_name(dtype)) + " is not supported here");
+  }
+}
+
+}  // namespace anvil::cuda

@@ -1,0 +1,83 @@
+// Dense linear through cuBLASLt: out[num_tokens, out] = x[num_tokens, in] @ W[out, in]^T (+ bias epilogue).
+// In cuBLAS's column-major terms this is D^T[out, T] = op_T(W as [in, out]) * (x as [in, T]). The heuristic's
+// best algorithm is chosen once per shape and cached with its descriptors. Output may be the activation dtype
+// or fp32 (the LM head writes fp32 logits).
+#include "backends/cuda/cuda_backend.cuh"
+
+namespace anvil::cuda {
+namespace {
+
+cudaDataType_t cuda_type(DType dtype) {
+  switch (dtype) {
+    case DType::kF16: return CUDA_R_16F;
+    case DType::kBF16: return CUDA_R_16BF;
+    default: return CUDA_R_32F;
+  }
+}
+
+Status lt_status(cublasStatus_t s, const char* what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return Status();
+  return internal_error(std::string("cuBLASLt ") + what + " failed: " + cublasGetStatusString(s));
+}
+
+}  // namespace
+
+Expected<CudaBackend::MatmulPlan*> CudaBackend::matmul_plan(int64_t num_tokens, int64_t in, int64_t out_features,
+                                                            DType weight_dtype, DType out_dtype, bool has_bias) {
+  const MatmulKey key{num_tokens, in, out_features, static_cast<int>(weight_dtype), static_cast<int>(out_dtype),
+                      has_bias};
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return &it->second;
+  MatmulPlan plan;
+  ANVIL_RETURN_IF_ERROR(lt_status(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc"));
+  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a));
+  cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b));
+  if (has_bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue));
+    const cudaDataType_t bias_type = cuda_type(weight_dtype);
+    cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type));
+  }
+  ANVIL_RETURN_IF_ERROR(lt_status(cublasLtMatrixLayoutCreate(&plan.a, cuda_type(weight_dtype), in, out_features, in), "layout A"));
+  ANVIL_RETURN_IF_ERROR(lt_status(cublasLtMatrixLayoutCreate(&plan.b, cuda_type(weight_dtype), in, num_tokens, in), "layout B"));
+  ANVIL_RETURN_IF_ERROR(lt_status(cublasLtMatrixLayoutCreate(&plan.d, cuda_type(out_dtype), out_features, num_tokens, out_features), "layout D"));
+  cublasLtMatmulPreference_t pref = nullptr;
+  cublasLtMatmulPreferenceCreate(&pref);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &lt_workspace_bytes_,
+                                       sizeof(lt_workspace_bytes_));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t hs =
+      cublasLtMatmulAlgoGetHeuristic(lt_, plan.op, plan.a, plan.b, plan.d, plan.d, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
+    return internal_error("cuBLASLt has no algorithm for linear [" + std::to_string(num_tokens) + ", " +
+                          std::to_string(in) + "] x [" + std::to_string(out_features) + ", " + std::to_string(in) + "]^T");
+  }
+  plan.algo = result.algo;
+  return &plans_.emplace(key, plan).first->second;
+}
+
+Status CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
+  const int64_t num_tokens = x.size(0);
+  const int64_t in = x.size(1);
+  const int64_t out_features = weight.size(0);
+  if (weight.size(1) != in || out.size(0) != num_tokens || out.size(1) != out_features || x.dtype != weight.dtype) {
+    return internal_error("linear: shapes or dtypes do not match: x " + x.describe() + ", weight " +
+                          weight.describe() + ", out " + out.describe());
+  }
+  if (num_tokens == 0) return Status();
+  ANVIL_ASSIGN_OR_RETURN(MatmulPlan * plan,
+                         matmul_plan(num_tokens, in, out_features, weight.dtype, out.dtype, bias.defined()));
+  if (bias.defined()) {
+    const void* bias_ptr = bias.data;
+    cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr));
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  return lt_status(cublasLtMatmul(lt_, plan->op, &alpha, weight.data, plan->a, x.data, plan->b, &beta, out.data,
+                                  plan->d, out.data, plan->d, &plan->algo, lt_workspace_, lt_workspace_bytes_, stream_),
+                   "matmul");
+}
+
+}  // namespace anvil::cuda

@@ -1,0 +1,238 @@
+// Paged attention for prefill, chunked prefill and decode alike. Each CTA takes one (sequence, query tile,
+// kv head, key split): the query rows of every q head sharing that kv head (GQA-aware: a K/V tile is read
+// once per head group), keys/values staged tile by tile from the block table into shared memory, online
+// softmax in fp32. Long contexts with few CTAs are split over keys (flash-decoding) and merged by a second
+// kernel. CUDA cores only: the tensor-core prefill path is future work (see dev/kernels/).
+#include <algorithm>
+
+#include "backends/cuda/cuda_backend.cuh"
+
+namespace anvil::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kKeyTile = 64;
+constexpr int kMaxRows = 64;  // query rows (tokens x heads of a group) per CTA
+
+template <typename T>
+struct AttnArgs {
+  const T* q;             // [num_tokens, num_heads, head_dim]
+  const T* k_cache;       // [num_blocks, block_size, num_kv_heads, head_dim]
+  const T* v_cache;       // [num_blocks, block_size, num_kv_heads, head_dim]
+  const int32_t* query_start;   // [num_seqs + 1]
+  const int32_t* context_lens;  // [num_seqs]
+  const int32_t* block_tables;  // [num_seqs, max_blocks]
+  T* out;                 // [num_tokens, num_heads * head_dim] (single split)
+  float* part_acc;        // [num_splits, num_tokens, num_heads, head_dim] (several splits)
+  float* part_ml;         // [num_splits, num_tokens, num_heads, 2]
+  int max_blocks, num_heads, num_kv_heads, head_dim, block_size;
+  int q_tile, num_q_tiles, num_splits, split_len, num_tokens;
+  float scale;
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) paged_attention_kernel(AttnArgs<T> a) {
+  extern __shared__ float smem[];
+  const int group = a.num_heads / a.num_kv_heads;
+  const int rows = a.q_tile * group;
+  const int hd = a.head_dim;
+  const int k_stride = hd + 2;  // padded row: avoids bank conflicts when threads read different keys
+  float* q_s = smem;                          // [rows][hd], pre-scaled
+  float* acc = q_s + rows * hd;               // [rows][hd]
+  float* s_s = acc + rows * hd;               // [rows][kKeyTile]
+  float* m_s = s_s + rows * kKeyTile;         // [rows]
+  float* l_s = m_s + rows;                    // [rows]
+  float* c_s = l_s + rows;                    // [rows] rescale factor of this tile
+  T* k_s = reinterpret_cast<T*>(c_s + rows);  // [kKeyTile][k_stride]
+  T* v_s = k_s + kKeyTile * k_stride;         // [kKeyTile][hd]
+
+  const int seq = blockIdx.x / a.num_q_tiles;
+  const int tile = blockIdx.x % a.num_q_tiles;
+  const int kv_head = blockIdx.y;
+  const int split = blockIdx.z;
+  const int q_begin = a.query_start[seq];
+  const int num_query = a.query_start[seq + 1] - q_begin;
+  const int t0 = tile * a.q_tile;
+  if (t0 >= num_query) return;
+  const int tile_tokens = min(a.q_tile, num_query - t0);
+  const int context = a.context_lens[seq];
+  const int first_pos = context - num_query + t0;  // absolute position of the tile's first query
+  const int last_key = first_pos + tile_tokens - 1;
+  const int key_begin = split * a.split_len;
+  const int key_end = min(key_begin + a.split_len, last_key + 1);
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks;
+
+  for (int i = threadIdx.x; i < rows * hd; i += kThreads) {
+    const int r = i / hd, d = i % hd;
+    const int tq = r / group, g = r % group;
+    float v = 0.0f;
+    if (tq < tile_tokens) {
+      const int64_t tok = q_begin + t0 + tq;
+      v = to_float(a.q[(tok * a.num_heads + kv_head * group + g) * hd + d]) * a.scale;
+    }
+    q_s[i] = v;
+    acc[i] = 0.0f;
+  }
+  for (int r = threadIdx.x; r < rows; r += kThreads) {
+    m_s[r] = -INFINITY;
+    l_s[r] = 0.0f;
+  }
+  __syncthreads();
+
+  for (int kt = key_begin; kt < key_end; kt += kKeyTile) {
+    const int tile_keys = min(kKeyTile, key_end - kt);
+    for (int i = threadIdx.x; i < tile_keys * hd; i += kThreads) {
+      const int j = i / hd, d = i % hd;
+      const int p = kt + j;
+      const int64_t slot = static_cast<int64_t>(table[p / a.block_size]) * a.block_size + p % a.block_size;
+      const int64_t off = (slot * a.num_kv_heads + kv_head) * hd + d;
+      k_s[j * k_stride + d] = a.k_cache[off];
+      v_s[j * hd + d] = a.v_cache[off];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < rows * kKeyTile; i += kThreads) {
+      const int r = i / kKeyTile, j = i % kKeyTile;
+      const int tq = r / group;
+      float s = -INFINITY;
+      if (j < tile_keys && tq < tile_tokens && kt + j <= first_pos + tq) {
+        const float* qr = q_s + r * hd;
+        const T* kr = k_s + j * k_stride;
+        float dot = 0.0f;
+        for (int d = 0; d < hd; ++d) dot += qr[d] * to_float(kr[d]);
+        s = dot;
+      }
+      s_s[i] = s;
+    }
+    __syncthreads();
+    for (int r = threadIdx.x; r < rows; r += kThreads) {
+      float* sr = s_s + r * kKeyTile;
+      float mx = m_s[r];
+      for (int j = 0; j < kKeyTile; ++j) mx = fmaxf(mx, sr[j]);
+      if (mx == -INFINITY) {  // nothing visible yet for this row
+        c_s[r] = 1.0f;
+        for (int j = 0; j < kKeyTile; ++j) sr[j] = 0.0f;
+        continue;
+      }
+      const float corr = __expf(m_s[r] - mx);
+      float sum = 0.0f;
+      for (int j = 0; j < kKeyTile; ++j) {
+        const float p = __expf(sr[j] - mx);
+        sr[j] = p;
+        sum += p;
+      }
+      l_s[r] = l_s[r] * corr + sum;
+      m_s[r] = mx;
+      c_s[r] = corr;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < rows * hd; i += kThreads) {
+      const int r = i / hd, d = i % hd;
+      const float* pr = s_s + r * kKeyTile;
+      float v = acc[i] * c_s[r];
+      for (int j = 0; j < tile_keys; ++j) v += pr[j] * to_float(v_s[j * hd + d]);
+      acc[i] = v;
+    }
+    __syncthreads();
+  }
+
+  for (int i = threadIdx.x; i < rows * hd; i += kThreads) {
+    const int r = i / hd, d = i % hd;
+    const int tq = r / group, g = r % group;
+    if (tq >= tile_tokens) continue;
+    const int64_t tok = q_begin + t0 + tq;
+    const int head = kv_head * group + g;
+    if (a.num_splits == 1) {
+      const float l = l_s[r];
+      a.out[(tok * a.num_heads + head) * hd + d] = from_float<T>(l > 0.0f ? acc[i] / l : 0.0f);
+    } else {
+      const int64_t row = (static_cast<int64_t>(split) * a.num_tokens + tok) * a.num_heads + head;
+      a.part_acc[row * hd + d] = acc[i];
+      if (d == 0) {
+        a.part_ml[row * 2] = m_s[r];
+        a.part_ml[row * 2 + 1] = l_s[r];
+      }
+    }
+  }
+}
+
+// Merges key splits: out = sum_s acc_s * exp(m_s - M) / sum_s l_s * exp(m_s - M). One block per (token, head).
+template <typename T>
+__global__ void merge_splits_kernel(const float* __restrict__ part_acc, const float* __restrict__ part_ml,
+                                    T* __restrict__ out, int num_splits, int num_tokens, int num_heads, int head_dim) {
+  const int64_t row = blockIdx.x;  // token * num_heads + head
+  const int64_t stride = static_cast<int64_t>(num_tokens) * num_heads;
+  float mx = -INFINITY;
+  for (int s = 0; s < num_splits; ++s) mx = fmaxf(mx, part_ml[(s * stride + row) * 2]);
+  float denom = 0.0f;
+  for (int s = 0; s < num_splits; ++s) {
+    const float m = part_ml[(s * stride + row) * 2];
+    if (m != -INFINITY) denom += part_ml[(s * stride + row) * 2 + 1] * __expf(m - mx);
+  }
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float v = 0.0f;
+    for (int s = 0; s < num_splits; ++s) {
+      const float m = part_ml[(s * stride + row) * 2];
+      if (m != -INFINITY) v += part_acc[(s * stride + row) * head_dim + d] * __expf(m - mx);
+    }
+    out[row * head_dim + d] = from_float<T>(denom > 0.0f ? v / denom : 0.0f);
+  }
+}
+
+}  // namespace
+
+Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
+                                    float scale, const Tensor& out) {
+  const int num_tokens = static_cast<int>(q.size(0));
+  if (num_tokens == 0) return Status();
+  const int num_heads = static_cast<int>(q.size(1));
+  const int head_dim = static_cast<int>(q.size(2));
+  const int num_kv_heads = static_cast<int>(cache.k.size(2));
+  const int group = num_heads / num_kv_heads;
+  if (group > kMaxRows) return unsupported("paged_attention: more than 64 query heads per kv head");
+  const int q_tile = meta.max_query_len <= 1 ? 1 : std::max(1, kMaxRows / group);
+  const int num_q_tiles = ceil_div(std::max(meta.max_query_len, 1), q_tile);
+  const int ctas = meta.num_seqs * num_q_tiles * num_kv_heads;
+  // NOTE: split over keys only when the grid would leave most SMs idle (decode of few sequences).
+  int num_splits = 1;
+  if (ctas < 2 * num_sms_) {
+    num_splits = std::min(ceil_div(2 * num_sms_, ctas), ceil_div(std::max(meta.max_context_len, 1), kKeyTile));
+  }
+  const int split_len = ceil_div(ceil_div(std::max(meta.max_context_len, 1), num_splits), kKeyTile) * kKeyTile;
+  num_splits = ceil_div(std::max(meta.max_context_len, 1), split_len);
+
+  const int rows = q_tile * group;
+  const size_t elem = dtype_size(q.dtype);
+  const size_t smem = static_cast<size_t>(rows) * head_dim * 4 * 2 + static_cast<size_t>(rows) * kKeyTile * 4 +
+                      rows * 3 * 4 + kKeyTile * (head_dim + 2) * elem + kKeyTile * head_dim * elem + 16;
+  float* part_acc = nullptr;
+  float* part_ml = nullptr;
+  if (num_splits > 1) {
+    const size_t acc_elems = static_cast<size_t>(num_splits) * num_tokens * num_heads * head_dim;
+    const size_t ml_elems = static_cast<size_t>(num_splits) * num_tokens * num_heads * 2;
+    ANVIL_ASSIGN_OR_RETURN(void* buf, scratch((acc_elems + ml_elems) * sizeof(float)));
+    part_acc = static_cast<float*>(buf);
+    part_ml = part_acc + acc_elems;
+  }
+  return dispatch_float(q.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    AttnArgs<T> a{q.ptr<const T>(), cache.k.ptr<const T>(), cache.v.ptr<const T>(),
+                  meta.query_start.ptr<const int32_t>(), meta.context_lens.ptr<const int32_t>(),
+                  meta.block_tables.ptr<const int32_t>(), out.ptr<T>(), part_acc, part_ml, meta.max_blocks_per_seq,
+                  num_heads, num_kv_heads, head_dim, meta.block_size, q_tile, num_q_tiles, num_splits, split_len,
+                  num_tokens, scale};
+    ANVIL_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(paged_attention_kernel<T>,
+                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+                               "paged_attention (shared memory)");
+    dim3 grid(meta.num_seqs * num_q_tiles, num_kv_heads, num_splits);
+    paged_attention_kernel<T><<<grid, kThreads, smem, stream_>>>(a);
+    ANVIL_RETURN_IF_ERROR(check_launch("paged_attention"));
+    if (num_splits > 1) {
+      merge_splits_kernel<T><<<num_tokens * num_heads, 64, 0, stream_>>>(part_acc, part_ml, out.ptr<T>(), num_splits,
+                                                                           num_tokens, num_heads, head_dim);
+      ANVIL_RETURN_IF_ERROR(check_launch("paged_attention (merge)"));
+    }
+    return Status();
+  });
+}
+
+}  // namespace anvil::cuda

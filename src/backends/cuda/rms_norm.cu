@@ -1,0 +1,69 @@
+// RMSNorm and fused residual-add + RMSNorm. One block per row; sums in fp32. Rounding follows Hugging Face's
+// 16-bit path: the residual sum is rounded to the activation dtype, the normalized row is rounded before the
+// weight multiply.
+#include "backends/cuda/cuda_backend.cuh"
+
+namespace anvil::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ float block_sum(float v) {
+  __shared__ float warp_sums[kThreads / 32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float total = 0.0f;
+  for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
+  return total;
+}
+
+// If `x` is given: residual += x (rounded), then normalize residual. Otherwise normalize `residual` as is.
+template <typename T>
+__global__ void rms_norm_kernel(const T* __restrict__ x, T* __restrict__ residual, const T* __restrict__ weight,
+                                T* __restrict__ out, int64_t n, float eps) {
+  const int64_t row = blockIdx.x;
+  T* res = residual + row * n;
+  float sum_sq = 0.0f;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    float v = to_float(res[i]);
+    if (x != nullptr) {
+      const T rounded = from_float<T>(v + to_float(x[row * n + i]));
+      res[i] = rounded;
+      v = to_float(rounded);
+    }
+    sum_sq += v * v;
+  }
+  const float inv = rsqrtf(block_sum(sum_sq) / static_cast<float>(n) + eps);
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    const T normed = from_float<T>(to_float(res[i]) * inv);
+    out[row * n + i] = from_float<T>(to_float(normed) * to_float(weight[i]));
+  }
+}
+
+}  // namespace
+
+Status CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) {
+  const int64_t rows = x.size(0);
+  if (rows == 0) return Status();
+  return dispatch_float(out.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    rms_norm_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream_>>>(
+        nullptr, const_cast<T*>(x.ptr<const T>()), weight.ptr<const T>(), out.ptr<T>(), x.size(1), eps);
+    return check_launch("rms_norm");
+  });
+}
+
+Status CudaBackend::add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, float eps,
+                                 const Tensor& out) {
+  const int64_t rows = x.size(0);
+  if (rows == 0) return Status();
+  return dispatch_float(out.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    rms_norm_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream_>>>(
+        x.ptr<const T>(), residual.ptr<T>(), weight.ptr<const T>(), out.ptr<T>(), x.size(1), eps);
+    return check_launch("add_rms_norm");
+  });
+}
+
+}  // namespace anvil::cuda

@@ -1,0 +1,64 @@
+// Rotary embedding fused with the paged KV-cache write: rotates q and k in place (fp32 math, either pairing)
+// and stores k and v at each token's cache slot. One block per token.
+#include "backends/cuda/cuda_backend.cuh"
+
+namespace anvil::cuda {
+namespace {
+
+template <typename T>
+__global__ void rope_cache_kernel(T* __restrict__ q, T* __restrict__ k, const T* __restrict__ v,
+                                  const int32_t* __restrict__ positions, const int32_t* __restrict__ slots,
+                                  const float* __restrict__ inv_freq, T* __restrict__ k_cache, T* __restrict__ v_cache,
+                                  int num_heads, int num_kv_heads, int head_dim, bool adjacent_pairs, int64_t num_slots) {
+  const int64_t t = blockIdx.x;
+  const int half = head_dim / 2;
+  const float pos = static_cast<float>(positions[t]);
+  const int64_t slot = slots[t];
+  const bool write_cache = slot >= 0 && slot < num_slots;
+  // q heads then k heads: (head, i) pairs.
+  const int total = (num_heads + num_kv_heads) * half;
+  for (int idx = threadIdx.x; idx < total; idx += blockDim.x) {
+    const int head = idx / half;
+    const int i = idx % half;
+    const bool is_q = head < num_heads;
+    T* base = is_q ? q + (t * num_heads + head) * head_dim : k + (t * num_kv_heads + (head - num_heads)) * head_dim;
+    const int a = adjacent_pairs ? 2 * i : i;
+    const int b = adjacent_pairs ? 2 * i + 1 : i + half;
+    float s, c;
+    sincosf(pos * inv_freq[i], &s, &c);
+    const float x0 = to_float(base[a]);
+    const float x1 = to_float(base[b]);
+    const T r0 = from_float<T>(x0 * c - x1 * s);
+    const T r1 = from_float<T>(x1 * c + x0 * s);
+    base[a] = r0;
+    base[b] = r1;
+    if (!is_q && write_cache) {
+      T* dst = k_cache + (slot * num_kv_heads + (head - num_heads)) * head_dim;
+      dst[a] = r0;
+      dst[b] = r1;
+    }
+  }
+  if (!write_cache) return;
+  const int kv_elems = num_kv_heads * head_dim;
+  for (int i = threadIdx.x; i < kv_elems; i += blockDim.x) v_cache[slot * kv_elems + i] = v[t * kv_elems + i];
+}
+
+}  // namespace
+
+Status CudaBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
+                                         const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,
+                                         const KvCacheView& cache) {
+  const int64_t num_tokens = q.size(0);
+  if (num_tokens == 0) return Status();
+  const int64_t num_slots = cache.k.size(0) * cache.k.size(1);
+  return dispatch_float(q.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    rope_cache_kernel<T><<<static_cast<unsigned>(num_tokens), 128, 0, stream_>>>(
+        q.ptr<T>(), k.ptr<T>(), v.ptr<const T>(), positions.ptr<const int32_t>(), slot_mapping.ptr<const int32_t>(),
+        inv_freq.ptr<const float>(), cache.k.ptr<T>(), cache.v.ptr<T>(), static_cast<int>(q.size(1)),
+        static_cast<int>(k.size(1)), static_cast<int>(q.size(2)), pairing == RopePairing::kAdjacentPairs, num_slots);
+    return check_launch("rope_and_cache_write");
+  });
+}
+
+}  // namespace anvil::cuda

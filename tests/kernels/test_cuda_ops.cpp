@@ -1,0 +1,204 @@
+// Every CUDA op against the CPU reference op, on fresh random inputs with odd sizes, in fp16 and bf16.
+// Inputs are rounded to the device dtype first so both backends compute on identical values; the pass
+// criterion is the relative L2 error of the output (tolerance per dtype in cuda_test_util.h).
+#include <algorithm>
+#include <numeric>
+
+#include "cuda_test_util.h"
+
+namespace anvil::test {
+namespace {
+
+class CudaOps : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    h_ = std::make_unique<OpHarness>(GetParam());
+    if (!h_->ok()) GTEST_SKIP() << "no usable GPU";
+  }
+  std::vector<float> rnd(size_t n, float scale = 1.0f) {
+    auto v = random_values(n, rng_, scale);
+    round_to(v, GetParam());
+    return v;
+  }
+  void expect_close(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+    const double err = rel_l2(got, want);
+    EXPECT_LT(err, tolerance(GetParam())) << what;
+  }
+  std::mt19937 rng_{std::random_device{}()};
+  std::unique_ptr<OpHarness> h_;
+};
+
+TEST_P(CudaOps, Embedding) {
+  for (auto [vocab, hidden, tokens] : {std::tuple{111, 19, 7}, std::tuple{7, 64, 1}, std::tuple{1000, 130, 19}}) {
+    auto table = rnd(vocab * hidden);
+    std::vector<int32_t> ids(tokens);
+    for (auto& id : ids) id = static_cast<int32_t>(rng_() % vocab);
+    auto cpu_out = h_->host(std::vector<float>(tokens * hidden, NAN), {tokens, hidden});
+    ASSERT_TRUE(h_->cpu().embedding(h_->host_i32(ids, {tokens}), h_->host(table, {vocab, hidden}), cpu_out).ok());
+    auto gpu_out = h_->device(std::vector<float>(tokens * hidden, NAN), {tokens, hidden});
+    ASSERT_TRUE(h_->gpu().embedding(h_->device_i32(ids, {tokens}), h_->device(table, {vocab, hidden}), gpu_out).ok());
+    EXPECT_EQ(h_->download(gpu_out), h_->read_host(cpu_out));  // a copy: exact
+  }
+}
+
+TEST_P(CudaOps, RmsNormAndFusedAdd) {
+  for (auto [rows, n] : {std::pair{1, 19}, std::pair{7, 111}, std::pair{19, 4096}}) {
+    auto x = rnd(rows * n), res = rnd(rows * n), w = rnd(n);
+    for (float& v : w) v += 1.0f;
+    round_to(w, GetParam());
+    auto cpu_out = h_->host(std::vector<float>(rows * n), {rows, n});
+    ASSERT_TRUE(h_->cpu().rms_norm(h_->host(x, {rows, n}), h_->host(w, {n}), 1e-5f, cpu_out).ok());
+    auto gpu_out = h_->device(std::vector<float>(rows * n, NAN), {rows, n});
+    ASSERT_TRUE(h_->gpu().rms_norm(h_->device(x, {rows, n}), h_->device(w, {n}), 1e-5f, gpu_out).ok());
+    expect_close(h_->download(gpu_out), h_->read_host(cpu_out), "rms_norm " + std::to_string(n));
+
+    auto cpu_res = h_->host(res, {rows, n});
+    ASSERT_TRUE(h_->cpu().add_rms_norm(h_->host(x, {rows, n}), cpu_res, h_->host(w, {n}), 1e-6f, cpu_out).ok());
+    auto gpu_res = h_->device(res, {rows, n});
+    ASSERT_TRUE(h_->gpu().add_rms_norm(h_->device(x, {rows, n}), gpu_res, h_->device(w, {n}), 1e-6f, gpu_out).ok());
+    expect_close(h_->download(gpu_out), h_->read_host(cpu_out), "add_rms_norm out");
+    expect_close(h_->download(gpu_res), h_->read_host(cpu_res), "add_rms_norm residual");
+  }
+}
+
+TEST_P(CudaOps, LinearWithAndWithoutBiasAndFp32Output) {
+  for (auto [tokens, in, out] : {std::tuple{1, 19, 7}, std::tuple{7, 111, 19}, std::tuple{19, 64, 111},
+                                 std::tuple{111, 256, 130}, std::tuple{1, 4096, 1000}}) {
+    for (bool with_bias : {false, true}) {
+      auto x = rnd(tokens * in), w = rnd(out * in, 0.05f), b = rnd(out);
+      auto cpu_out = h_->host(std::vector<float>(tokens * out), {tokens, out});
+      ASSERT_TRUE(h_->cpu().linear(h_->host(x, {tokens, in}), h_->host(w, {out, in}),
+                                   with_bias ? h_->host(b, {out}) : Tensor(), cpu_out).ok());
+      auto gpu_out = h_->device(std::vector<float>(tokens * out, NAN), {tokens, out});
+      const Tensor gx = h_->device(x, {tokens, in}), gw = h_->device(w, {out, in});
+      ASSERT_TRUE(h_->gpu().linear(gx, gw, with_bias ? h_->device(b, {out}) : Tensor(), gpu_out).ok());
+      expect_close(h_->download(gpu_out), h_->read_host(cpu_out), "linear " + std::to_string(in) + "->" + std::to_string(out));
+      if (!with_bias) {  // the LM-head form: 16-bit inputs, fp32 output
+        auto gpu_f32 = h_->device_f32(std::vector<float>(tokens * out, NAN), {tokens, out});
+        ASSERT_TRUE(h_->gpu().linear(gx, gw, Tensor(), gpu_f32).ok());
+        EXPECT_LT(rel_l2(h_->download(gpu_f32), h_->read_host(cpu_out)), 1e-3) << "fp32 output";
+      }
+    }
+  }
+}
+
+TEST_P(CudaOps, SiluMulAndGatherRows) {
+  const int rows = 19, n = 111;
+  auto g = rnd(rows * n, 2.0f), u = rnd(rows * n);
+  auto cpu_out = h_->host(std::vector<float>(rows * n), {rows, n});
+  ASSERT_TRUE(h_->cpu().silu_mul(h_->host(g, {rows, n}), h_->host(u, {rows, n}), cpu_out).ok());
+  auto gpu_out = h_->device(std::vector<float>(rows * n, NAN), {rows, n});
+  ASSERT_TRUE(h_->gpu().silu_mul(h_->device(g, {rows, n}), h_->device(u, {rows, n}), gpu_out).ok());
+  expect_close(h_->download(gpu_out), h_->read_host(cpu_out), "silu_mul");
+
+  std::vector<int32_t> idx = {18, 0, 7, 7};
+  auto cpu_g = h_->host(std::vector<float>(4 * n), {4, n});
+  ASSERT_TRUE(h_->cpu().gather_rows(h_->host(g, {rows, n}), h_->host_i32(idx, {4}), cpu_g).ok());
+  auto gpu_g = h_->device(std::vector<float>(4 * n, NAN), {4, n});
+  ASSERT_TRUE(h_->gpu().gather_rows(h_->device(g, {rows, n}), h_->device_i32(idx, {4}), gpu_g).ok());
+  EXPECT_EQ(h_->download(gpu_g), h_->read_host(cpu_g));
+}
+
+// Random paged layout: `seqs` of (num_query, context_len), shuffled block ids.
+struct PagedCase {
+  int num_heads, num_kv_heads, head_dim, block_size;
+  std::vector<std::pair<int, int>> seqs;
+};
+
+class CudaAttention : public CudaOps {
+ protected:
+  void run_case(const PagedCase& c, RopePairing pairing) {
+    const int nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, bs = c.block_size;
+    int max_blocks = 1, num_tokens = 0, max_q = 0, max_ctx = 0;
+    for (auto [nq, ctx] : c.seqs) {
+      max_blocks = std::max(max_blocks, (ctx + bs - 1) / bs);
+      num_tokens += nq;
+      max_q = std::max(max_q, nq);
+      max_ctx = std::max(max_ctx, ctx);
+    }
+    const int num_seqs = static_cast<int>(c.seqs.size());
+    const int num_blocks = num_seqs * max_blocks + 3;
+    std::vector<int32_t> perm(num_blocks);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng_);
+    std::vector<int32_t> tables(num_seqs * max_blocks, 0), qstart{0}, ctxs, positions, slots;
+    int next = 0;
+    for (int s = 0; s < num_seqs; ++s) {
+      auto [nq, ctx] = c.seqs[s];
+      for (int b = 0; b < (ctx + bs - 1) / bs; ++b) tables[s * max_blocks + b] = perm[next++];
+      for (int i = 0; i < nq; ++i) {
+        const int pos = ctx - nq + i;
+        positions.push_back(pos);
+        slots.push_back(tables[s * max_blocks + pos / bs] * bs + pos % bs);
+      }
+      qstart.push_back(qstart.back() + nq);
+      ctxs.push_back(ctx);
+    }
+    // The cache holds the earlier context; this step's tokens are written by rope_and_cache_write.
+    const size_t cache_elems = static_cast<size_t>(num_blocks) * bs * nkv * hd;
+    auto kc = rnd(cache_elems), vc = rnd(cache_elems);
+    auto q = rnd(num_tokens * nh * hd), k = rnd(num_tokens * nkv * hd), v = rnd(num_tokens * nkv * hd);
+    ModelConfig mc;
+    mc.rope.theta = 10000.0f;
+    auto inv = rope_inv_freq(mc.rope, hd);
+
+    auto meta_for = [&](bool gpu) {
+      AttentionMetadata m;
+      m.num_seqs = num_seqs;
+      m.max_blocks_per_seq = max_blocks;
+      m.block_size = bs;
+      m.max_query_len = max_q;
+      m.max_context_len = max_ctx;
+      m.query_start = gpu ? h_->device_i32(qstart, {num_seqs + 1}) : h_->host_i32(qstart, {num_seqs + 1});
+      m.context_lens = gpu ? h_->device_i32(ctxs, {num_seqs}) : h_->host_i32(ctxs, {num_seqs});
+      m.block_tables = gpu ? h_->device_i32(tables, {num_seqs, max_blocks}) : h_->host_i32(tables, {num_seqs, max_blocks});
+      return m;
+    };
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    // CPU
+    KvCacheView ccache{h_->host(kc, {num_blocks, bs, nkv, hd}), h_->host(vc, {num_blocks, bs, nkv, hd})};
+    Tensor cq = h_->host(q, {num_tokens, nh, hd}), ck = h_->host(k, {num_tokens, nkv, hd});
+    ASSERT_TRUE(h_->cpu().rope_and_cache_write(cq, ck, h_->host(v, {num_tokens, nkv, hd}),
+                                               h_->host_i32(positions, {num_tokens}), h_->host_i32(slots, {num_tokens}),
+                                               h_->host(inv, {hd / 2}), pairing, ccache).ok());
+    auto cout = h_->host(std::vector<float>(num_tokens * nh * hd), {num_tokens, nh * hd});
+    ASSERT_TRUE(h_->cpu().paged_attention(cq, ccache, meta_for(false), scale, cout).ok());
+    // GPU
+    KvCacheView gcache{h_->device(kc, {num_blocks, bs, nkv, hd}), h_->device(vc, {num_blocks, bs, nkv, hd})};
+    Tensor gq = h_->device(q, {num_tokens, nh, hd}), gk = h_->device(k, {num_tokens, nkv, hd});
+    ASSERT_TRUE(h_->gpu().rope_and_cache_write(gq, gk, h_->device(v, {num_tokens, nkv, hd}),
+                                               h_->device_i32(positions, {num_tokens}),
+                                               h_->device_i32(slots, {num_tokens}), h_->device_f32(inv, {hd / 2}),
+                                               pairing, gcache).ok());
+    expect_close(h_->download(gq), h_->read_host(cq), "rope q");
+    expect_close(h_->download(gcache.k), h_->read_host(ccache.k), "k cache");
+    EXPECT_EQ(h_->download(gcache.v), h_->read_host(ccache.v)) << "v cache";
+    auto gout = h_->device(std::vector<float>(num_tokens * nh * hd, NAN), {num_tokens, nh * hd});
+    ASSERT_TRUE(h_->gpu().paged_attention(gq, gcache, meta_for(true), scale, gout).ok());
+    expect_close(h_->download(gout), h_->read_host(cout), "attention");
+  }
+};
+
+TEST_P(CudaAttention, DecodePrefillAndMixedBatchesGqa) {
+  run_case({8, 2, 64, 16, {{1, 1}, {1, 37}, {19, 19}, {7, 100}, {1, 300}}}, RopePairing::kRotateHalf);
+  run_case({32, 8, 128, 16, {{1, 129}, {33, 33}, {1, 17}}}, RopePairing::kRotateHalf);
+}
+
+TEST_P(CudaAttention, MhaMqaSmallHeadsAndAdjacentPairs) {
+  run_case({4, 4, 16, 16, {{5, 5}, {1, 23}}}, RopePairing::kRotateHalf);
+  run_case({8, 1, 64, 8, {{1, 70}, {11, 40}}}, RopePairing::kAdjacentPairs);
+  run_case({8, 4, 8, 16, {{12, 12}, {1, 3}}}, RopePairing::kAdjacentPairs);
+}
+
+TEST_P(CudaAttention, LongContextDecodeSplitsOverKeys) {
+  run_case({32, 8, 128, 16, {{1, 2000}}}, RopePairing::kRotateHalf);
+  run_case({8, 2, 64, 16, {{1, 1111}, {1, 7}, {1, 555}}}, RopePairing::kRotateHalf);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CudaOps, ::testing::Values(DType::kF16, DType::kBF16),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+INSTANTIATE_TEST_SUITE_P(Dtypes, CudaAttention, ::testing::Values(DType::kF16, DType::kBF16),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+}  // namespace
+}  // namespace anvil::test
