@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <new>
+#include <span>
 #include <string>
 
 #include "anvil/status.h"
@@ -24,6 +26,12 @@ struct AttentionMetadata {
   Tensor query_start;   // int32 [num_seqs + 1]: sequence s owns query rows [query_start[s], query_start[s+1])
   Tensor context_lens;  // int32 [num_seqs]: tokens in the cache for s after this step's writes
   Tensor block_tables;  // int32 [num_seqs, max_blocks_per_seq]: cache block ids of s, in order
+};
+
+// One block copy of copy_kv_blocks: block `src` of the source cache to block `dst` of the destination cache.
+struct KvBlockCopy {
+  int32_t src = 0;
+  int32_t dst = 0;
 };
 
 // One layer's paged KV cache. Slot `b * block_size + i` is position i of block b.
@@ -75,6 +83,25 @@ class Backend {
   virtual Status silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) = 0;
   // out[i] = x[indices[i]]. x: [num_tokens, hidden_size]; indices: int32 [n]; out: [n, hidden_size].
   virtual Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) = 0;
+
+  // ---- KV blocks (copy-on-write of a forked sequence's partial block; swap to and from host memory) ----
+  // For every layer l and every pair c: block c.dst of dst[l] (K and V) := block c.src of src[l].
+  // src[l].k/.v: [num_src_blocks, block_size, num_kv_heads, head_dim]; dst[l].k/.v: [num_dst_blocks, block_size,
+  // num_kv_heads, head_dim], same dtype; src.size() == dst.size() == num_layers. Each side is this backend's
+  // device cache or host memory from allocate_kv_host (Tensor::device tells which); src and dst may be the same
+  // views (copy-on-write). Ids are checked against the block counts. Queued in order with the other ops.
+  virtual Status copy_kv_blocks(std::span<const KvCacheView> src, std::span<const KvCacheView> dst,
+                                std::span<const KvBlockCopy> copies) {
+    return unsupported(name() + " backend: copy_kv_blocks is not implemented");
+  }
+  // Host memory for swapped-out KV blocks (pinned where the device can copy from it asynchronously).
+  virtual Expected<Buffer> allocate_kv_host(size_t nbytes) {
+    try {
+      return Buffer::host(nbytes);
+    } catch (const std::bad_alloc&) {
+      return resource_exhausted("cannot allocate " + std::to_string(nbytes) + " bytes of host memory for KV swap");
+    }
+  }
 };
 
 struct CpuBackendOptions {

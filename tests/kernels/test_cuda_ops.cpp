@@ -63,7 +63,8 @@ TEST_P(CudaOps, RmsNormAndFusedAdd) {
 
 TEST_P(CudaOps, LinearWithAndWithoutBiasAndFp32Output) {
   for (auto [tokens, in, out] : {std::tuple{1, 19, 7}, std::tuple{7, 111, 19}, std::tuple{19, 64, 111},
-                                 std::tuple{111, 256, 130}, std::tuple{1, 4096, 1000}}) {
+                                 std::tuple{111, 256, 130}, std::tuple{1, 4096, 1000},
+                                 std::tuple{3, 64, 111}, std::tuple{4, 256, 130}, std::tuple{2, 14336, 9}}) {
     for (bool with_bias : {false, true}) {
       auto x = rnd(tokens * in), w = rnd(out * in, 0.05f), b = rnd(out);
       auto cpu_out = h_->host(std::vector<float>(tokens * out), {tokens, out});
@@ -182,6 +183,11 @@ class CudaAttention : public CudaOps {
 TEST_P(CudaAttention, DecodePrefillAndMixedBatchesGqa) {
   run_case({8, 2, 64, 16, {{1, 1}, {1, 37}, {19, 19}, {7, 100}, {1, 300}}}, RopePairing::kRotateHalf);
   run_case({32, 8, 128, 16, {{1, 129}, {33, 33}, {1, 17}}}, RopePairing::kRotateHalf);
+}
+
+TEST_P(CudaAttention, LongAndChunkedPrefillOnTensorCores) {
+  run_case({8, 2, 128, 16, {{300, 300}, {100, 700}, {1, 50}}}, RopePairing::kRotateHalf);
+  run_case({4, 4, 64, 32, {{129, 129}, {65, 1000}}}, RopePairing::kAdjacentPairs);
 }
 
 TEST_P(CudaAttention, MhaMqaSmallHeadsAndAdjacentPairs) {

@@ -2,8 +2,11 @@
 // through a pinned staging buffer in chunks, converted on the device to the backend dtype: the host never
 // holds a second full copy of the model.
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
+#include "backends/cuda/attention_prefill.cuh"
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/cuda_backend.cuh"
 #include "backends/cuda/cuda_device.h"
@@ -32,6 +35,7 @@ constexpr size_t kLtWorkspaceBytes = 32u << 20;
 
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
+  if (profiling_) print_profile();
   for (auto& [key, plan] : plans_) {
     cublasLtMatmulDescDestroy(plan.op);
     cublasLtMatrixLayoutDestroy(plan.a);
@@ -51,6 +55,10 @@ Status CudaBackend::init() {
   ANVIL_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_id_), "cudaSetDevice");
   ANVIL_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   if (cublasLtCreate(&lt_) != CUBLAS_STATUS_SUCCESS) return internal_error("cublasLtCreate failed");
+  const char* profile = std::getenv("ANVIL_CUDA_PROFILE");
+  profiling_ = profile != nullptr && std::string(profile) == "1";
+  ANVIL_RETURN_IF_ERROR(configure_paged_attention());
+  ANVIL_RETURN_IF_ERROR(configure_prefill_attention());
   lt_workspace_bytes_ = kLtWorkspaceBytes;
   ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&lt_workspace_, lt_workspace_bytes_), "cudaMalloc (cuBLASLt workspace)");
   return Status();
@@ -135,6 +143,45 @@ Expected<Tensor> CudaBackend::upload_weight(const Tensor& host, std::vector<Buff
   ANVIL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "upload_weight (synchronize)");
   storage->push_back(std::move(dst));
   return out;
+}
+
+CudaBackend::OpTimer::OpTimer(CudaBackend* backend, std::string label) : backend_(backend) {
+  if (!backend_->profiling_) return;
+  label_ = std::move(label);
+  cudaEventCreate(&start_);
+  cudaEventRecord(start_, backend_->stream_);
+}
+
+CudaBackend::OpTimer::~OpTimer() {
+  if (!backend_->profiling_) return;
+  cudaEvent_t end;
+  cudaEventCreate(&end);
+  cudaEventRecord(end, backend_->stream_);
+  backend_->records_.push_back({std::move(label_), start_, end});
+  if (backend_->records_.size() >= 4096) backend_->drain_records();
+}
+
+void CudaBackend::drain_records() {
+  cudaStreamSynchronize(stream_);
+  for (OpRecord& r : records_) {
+    float ms = 0.0f;
+    cudaEventElapsedTime(&ms, r.start, r.end);
+    auto& [total, calls] = op_totals_[r.label];
+    total += ms;
+    ++calls;
+    cudaEventDestroy(r.start);
+    cudaEventDestroy(r.end);
+  }
+  records_.clear();
+}
+
+void CudaBackend::print_profile() {
+  drain_records();
+  std::fprintf(stderr, "%-44s %10s %12s %10s\n", "op", "calls", "total ms", "us/call");
+  for (const auto& [label, v] : op_totals_) {
+    std::fprintf(stderr, "%-44s %10lld %12.3f %10.2f\n", label.c_str(), static_cast<long long>(v.second), v.first,
+                 1000.0 * v.first / static_cast<double>(v.second));
+  }
 }
 
 }  // namespace cuda

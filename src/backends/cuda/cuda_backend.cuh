@@ -7,12 +7,17 @@
 #include <cuda_runtime.h>
 
 #include <map>
+#include <string>
+#include <vector>
 #include <tuple>
 
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_common.cuh"
 
 namespace anvil::cuda {
+
+// Raises the attention kernels' dynamic shared-memory limit (once, at backend start).
+Status configure_paged_attention();
 
 class CudaBackend final : public Backend {
  public:
@@ -42,8 +47,25 @@ class CudaBackend final : public Backend {
                          const Tensor& out) override;
   Status silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) override;
+  Status copy_kv_blocks(std::span<const KvCacheView> src, std::span<const KvCacheView> dst,
+                        std::span<const KvBlockCopy> copies) override;
+  Expected<Buffer> allocate_kv_host(size_t nbytes) override;
 
   cudaStream_t stream() const { return stream_; }
+
+  // Op timing for breakdowns (ANVIL_CUDA_PROFILE=1): device events around each op, summed per op label and
+  // printed to stderr when the backend is destroyed. Off by default: events cost launches.
+  class OpTimer {
+   public:
+    OpTimer(CudaBackend* backend, std::string label);
+    ~OpTimer();
+
+   private:
+    CudaBackend* backend_;
+    std::string label_;
+    cudaEvent_t start_ = nullptr;
+  };
+  void print_profile();
   int num_sms() const { return num_sms_; }
   // Device scratch of at least `nbytes`, reused across ops (grown, never shrunk; not valid across ops).
   Expected<void*> scratch(size_t nbytes);
@@ -56,8 +78,15 @@ class CudaBackend final : public Backend {
     cublasLtMatmulAlgo_t algo{};
   };
   using MatmulKey = std::tuple<int64_t, int64_t, int64_t, int, int, bool>;  // tokens, in, out, w/out dtype, bias
+  // Buffers a new plan's candidate algorithms are timed on (the call's own x, weight and out).
+  struct TuneBuffers {
+    const void* x;
+    const void* weight;
+    void* out;
+    const void* bias;
+  };
   Expected<MatmulPlan*> matmul_plan(int64_t num_tokens, int64_t in, int64_t out_features, DType weight_dtype,
-                                    DType out_dtype, bool has_bias);
+                                    DType out_dtype, bool has_bias, const TuneBuffers* tune);
 
   int device_id_;
   DType dtype_;
@@ -70,6 +99,14 @@ class CudaBackend final : public Backend {
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
   void* staging_ = nullptr;  // pinned host buffer for weight uploads
+  bool profiling_ = false;
+  struct OpRecord {
+    std::string label;
+    cudaEvent_t start, end;
+  };
+  std::vector<OpRecord> records_;
+  std::map<std::string, std::pair<double, int64_t>> op_totals_;  // label -> (ms, calls)
+  void drain_records();
   size_t staging_bytes_ = 0;
 };
 

@@ -15,6 +15,7 @@ __global__ void gather_rows_kernel(const T* __restrict__ x, const int32_t* __res
 }  // namespace
 
 Status CudaBackend::gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) {
+  OpTimer timer(this, "gather_rows");
   const int64_t n = indices.size(0);
   if (n == 0) return Status();
   return dispatch_float(x.dtype, [&](auto* tag) {

@@ -5,6 +5,7 @@
 // kernel. CUDA cores only: the tensor-core prefill path is future work (see dev/kernels/).
 #include <algorithm>
 
+#include "backends/cuda/attention_prefill.cuh"
 #include "backends/cuda/cuda_backend.cuh"
 
 namespace anvil::cuda {
@@ -178,16 +179,35 @@ __global__ void merge_splits_kernel(const float* __restrict__ part_acc, const fl
   }
 }
 
+constexpr size_t kMaxSmemBytes = 160 * 1024;
+
 }  // namespace
+
+Status configure_paged_attention() {
+  for (auto fn : {reinterpret_cast<const void*>(paged_attention_kernel<__half>),
+                  reinterpret_cast<const void*>(paged_attention_kernel<__nv_bfloat16>),
+                  reinterpret_cast<const void*>(paged_attention_kernel<float>)}) {
+    ANVIL_CUDA_RETURN_IF_ERROR(
+        cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMaxSmemBytes)),
+        "paged_attention (shared memory limit)");
+  }
+  return Status();
+}
 
 Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
                                     float scale, const Tensor& out) {
+  OpTimer timer(this, "paged_attention T=" + std::to_string(q.size(0)));
   const int num_tokens = static_cast<int>(q.size(0));
   if (num_tokens == 0) return Status();
   const int num_heads = static_cast<int>(q.size(1));
   const int head_dim = static_cast<int>(q.size(2));
   const int num_kv_heads = static_cast<int>(cache.k.size(2));
   const int group = num_heads / num_kv_heads;
+  // NOTE: prefill (any sequence with more than one new token) goes to the tensor-core kernel; decode-only
+  // steps stay here, where splitting over keys keeps the SMs busy.
+  if (meta.max_query_len > 1 && prefill_attention_supported(q.dtype, head_dim)) {
+    return prefill_attention(q, cache, meta, scale, out, stream_);
+  }
   if (group > kMaxRows) return unsupported("paged_attention: more than 64 query heads per kv head");
   const int q_tile = meta.max_query_len <= 1 ? 1 : std::max(1, kMaxRows / group);
   const int num_q_tiles = ceil_div(std::max(meta.max_query_len, 1), q_tile);
@@ -220,9 +240,7 @@ Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, c
                   meta.block_tables.ptr<const int32_t>(), out.ptr<T>(), part_acc, part_ml, meta.max_blocks_per_seq,
                   num_heads, num_kv_heads, head_dim, meta.block_size, q_tile, num_q_tiles, num_splits, split_len,
                   num_tokens, scale};
-    ANVIL_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(paged_attention_kernel<T>,
-                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-                               "paged_attention (shared memory)");
+    if (smem > kMaxSmemBytes) return unsupported("paged_attention: head_dim " + std::to_string(head_dim) + " too large");
     dim3 grid(meta.num_seqs * num_q_tiles, num_kv_heads, num_splits);
     paged_attention_kernel<T><<<grid, kThreads, smem, stream_>>>(a);
     ANVIL_RETURN_IF_ERROR(check_launch("paged_attention"));

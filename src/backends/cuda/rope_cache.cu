@@ -10,9 +10,12 @@ __global__ void rope_cache_kernel(T* __restrict__ q, T* __restrict__ k, const T*
                                   const int32_t* __restrict__ positions, const int32_t* __restrict__ slots,
                                   const float* __restrict__ inv_freq, T* __restrict__ k_cache, T* __restrict__ v_cache,
                                   int num_heads, int num_kv_heads, int head_dim, bool adjacent_pairs, int64_t num_slots) {
+  extern __shared__ float trig[];  // [2][head_dim / 2]: cos, then sin of this token's angles
   const int64_t t = blockIdx.x;
   const int half = head_dim / 2;
   const float pos = static_cast<float>(positions[t]);
+  for (int i = threadIdx.x; i < half; i += blockDim.x) sincosf(pos * inv_freq[i], &trig[half + i], &trig[i]);
+  __syncthreads();
   const int64_t slot = slots[t];
   const bool write_cache = slot >= 0 && slot < num_slots;
   // q heads then k heads: (head, i) pairs.
@@ -24,8 +27,8 @@ __global__ void rope_cache_kernel(T* __restrict__ q, T* __restrict__ k, const T*
     T* base = is_q ? q + (t * num_heads + head) * head_dim : k + (t * num_kv_heads + (head - num_heads)) * head_dim;
     const int a = adjacent_pairs ? 2 * i : i;
     const int b = adjacent_pairs ? 2 * i + 1 : i + half;
-    float s, c;
-    sincosf(pos * inv_freq[i], &s, &c);
+    const float c = trig[i];
+    const float s = trig[half + i];
     const float x0 = to_float(base[a]);
     const float x1 = to_float(base[b]);
     const T r0 = from_float<T>(x0 * c - x1 * s);
@@ -48,12 +51,13 @@ __global__ void rope_cache_kernel(T* __restrict__ q, T* __restrict__ k, const T*
 Status CudaBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                                          const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,
                                          const KvCacheView& cache) {
+  OpTimer timer(this, "rope_cache_write T=" + std::to_string(q.size(0)));
   const int64_t num_tokens = q.size(0);
   if (num_tokens == 0) return Status();
   const int64_t num_slots = cache.k.size(0) * cache.k.size(1);
   return dispatch_float(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    rope_cache_kernel<T><<<static_cast<unsigned>(num_tokens), 128, 0, stream_>>>(
+    rope_cache_kernel<T><<<static_cast<unsigned>(num_tokens), 128, q.size(2) * sizeof(float), stream_>>>(
         q.ptr<T>(), k.ptr<T>(), v.ptr<const T>(), positions.ptr<const int32_t>(), slot_mapping.ptr<const int32_t>(),
         inv_freq.ptr<const float>(), cache.k.ptr<T>(), cache.v.ptr<T>(), static_cast<int>(q.size(1)),
         static_cast<int>(k.size(1)), static_cast<int>(q.size(2)), pairing == RopePairing::kAdjacentPairs, num_slots);

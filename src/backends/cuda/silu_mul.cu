@@ -18,6 +18,7 @@ __global__ void silu_mul_kernel(const T* gate, const T* __restrict__ up, T* out,
 }  // namespace
 
 Status CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
+  OpTimer timer(this, "silu_mul T=" + std::to_string(gate.size(0)));
   const int64_t n = gate.numel();
   if (n == 0) return Status();
   const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(n, 256), num_sms_ * 8));
