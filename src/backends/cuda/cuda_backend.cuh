@@ -52,6 +52,9 @@ class CudaBackend final : public Backend {
   Expected<Buffer> allocate_kv_host(size_t nbytes) override;
 
   cudaStream_t stream() const { return stream_; }
+  // Decode-only attention (one query per sequence) with key splits; see attention_decode.cuh.
+  Status decode(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
+                const Tensor& out);
 
   // Op timing for breakdowns (ANVIL_CUDA_PROFILE=1): device events around each op, summed per op label and
   // printed to stderr when the backend is destroyed. Off by default: events cost launches.

@@ -5,6 +5,7 @@
 // kernel. CUDA cores only: the tensor-core prefill path is future work (see dev/kernels/).
 #include <algorithm>
 
+#include "backends/cuda/attention_decode.cuh"
 #include "backends/cuda/attention_prefill.cuh"
 #include "backends/cuda/cuda_backend.cuh"
 
@@ -194,6 +195,38 @@ Status configure_paged_attention() {
   return Status();
 }
 
+Status CudaBackend::decode(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
+                           const Tensor& out) {
+  const int num_heads = static_cast<int>(q.size(1));
+  const int head_dim = static_cast<int>(q.size(2));
+  const int num_kv_heads = static_cast<int>(cache.k.size(2));
+  const int ctas = meta.num_seqs * num_kv_heads;
+  const int max_ctx = std::max(meta.max_context_len, 1);
+  // NOTE: split over keys until the grid covers the SMs twice; each split keeps at least 64 keys.
+  int num_splits = ctas < 2 * num_sms_ ? std::min(ceil_div(2 * num_sms_, ctas), ceil_div(max_ctx, 64)) : 1;
+  num_splits = std::max(num_splits, 1);
+  const int split_len = ceil_div(ceil_div(max_ctx, num_splits), 16) * 16;
+  num_splits = ceil_div(max_ctx, split_len);
+  float* part_acc = nullptr;
+  float* part_ml = nullptr;
+  if (num_splits > 1) {
+    const size_t acc_elems = static_cast<size_t>(num_splits) * meta.num_seqs * num_heads * head_dim;
+    const size_t ml_elems = static_cast<size_t>(num_splits) * meta.num_seqs * num_heads * 2;
+    ANVIL_ASSIGN_OR_RETURN(void* buf, scratch((acc_elems + ml_elems) * sizeof(float)));
+    part_acc = static_cast<float*>(buf);
+    part_ml = part_acc + acc_elems;
+  }
+  ANVIL_RETURN_IF_ERROR(
+      decode_attention(q, cache, meta, scale, num_splits, split_len, part_acc, part_ml, out, stream_));
+  if (num_splits == 1) return Status();
+  return dispatch_float(q.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    merge_splits_kernel<T><<<meta.num_seqs * num_heads, 64, 0, stream_>>>(part_acc, part_ml, out.ptr<T>(), num_splits,
+                                                                          meta.num_seqs, num_heads, head_dim);
+    return check_launch("decode_attention (merge)");
+  });
+}
+
 Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
                                     float scale, const Tensor& out) {
   OpTimer timer(this, "paged_attention T=" + std::to_string(q.size(0)));
@@ -207,6 +240,10 @@ Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, c
   // steps stay here, where splitting over keys keeps the SMs busy.
   if (meta.max_query_len > 1 && prefill_attention_supported(q.dtype, head_dim)) {
     return prefill_attention(q, cache, meta, scale, out, stream_);
+  }
+  if (meta.max_query_len == 1 && num_tokens == meta.num_seqs &&
+      decode_attention_supported(q.dtype, head_dim, group)) {
+    return decode(q, cache, meta, scale, out);
   }
   if (group > kMaxRows) return unsupported("paged_attention: more than 64 query heads per kv head");
   const int q_tile = meta.max_query_len <= 1 ? 1 : std::max(1, kMaxRows / group);
