@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/fetch_model.sh
 bash scripts/build.sh
-ctest --test-dir build --output-on-failure -j "$(nproc)" --timeout 900
+# NOTE: passive OpenMP waiting keeps parallel tests from spinning against each other on small machines.
+OMP_WAIT_POLICY=PASSIVE ctest --test-dir build --output-on-failure -j "$(nproc)" --timeout 900

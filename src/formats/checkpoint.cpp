@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/logging.h"
+#include "formats/gguf_checkpoint.h"
 #include "formats/llama2c.h"
 #include "formats/llama_weights.h"
 #include "formats/safetensors.h"
@@ -309,8 +310,7 @@ Expected<Checkpoint> load_checkpoint(const std::string& path, LoadFormat format)
   ANVIL_ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::open(path));
   const bool gguf_magic = file->size() >= 4 && std::memcmp(file->data(), "GGUF", 4) == 0;
   file.reset();
-  if (gguf_magic || ends_with(path, ".gguf"))
-    return unsupported("checkpoint " + path + ": GGUF support is not built yet");
+  if (gguf_magic || ends_with(path, ".gguf")) return load_gguf_checkpoint(path);
 
   ANVIL_ASSIGN_OR_RETURN(Checkpoint ckpt, load_llama2c_checkpoint(path));
   ANVIL_RETURN_IF_ERROR(check_llama_weights(ckpt.config, ckpt.weights));

@@ -46,11 +46,16 @@ class WeightStore {
   std::vector<Buffer> buffers_;
 };
 
+struct GgufTokenizerData;  // formats/gguf.h
+
 struct Checkpoint {
   ModelConfig config;
   WeightStore weights;
-  std::string format;           // "hf-safetensors", "llama2c"
+  std::string format;           // "hf-safetensors", "llama2c", "gguf"
   std::string tokenizer_path;   // a tokenizer found beside the checkpoint, or empty
+  // The tokenizer stored inside the checkpoint file (GGUF tokenizer.ggml.*), or null when it holds none.
+  std::shared_ptr<const GgufTokenizerData> gguf_tokenizer;
+  std::string chat_template;    // the checkpoint's own chat template (GGUF tokenizer.chat_template), or empty
 };
 
 enum class LoadFormat {
