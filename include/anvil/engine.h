@@ -1,5 +1,7 @@
 // anvil::Engine: the public C++ entry point. Loads a checkpoint (or builds dummy weights), picks a backend,
-// sizes the paged KV cache, and generates text or scores it. Every fallible call returns Status/Expected.
+// sizes the paged KV cache, and serves many requests at once with in-flight batching (add_request / step /
+// abort), with blocking helpers on top. Not thread-safe except where noted: AsyncEngine (async_engine.h) runs
+// one on a background thread for concurrent callers. Every fallible call returns Status/Expected.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "anvil/request.h"
 #include "anvil/sampling_params.h"
 #include "anvil/status.h"
 
@@ -21,24 +24,17 @@ struct EngineConfig {
   std::string load_format = "auto";  // "auto" or "dummy" (random weights from config.json alone)
   std::string dummy_dtype = "auto";  // dtype of dummy weights: "auto" (config's), float32, float16, bfloat16
   std::string device = "cpu";
-  std::string cuda_dtype = "auto";        // CUDA compute/weight dtype: float16, bfloat16, or auto (= bfloat16)
-  float gpu_memory_utilization = 0.90f;   // CUDA: share of the memory left after weights given to the KV cache
-  int num_threads = 0;               // CPU threads; 0 = all
-  int block_size = 16;               // tokens per KV cache block
-  int max_model_len = 0;             // 0: the model's max_position_embeddings
-};
-
-enum class FinishReason { kStop, kLength, kAbort };
-const char* finish_reason_name(FinishReason reason);
-
-struct GenerationOutput {
-  std::vector<int32_t> prompt_ids;
-  std::vector<int32_t> token_ids;  // generated tokens (an EOS that ended generation is not included)
-  std::string text;                // generated text, stop string excluded
-  FinishReason finish_reason = FinishReason::kLength;
-  std::vector<float> logprobs;     // logprob of each generated token (raw logits)
-  double prefill_seconds = 0.0;    // time to the first generated token
-  double decode_seconds = 0.0;     // time for the tokens after the first
+  std::string cuda_dtype = "auto";       // CUDA compute/weight dtype: float16, bfloat16, or auto (= bfloat16)
+  float gpu_memory_utilization = 0.90f;  // CUDA: share of the memory left after weights given to the KV cache
+  int num_threads = 0;                   // CPU threads; 0 = all
+  int block_size = 16;                   // tokens per KV cache block
+  int max_model_len = 0;                 // 0: the model's max_position_embeddings
+  // ---- in-flight batching ----
+  int max_num_seqs = 256;             // sequences running at once (each of n samples counts)
+  int max_num_batched_tokens = 8192;  // tokens computed per step: decodes plus prefill chunks
+  double swap_space_gb = 0.0;         // host memory for preempted sequences' KV blocks; 0 = recompute them
+  int num_kv_blocks = 0;              // 0: sized by the backend (plan_kv_blocks)
+  bool enable_prefix_caching = true;  // reuse the KV blocks of shared prompt prefixes across requests
 };
 
 struct PerplexityResult {
@@ -46,6 +42,35 @@ struct PerplexityResult {
   int64_t num_scored = 0;   // tokens whose probability was scored (all but BOS)
   double mean_nll = 0.0;    // nats per scored token
   double perplexity = 0.0;  // exp(mean_nll)
+};
+
+// What one engine step did.
+struct StepStats {
+  int32_t num_seqs = 0;            // sequences advanced
+  int32_t num_tokens = 0;          // tokens computed
+  int32_t num_decode_seqs = 0;     // sequences that advanced by one token and sampled it
+  int32_t num_prefill_tokens = 0;  // tokens of the others (prompt chunks, recomputation)
+  int32_t num_preempted = 0;
+  double seconds = 0.0;  // wall time of the step, planning and sampling included
+};
+
+// A snapshot of the engine's state and counters (for metrics and benchmarks).
+struct EngineStats {
+  int32_t num_running = 0;
+  int32_t num_waiting = 0;
+  int32_t num_swapped = 0;
+  int32_t num_kv_blocks = 0;
+  int32_t num_free_kv_blocks = 0;    // free, including cached blocks nobody uses
+  int32_t num_cached_kv_blocks = 0;  // blocks the prefix cache can hand out again
+  double kv_cache_usage = 0.0;       // share of blocks held by sequences
+  int64_t prefix_cache_queried_tokens = 0;
+  int64_t prefix_cache_hit_tokens = 0;
+  int64_t num_preemptions = 0;
+  int64_t num_swap_outs = 0;
+  int64_t num_steps = 0;
+  int64_t num_computed_tokens = 0;
+  int64_t num_generated_tokens = 0;
+  StepStats last_step;
 };
 
 struct ModelInfo {
@@ -69,12 +94,41 @@ class Engine {
   Expected<std::vector<int32_t>> tokenize(std::string_view text, bool add_bos) const;
   Expected<std::string> detokenize(std::span<const int32_t> ids) const;
 
-  // Generates from a text prompt (BOS added), streaming each text delta to `on_text`.
+  // ---- in-flight batching: requests join and leave the running batch at every step ----
+  // A fresh request id; thread-safe (for RequestOptions::request_id).
+  RequestId reserve_request_id();
+  // The checks add_request makes on its arguments, without adding; thread-safe.
+  Status validate_request(std::span<const int32_t> prompt_ids, const SamplingParams& params,
+                          const RequestOptions& options = {}) const;
+  // Queues a request. Errors name the problem: bad params, a prompt longer than the context, a request that
+  // could outgrow the whole KV cache, an id already in flight.
+  Expected<RequestId> add_request(std::span<const int32_t> prompt_ids, const SamplingParams& params,
+                                  const RequestOptions& options = {});
+  // Tokenizes `prompt` (BOS added) and queues it.
+  Expected<RequestId> add_request(std::string_view prompt, const SamplingParams& params,
+                                  const RequestOptions& options = {});
+  // Runs one step: plans it, runs the model, samples. Returns the news of this step, one RequestOutput per
+  // sample that got a token or finished (and the final outputs of requests aborted since the last step).
+  Expected<std::vector<RequestOutput>> step();
+  // Frees a request's KV blocks at once; the next step() reports it finished with kAbort. not_found for an
+  // unknown or finished request (nothing changes).
+  Status abort(RequestId id);
+  bool has_unfinished() const;
+  EngineStats stats() const;
+
+  // ---- blocking helpers over the same path ----
+  // Generates from a text prompt (BOS added), streaming each text delta to `on_text`. Runs the engine until
+  // this request is done; outputs of other requests in flight are kept for the next step().
   Expected<GenerationOutput> generate(std::string_view prompt, const SamplingParams& params,
                                       const std::function<void(std::string_view)>& on_text = {});
   // Generates from token ids; text is produced only when a tokenizer is loaded.
   Expected<GenerationOutput> generate_ids(std::span<const int32_t> prompt_ids, const SamplingParams& params,
                                           const std::function<void(std::string_view)>& on_text = {});
+  // Runs every prompt as one in-flight batch; results in input order. Fails as a whole, naming the prompt,
+  // when one cannot be added.
+  Expected<std::vector<GenerationOutput>> generate(std::span<const std::string> prompts, const SamplingParams& params);
+  Expected<std::vector<GenerationOutput>> generate_ids(std::span<const std::vector<int32_t>> prompts,
+                                                       const SamplingParams& params);
   // fp32 logits for every position of `ids`, row-major [ids.size(), vocab_size].
   Expected<std::vector<float>> score(std::span<const int32_t> ids);
   // Perplexity of `text` (BOS first, every later token scored); longer texts are scored in context-sized windows.

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <new>
 #include <span>
@@ -38,6 +39,13 @@ struct KvBlockCopy {
 struct KvCacheView {
   Tensor k;  // [num_blocks, block_size, num_kv_heads, head_dim]
   Tensor v;  // [num_blocks, block_size, num_kv_heads, head_dim]
+};
+
+// A recorded sequence of ops over fixed buffers (a CUDA graph); replay() re-runs it on the current buffer contents.
+class CapturedGraph {
+ public:
+  virtual ~CapturedGraph() = default;
+  virtual Status replay() = 0;
 };
 
 class Backend {
@@ -94,6 +102,20 @@ class Backend {
                                 std::span<const KvBlockCopy> copies) {
     return unsupported(name() + " backend: copy_kv_blocks is not implemented");
   }
+  // ---- sampling ----
+  // Greedy picks on the device: token_ids[s] = argmax_v logits[s, v] (lowest id on ties) and logprobs[s] =
+  // log_softmax(logits[s])[token_ids[s]]. logits: fp32 [num_seqs, vocab_size]; token_ids: int32 [num_seqs];
+  // logprobs: fp32 [num_seqs]. Lets a greedy step download a few bytes instead of every logit.
+  virtual Status greedy_sample(const Tensor& logits, const Tensor& token_ids, const Tensor& logprobs) = 0;
+
+  // ---- graphs: record a sequence of ops once, replay it with one launch ----
+  // True when capture() works (CUDA); the CPU backend runs ops eagerly and returns false.
+  virtual bool supports_graphs() const { return false; }
+  // Records every op `record` enqueues (it must not allocate or synchronize) into a graph.
+  virtual Expected<std::unique_ptr<CapturedGraph>> capture(const std::function<Status()>& record) {
+    return unsupported(name() + " backend: graph capture is not supported");
+  }
+
   // Host memory for swapped-out KV blocks (pinned where the device can copy from it asynchronously).
   virtual Expected<Buffer> allocate_kv_host(size_t nbytes) {
     try {

@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "anvil/engine.h"
 
@@ -11,6 +12,8 @@ namespace anvil::cli {
 struct GenerateOptions {
   EngineConfig engine;
   std::string prompt;
+  std::string prompts_file;  // non-empty: one prompt per line, run as one in-flight batch
+  int32_t num_samples = 1;   // n, with prompts_file
   SamplingParams params;
   std::optional<int64_t> seed;
 };
@@ -22,10 +25,22 @@ struct PerplexityOptions {
 
 struct BenchOptions {
   EngineConfig engine;
-  int prompt_tokens = 128;
-  int gen_tokens = 32;
+  // single (W1/W2: one sequence), throughput (W3), latency (W4: ms per token by batch size), serving (W5),
+  // prefix (time to first token with a cached prefix against a cold one)
+  std::string workload = "single";
+  int prompt_tokens = 128;  // single, throughput, latency: prompt length
+  int gen_tokens = 32;      // single, throughput, latency: tokens generated per request
   int repeats = 3;
   std::string json_path;
+  std::vector<int> batch_sizes;      // throughput: {64}; latency: {1, 8, 16, 32, 64, 128} when empty
+  bool is_max_num_seqs_set = false;  // --max-num-seqs given; else throughput/latency use the largest batch
+  // serving: Poisson arrivals at each rate ("inf": all at once), lognormal prompt/output lengths
+  std::vector<std::string> request_rates{"1", "4", "16", "inf"};
+  int num_requests = 200;
+  double input_len_mean = 512.0;
+  double output_len_mean = 256.0;
+  double length_sigma = 0.5;
+  int64_t seed = 0;
 };
 
 // Prints "error: <status>" to stderr and returns the exit code 1.
@@ -34,5 +49,7 @@ int fail(const Status& status);
 int run_generate(GenerateOptions options);
 int run_perplexity(const PerplexityOptions& options);
 int run_bench(const BenchOptions& options);
+int run_bench_batch(BenchOptions options);    // throughput (W3), latency (W4), prefix; bench_batch.cpp
+int run_bench_serving(BenchOptions options);  // serving (W5); bench_serving.cpp
 
 }  // namespace anvil::cli

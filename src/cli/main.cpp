@@ -1,5 +1,7 @@
-// The `anvil` command: generate, perplexity and bench. Generated text goes to stdout; progress, speeds and
-// errors go to stderr. Any failure is one line on stderr naming the problem and a non-zero exit code.
+// The `anvil` command: generate (one prompt streamed, or a file of prompts as one in-flight batch), perplexity
+// and bench (single sequence, offline throughput, latency by batch size, serving). Generated text goes to stdout;
+// progress, speeds and errors go to stderr. Any failure is one line on stderr naming the problem and a non-zero exit
+// code.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
@@ -25,6 +27,20 @@ void add_engine_options(CLI::App* cmd, EngineConfig* config) {
   cmd->add_option("--device", config->device, "cpu or cuda");
   cmd->add_option("--threads", config->num_threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-model-len", config->max_model_len, "context length (default: the model's)");
+  cmd->add_option("--cuda-dtype", config->cuda_dtype, "CUDA weight/activation dtype: auto, float16, bfloat16");
+  cmd->add_option("--gpu-memory-utilization", config->gpu_memory_utilization,
+                  "CUDA: share of the memory left after the weights given to the KV cache");
+  cmd->add_option("--block-size", config->block_size, "tokens per KV cache block")->check(CLI::Range(1, 1024));
+  cmd->add_option("--num-kv-blocks", config->num_kv_blocks, "KV cache blocks (0 = sized for the device)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-num-seqs", config->max_num_seqs, "sequences running at once")->check(CLI::PositiveNumber);
+  cmd->add_option("--max-num-batched-tokens", config->max_num_batched_tokens,
+                  "tokens computed per step (decodes plus prefill chunks)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--swap-space", config->swap_space_gb,
+                  "GiB of host memory for preempted sequences' KV blocks (0 = recompute them)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--no-prefix-caching{false}", config->enable_prefix_caching, "do not reuse shared prompt prefixes");
 }
 
 }  // namespace anvil::cli
@@ -43,7 +59,12 @@ int main(int argc, char** argv) {
   GenerateOptions gen;
   CLI::App* generate = app.add_subcommand("generate", "generate text from a prompt, streamed to stdout");
   add_engine_options(generate, &gen.engine);
-  generate->add_option("--prompt", gen.prompt, "prompt text")->required();
+  CLI::Option* prompt_opt = generate->add_option("--prompt", gen.prompt, "prompt text");
+  CLI::Option* prompts_file_opt = generate->add_option(
+      "--prompts-file", gen.prompts_file, "run every line of FILE as one in-flight batch; one JSON line per prompt");
+  prompt_opt->excludes(prompts_file_opt);
+  generate->add_option("--num-samples", gen.num_samples, "samples per prompt, n (with --prompts-file)")
+      ->check(CLI::Range(1, 1024));
   generate->add_option("--max-tokens", gen.params.max_tokens, "tokens to generate");
   generate->add_option("--temperature", gen.params.temperature, "0 = greedy");
   generate->add_option("--top-p", gen.params.top_p);
@@ -62,12 +83,33 @@ int main(int argc, char** argv) {
   perplexity->add_option("--file", ppl.file, "text file")->required();
 
   BenchOptions bench;
-  CLI::App* bench_cmd = app.add_subcommand("bench", "prompt and decode speed on random token ids");
+  CLI::App* bench_cmd =
+      app.add_subcommand("bench", "speed on random token ids: one sequence, batches, or served requests");
   add_engine_options(bench_cmd, &bench.engine);
   bench_cmd->add_option("--prompt-tokens", bench.prompt_tokens)->check(CLI::PositiveNumber);
   bench_cmd->add_option("--gen-tokens", bench.gen_tokens)->check(CLI::PositiveNumber);
   bench_cmd->add_option("--repeats", bench.repeats)->check(CLI::PositiveNumber);
   bench_cmd->add_option("--json", bench.json_path, "write results as JSON here");
+  bench_cmd
+      ->add_option("--workload", bench.workload,
+                   "single (W1/W2), throughput (W3), latency (W4: ms/token by batch size), serving (W5), prefix (TTFT "
+                   "with a cached prefix)")
+      ->check(CLI::IsMember({"single", "throughput", "latency", "serving", "prefix"}));
+  bench_cmd->add_option("--batch-sizes", bench.batch_sizes, "throughput/latency: batch sizes, comma separated")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
+  bench_cmd
+      ->add_option("--request-rates", bench.request_rates, "serving: requests/s, comma separated (inf: all at once)")
+      ->delimiter(',');
+  bench_cmd->add_option("--num-requests", bench.num_requests, "serving: requests per rate")->check(CLI::PositiveNumber);
+  bench_cmd->add_option("--input-len-mean", bench.input_len_mean, "serving: mean prompt length (lognormal)")
+      ->check(CLI::PositiveNumber);
+  bench_cmd->add_option("--output-len-mean", bench.output_len_mean, "serving: mean output length (lognormal)")
+      ->check(CLI::PositiveNumber);
+  bench_cmd->add_option("--length-sigma", bench.length_sigma, "serving: sigma of the lognormal lengths")
+      ->check(CLI::NonNegativeNumber);
+  bench_cmd->add_option("--seed", bench.seed, "serving: seed of arrivals, lengths and token ids")
+      ->check(CLI::NonNegativeNumber);
 
   try {
     app.parse(argc, argv);
@@ -77,8 +119,21 @@ int main(int argc, char** argv) {
     return 2;
   }
   init_logging(verbose ? LogLevel::kDebug : quiet ? LogLevel::kWarn : LogLevel::kInfo);
-  if (*generate) return run_generate(gen);
+  if (*generate) {
+    if (prompt_opt->count() == 0 && prompts_file_opt->count() == 0) {
+      std::fprintf(stderr, "error: generate needs --prompt or --prompts-file\n");
+      return 2;
+    }
+    return run_generate(gen);
+  }
   if (*perplexity) return run_perplexity(ppl);
-  if (*bench_cmd) return run_bench(bench);
+  if (*bench_cmd) {
+    bench.is_max_num_seqs_set = bench_cmd->get_option("--max-num-seqs")->count() > 0;
+    if (bench.workload == "throughput" || bench.workload == "latency" || bench.workload == "prefix") {
+      return run_bench_batch(bench);
+    }
+    if (bench.workload == "serving") return run_bench_serving(bench);
+    return run_bench(bench);
+  }
   return 2;
 }

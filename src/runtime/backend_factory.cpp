@@ -50,7 +50,18 @@ Status check_weights_fit(const EngineConfig& config, int64_t num_params) {
 Expected<int32_t> plan_kv_blocks(const EngineConfig& config, const ModelConfig& model, int64_t max_model_len,
                                  Backend& backend) {
   const int64_t blocks_per_seq = (max_model_len + config.block_size - 1) / config.block_size;
-  if (backend.device() == Device::kCpu) return static_cast<int32_t>(std::max<int64_t>(blocks_per_seq, 1));
+  if (backend.device() == Device::kCpu) {
+    // NOTE: room for max_num_seqs full-length sequences, but at most 2 GiB of host memory (pages are only
+    // touched when used), and never less than one full-length sequence.
+    constexpr int64_t kCpuKvBudgetBytes = int64_t{2} << 30;
+    const int64_t block_bytes = std::max<int64_t>(2 * model.num_layers * config.block_size * model.num_kv_heads *
+                                                      model.head_dim *
+                                                      static_cast<int64_t>(dtype_size(backend.activation_dtype())),
+                                                  1);
+    const int64_t wanted = blocks_per_seq * std::max(config.max_num_seqs, 1);
+    const int64_t blocks = std::max(blocks_per_seq, std::min(wanted, kCpuKvBudgetBytes / block_bytes));
+    return static_cast<int32_t>(std::clamp<int64_t>(blocks, 1, int64_t{1} << 24));
+  }
 #ifdef ANVIL_HAS_CUDA
   size_t free_bytes = 0, total_bytes = 0;
   ANVIL_RETURN_IF_ERROR(cuda_memory_info(0, &free_bytes, &total_bytes));

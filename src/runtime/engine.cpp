@@ -1,85 +1,83 @@
-// Engine: wires checkpoint -> backend -> model -> model runner, with the sampler and the detokenizer,
-// and runs one sequence at a time through the paged KV cache.
-// NOTE: generation here is one sequence at a time; the in-flight batching scheduler (sched/) will drive
-// the same ModelRunner with many sequences per step.
+// Engine: wires checkpoint -> backend -> model -> model runner, sizes the KV cache, and runs the in-flight
+// batching step: the scheduler plans {sequence -> num_tokens}, the runner executes the block copies and one
+// forward pass over every planned sequence, the sampler picks each finishing sequence's next token, and the
+// detokenizer and stop strings turn them into per-request outputs. Blocking helpers live in engine_blocking.cpp.
 #include "anvil/engine.h"
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "core/logging.h"
-#include "formats/checkpoint.h"
-#include "kv/block_pool.h"
-#include "models/model.h"
 #include "runtime/backend_factory.h"
-#include "runtime/model_runner.h"
-#include "runtime/sampler.h"
-#include "tokenizer/detokenizer.h"
-#include "tokenizer/tokenizer.h"
+#include "runtime/engine_impl.h"
 
 namespace anvil {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr double kBytesPerGb = 1024.0 * 1024.0 * 1024.0;
+
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+Expected<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& path, int32_t vocab_size) {
+  if (is_hf_tokenizer_path(path)) return load_hf_tokenizer(path);
+  return load_llama2c_tokenizer(path, vocab_size);
 }
 
-Expected<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& path, int32_t vocab_size) {
-  if (ends_with(path, ".json")) {
-    return unsupported("tokenizer " + path + ": tokenizer.json is not supported yet (pass a llama2.c tokenizer.bin)");
+uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+Status check_config(const EngineConfig& config) {
+  if (config.block_size <= 0 || config.block_size > 1024) {
+    return invalid_argument("block_size must be in [1, 1024] (got " + std::to_string(config.block_size) + ")");
   }
-  return load_llama2c_tokenizer(path, vocab_size);
+  if (config.max_model_len < 0) return invalid_argument("max_model_len must be >= 0");
+  if (config.max_num_seqs < 1) {
+    return invalid_argument("max_num_seqs must be >= 1 (got " + std::to_string(config.max_num_seqs) + ")");
+  }
+  if (config.max_num_batched_tokens < 1) {
+    return invalid_argument("max_num_batched_tokens must be >= 1 (got " +
+                            std::to_string(config.max_num_batched_tokens) + ")");
+  }
+  if (!(config.swap_space_gb >= 0.0 && config.swap_space_gb <= 1e6)) {
+    return invalid_argument("swap_space_gb must be in [0, 1e6] (got " + std::to_string(config.swap_space_gb) + ")");
+  }
+  if (config.num_kv_blocks < 0) {
+    return invalid_argument("num_kv_blocks must be >= 0 (got " + std::to_string(config.num_kv_blocks) + ")");
+  }
+  return Status();
 }
 
 }  // namespace
 
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kAbort: return "abort";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kAbort:
+      return "abort";
   }
   return "unknown";
 }
 
-struct Engine::Impl {
-  EngineConfig config;
-  Checkpoint checkpoint;
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<Model> model;
-  std::unique_ptr<ModelRunner> runner;
-  std::unique_ptr<BlockPool> pool;
-  std::unique_ptr<Tokenizer> tokenizer;
-  Sampler sampler;
-  ModelInfo info;
-  std::vector<int32_t> eos_ids;
+uint64_t sample_seed(uint64_t request_seed, int32_t sample_index) {
+  if (sample_index == 0) return request_seed;
+  return mix64(mix64(request_seed ^ (static_cast<uint64_t>(sample_index) * 0xD1B54A32D192ED03ULL)));
+}
 
-  bool is_eos(int32_t id) const {
-    for (int32_t e : eos_ids) {
-      if (e == id) return true;
-    }
-    return false;
-  }
-
-  // Prefills or decodes `tokens[num_computed:]` for one sequence holding `table`.
-  Expected<std::span<const float>> run(const std::vector<int32_t>& tokens, int32_t num_computed, BlockTable& table,
-                                       bool all_logits, size_t end) {
-    ANVIL_RETURN_IF_ERROR(table.ensure_capacity(static_cast<int64_t>(end), *pool));
-    SequenceStep s;
-    s.token_ids = std::span<const int32_t>(tokens).subspan(num_computed, end - num_computed);
-    s.num_computed = num_computed;
-    s.block_ids = table.block_ids();
-    s.wants_all_logits = all_logits;
-    return runner->step(std::span<const SequenceStep>(&s, 1));
-  }
-};
+double monotonic_seconds() {
+  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+}
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
@@ -87,10 +85,7 @@ Engine::~Engine() = default;
 Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;
-  if (config.block_size <= 0 || config.block_size > 1024) {
-    return invalid_argument("block_size must be in [1, 1024] (got " + std::to_string(config.block_size) + ")");
-  }
-  if (config.max_model_len < 0) return invalid_argument("max_model_len must be >= 0");
+  ANVIL_RETURN_IF_ERROR(check_config(config));
   if (config.load_format == "dummy") {
     ANVIL_ASSIGN_OR_RETURN(Checkpoint ckpt, load_checkpoint(config.model_path, LoadFormat::kDummy));
     if (config.dummy_dtype != "auto") {
@@ -115,10 +110,33 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
 
   int64_t max_len = mc.max_position_embeddings;
   if (config.max_model_len > 0) max_len = std::min<int64_t>(max_len, config.max_model_len);
-  ANVIL_ASSIGN_OR_RETURN(int32_t num_blocks, plan_kv_blocks(config, mc, max_len, *impl->backend));
-  KvCacheConfig kv{.num_blocks = num_blocks, .block_size = config.block_size};
+  int32_t num_blocks = config.num_kv_blocks;
+  if (num_blocks == 0) {
+    ANVIL_ASSIGN_OR_RETURN(num_blocks, plan_kv_blocks(config, mc, max_len, *impl->backend));
+  }
+  const double block_bytes = 2.0 * static_cast<double>(mc.num_layers) * config.block_size * mc.num_kv_heads *
+                             mc.head_dim * dtype_size(impl->backend->activation_dtype());
+  int32_t num_host_blocks = 0;
+  if (config.swap_space_gb > 0.0) {
+    const double n = std::floor(config.swap_space_gb * kBytesPerGb / block_bytes);
+    num_host_blocks = static_cast<int32_t>(std::min<double>(n, std::numeric_limits<int32_t>::max()));
+    if (num_host_blocks == 0) {
+      return invalid_argument("swap_space_gb " + std::to_string(config.swap_space_gb) +
+                              " holds no KV block (one block is " + std::to_string(block_bytes) + " bytes)");
+    }
+  }
+  KvCacheConfig kv{.num_blocks = num_blocks, .block_size = config.block_size, .num_host_blocks = num_host_blocks};
   ANVIL_ASSIGN_OR_RETURN(impl->runner, ModelRunner::create(*impl->backend, *impl->model, kv));
-  impl->pool = std::make_unique<BlockPool>(kv.num_blocks);
+  impl->kv =
+      std::make_unique<KvCacheManager>(KvCacheManagerConfig{.num_blocks = num_blocks,
+                                                            .block_size = config.block_size,
+                                                            .num_host_blocks = num_host_blocks,
+                                                            .enable_prefix_caching = config.enable_prefix_caching});
+  impl->scheduler = std::make_unique<Scheduler>(SchedulerConfig{.max_num_seqs = config.max_num_seqs,
+                                                                .max_num_batched_tokens = config.max_num_batched_tokens,
+                                                                .max_model_len = static_cast<int32_t>(std::min<int64_t>(
+                                                                    max_len, std::numeric_limits<int32_t>::max()))},
+                                                *impl->kv);
 
   std::string tok_path = config.tokenizer_path.empty() ? impl->checkpoint.tokenizer_path : config.tokenizer_path;
   if (!tok_path.empty()) {
@@ -137,19 +155,25 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   info.architecture = mc.architecture;
   info.vocab_size = mc.vocab_size;
   info.max_model_len = max_len;
-  for (const auto& [name, t] : impl->checkpoint.weights.tensors()) info.num_params += t.numel();
+  info.num_params = num_params;
   info.weight_bytes = impl->model->weight_bytes();
   info.num_kv_blocks = kv.num_blocks;
   info.block_size = kv.block_size;
   info.kv_cache_bytes = impl->runner->kv_cache_bytes();
-  ANVIL_LOG_INFO("loaded {} ({} format, {:.1f}M params, {:.2f} GB weights) in {:.2f} s; KV cache {} blocks x {} tokens",
-                 mc.architecture, impl->checkpoint.format, info.num_params / 1e6, info.weight_bytes / 1e9,
-                 seconds_since(t0), kv.num_blocks, kv.block_size);
+  ANVIL_LOG_INFO(
+      "loaded {} ({} format, {:.1f}M params, {:.2f} GB weights) in {:.2f} s; KV cache {} blocks x {} tokens"
+      ", {} swap blocks",
+      mc.architecture, impl->checkpoint.format, info.num_params / 1e6, info.weight_bytes / 1e9, seconds_since(t0),
+      kv.num_blocks, kv.block_size, num_host_blocks);
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
-const ModelInfo& Engine::info() const { return impl_->info; }
-bool Engine::has_tokenizer() const { return impl_->tokenizer != nullptr; }
+const ModelInfo& Engine::info() const {
+  return impl_->info;
+}
+bool Engine::has_tokenizer() const {
+  return impl_->tokenizer != nullptr;
+}
 
 Expected<std::vector<int32_t>> Engine::tokenize(std::string_view text, bool add_bos) const {
   if (!impl_->tokenizer) return invalid_argument("no tokenizer is loaded (pass --tokenizer)");
@@ -161,144 +185,364 @@ Expected<std::string> Engine::detokenize(std::span<const int32_t> ids) const {
   return impl_->tokenizer->decode(ids);
 }
 
-Expected<GenerationOutput> Engine::generate(std::string_view prompt, const SamplingParams& params,
-                                            const std::function<void(std::string_view)>& on_text) {
-  ANVIL_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tokenize(prompt, true));
-  return generate_ids(ids, params, on_text);
+// ---- requests ----------------------------------------------------------------------------------------------
+
+bool Engine::Impl::is_eos(int32_t id) const {
+  for (int32_t e : eos_ids) {
+    if (e == id) return true;
+  }
+  return false;
 }
 
-Expected<GenerationOutput> Engine::generate_ids(std::span<const int32_t> prompt_ids, const SamplingParams& params,
-                                                const std::function<void(std::string_view)>& on_text) {
-  Impl& m = *impl_;
+Status Engine::Impl::check_request(std::span<const int32_t> prompt_ids, const SamplingParams& params,
+                                   const RequestOptions& options) const {
   ANVIL_RETURN_IF_ERROR(validate_sampling_params(params));
+  if (options.n < 1 || options.n > config.max_num_seqs) {
+    return invalid_argument("n must be in [1, max_num_seqs = " + std::to_string(config.max_num_seqs) + "] (got " +
+                            std::to_string(options.n) + ")");
+  }
   if (prompt_ids.empty()) return invalid_argument("the prompt is empty (no tokens)");
-  const int64_t max_len = m.info.max_model_len;
-  if (static_cast<int64_t>(prompt_ids.size()) >= max_len) {
-    return out_of_range("the prompt has " + std::to_string(prompt_ids.size()) + " tokens; the context holds " +
+  const int64_t max_len = info.max_model_len;
+  const auto num_prompt = static_cast<int64_t>(prompt_ids.size());
+  if (num_prompt >= max_len) {
+    return out_of_range("the prompt has " + std::to_string(num_prompt) + " tokens; the context holds " +
                         std::to_string(max_len) + " and at least one must be left to generate");
   }
   for (int32_t id : prompt_ids) {
-    if (id < 0 || id >= m.info.vocab_size) {
+    if (id < 0 || id >= info.vocab_size) {
       return out_of_range("prompt token id " + std::to_string(id) + " is outside the vocabulary of " +
-                          std::to_string(m.info.vocab_size));
+                          std::to_string(info.vocab_size));
     }
   }
-  const uint64_t seed = params.seed.has_value() ? *params.seed : std::random_device{}();
-  GenerationOutput out;
-  out.prompt_ids.assign(prompt_ids.begin(), prompt_ids.end());
-  std::vector<int32_t> tokens = out.prompt_ids;
-  BlockTable table(m.runner->kv_config().block_size);
-  std::optional<IncrementalDetokenizer> detok;
-  if (m.tokenizer) detok.emplace(*m.tokenizer);
-  StopChecker stops(params.stop);
-  auto emit = [&](const std::string& text) {
-    if (text.empty()) return;
-    out.text += text;
-    if (on_text) on_text(text);
-  };
+  const int64_t max_total = std::min<int64_t>(num_prompt + params.max_tokens, max_len);
+  if (max_total > kv->capacity_tokens()) {
+    return out_of_range("the request may reach " + std::to_string(max_total) + " tokens (prompt " +
+                        std::to_string(num_prompt) + " + max_tokens " + std::to_string(params.max_tokens) +
+                        "), more than the whole KV cache holds (" + std::to_string(kv->num_blocks()) + " blocks of " +
+                        std::to_string(kv->block_size()) + " tokens)");
+  }
+  return Status();
+}
 
+RequestId Engine::reserve_request_id() {
+  return impl_->next_request_id.fetch_add(1);
+}
+
+Status Engine::validate_request(std::span<const int32_t> prompt_ids, const SamplingParams& params,
+                                const RequestOptions& options) const {
+  return impl_->check_request(prompt_ids, params, options);
+}
+
+Expected<RequestId> Engine::add_request(std::span<const int32_t> prompt_ids, const SamplingParams& params,
+                                        const RequestOptions& options) {
+  Impl& m = *impl_;
+  ANVIL_RETURN_IF_ERROR(m.check_request(prompt_ids, params, options));
+  const RequestId id = options.request_id.has_value() ? *options.request_id : reserve_request_id();
+  if (m.requests.count(id) != 0) return invalid_argument("request id " + std::to_string(id) + " is already in flight");
+  const auto max_total = static_cast<int32_t>(
+      std::min<int64_t>(static_cast<int64_t>(prompt_ids.size()) + params.max_tokens, m.info.max_model_len));
+  ANVIL_ASSIGN_OR_RETURN(SequenceId seq_id, m.scheduler->add_request(id, prompt_ids, max_total, options.n));
+  RequestState r;
+  r.id = id;
+  r.params = params;
+  r.prompt_ids.assign(prompt_ids.begin(), prompt_ids.end());
+  r.max_total_tokens = max_total;
+  r.arrival_time = options.arrival_time.has_value() ? *options.arrival_time : monotonic_seconds();
+  r.num_unfinished = options.n;
+  uint64_t seed = 0;
+  if (params.seed.has_value()) {
+    seed = *params.seed;
+  } else {
+    std::random_device rd;
+    seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  }
+  r.samples.resize(static_cast<size_t>(options.n));
+  for (int32_t i = 0; i < options.n; ++i) {
+    SampleState& s = r.samples[i];
+    s.seed = sample_seed(seed, i);
+    if (m.tokenizer) s.detokenizer = std::make_unique<IncrementalDetokenizer>(*m.tokenizer);
+    s.stops.emplace(params.stop);
+  }
+  r.samples[0].seq_id = seq_id;
+  m.requests.emplace(id, std::move(r));
+  return id;
+}
+
+Expected<RequestId> Engine::add_request(std::string_view prompt, const SamplingParams& params,
+                                        const RequestOptions& options) {
+  ANVIL_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tokenize(prompt, true));
+  return add_request(ids, params, options);
+}
+
+Status Engine::abort(RequestId id) {
+  Impl& m = *impl_;
+  auto it = m.requests.find(id);
+  if (it == m.requests.end()) return not_found("request " + std::to_string(id) + " is unknown or already finished");
+  (void)m.scheduler->abort_request(id);
+  RequestState& r = it->second;
+  const double now = monotonic_seconds();
+  for (int32_t i = 0; i < static_cast<int32_t>(r.samples.size()); ++i) m.finish_sample(r, i, FinishReason::kAbort, now);
+  std::vector<RequestOutput> outs = m.finalize_outputs();
+  m.stashed.insert(m.stashed.end(), std::make_move_iterator(outs.begin()), std::make_move_iterator(outs.end()));
+  return Status();
+}
+
+bool Engine::has_unfinished() const {
+  return !impl_->requests.empty() || !impl_->stashed.empty();
+}
+
+EngineStats Engine::stats() const {
+  const Impl& m = *impl_;
+  EngineStats s = m.counters;
+  s.num_running = m.scheduler->num_running();
+  s.num_waiting = m.scheduler->num_waiting();
+  s.num_swapped = m.scheduler->num_swapped();
+  s.num_kv_blocks = m.kv->num_blocks();
+  s.num_free_kv_blocks = m.kv->num_free_blocks();
+  s.kv_cache_usage = s.num_kv_blocks > 0 ? 1.0 - static_cast<double>(s.num_free_kv_blocks) / s.num_kv_blocks : 0.0;
+  if (const PrefixCache* pc = m.kv->prefix_cache()) {
+    s.num_cached_kv_blocks = pc->num_cached_blocks();
+    s.prefix_cache_queried_tokens = pc->num_queried_tokens();
+    s.prefix_cache_hit_tokens = pc->num_hit_tokens();
+  }
+  s.num_preemptions = m.scheduler->num_preemptions();
+  s.num_swap_outs = m.scheduler->num_swap_outs();
+  return s;
+}
+
+// ---- the step ----------------------------------------------------------------------------------------------
+
+Expected<std::vector<RequestOutput>> Engine::step() {
+  Impl& m = *impl_;
+  std::vector<RequestOutput> outputs = std::move(m.stashed);
+  m.stashed.clear();
+  if (!m.scheduler->has_unfinished()) return outputs;
   const auto t0 = Clock::now();
-  auto t_first = t0;
-  int32_t num_computed = 0;
-  out.finish_reason = FinishReason::kLength;
-  Status status;
-  while (true) {
-    auto logits = m.run(tokens, num_computed, table, false, tokens.size());
-    if (!logits.ok()) {
-      status = logits.status();
-      break;
+  const StepPlan plan = m.scheduler->schedule();
+  auto results = m.execute(plan);
+  if (!results.ok()) {
+    m.stashed = std::move(outputs);
+    return results.status();
+  }
+  m.scheduler->on_step_computed(plan);
+  const double now = monotonic_seconds();
+  StepStats stats;
+  for (const ScheduledSequence& e : plan.seqs) {
+    const Sequence* seq = m.scheduler->find(e.seq_id);
+    if (seq == nullptr) continue;
+    auto it = m.requests.find(seq->request_id);
+    if (it != m.requests.end() && it->second.first_scheduled_time == 0.0) {
+      it->second.first_scheduled_time = now;
+      it->second.num_cached_tokens = seq->num_cached_tokens;
     }
-    num_computed = static_cast<int32_t>(tokens.size());
-    SampleResult r = m.sampler.sample(*logits, params, out.prompt_ids, out.token_ids, seed);
-    if (out.token_ids.empty()) t_first = Clock::now();
-    if (!params.ignore_eos && m.is_eos(r.token_id)) {
-      out.finish_reason = FinishReason::kStop;
-      break;
-    }
-    out.token_ids.push_back(r.token_id);
-    out.logprobs.push_back(r.logprob);
-    tokens.push_back(r.token_id);
-    if (detok) {
-      emit(stops.feed(detok->push(r.token_id)));
-      if (stops.stopped()) {
-        out.finish_reason = FinishReason::kStop;
-        break;
+    const bool is_decode = e.num_tokens == 1 && e.samples && e.num_computed > 0;
+    stats.num_decode_seqs += is_decode ? 1 : 0;
+    stats.num_prefill_tokens += is_decode ? 0 : e.num_tokens;
+  }
+  ANVIL_RETURN_IF_ERROR(m.sample_all(plan, *results));
+  stats.num_seqs = static_cast<int32_t>(plan.seqs.size());
+  stats.num_tokens = plan.num_batched_tokens;
+  stats.num_preempted = static_cast<int32_t>(plan.preempted.size());
+  stats.seconds = seconds_since(t0);
+  m.counters.last_step = stats;
+  ++m.counters.num_steps;
+  m.counters.num_computed_tokens += plan.num_batched_tokens;
+  std::vector<RequestOutput> news = m.finalize_outputs();
+  outputs.insert(outputs.end(), std::make_move_iterator(news.begin()), std::make_move_iterator(news.end()));
+  return outputs;
+}
+
+// Plain greedy: the token is the argmax of the raw logits and no other logprobs are wanted, so the device can
+// pick it. NOTE: the threshold is the Sampler's (runtime/sampler.cpp): below it, sampling is greedy.
+namespace {
+
+bool is_plain_greedy(const SamplingParams& p) {
+  return !(p.temperature >= 1e-5f) && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
+         p.frequency_penalty == 0.0f && p.logprobs == 0;
+}
+
+}  // namespace
+
+Expected<Engine::Impl::StepResults> Engine::Impl::execute(const StepPlan& plan) {
+  auto convert = [](const std::vector<BlockCopy>& copies) {
+    std::vector<KvBlockCopy> out;
+    out.reserve(copies.size());
+    for (const BlockCopy& c : copies) out.push_back({.src = c.src, .dst = c.dst});
+    return out;
+  };
+  ANVIL_RETURN_IF_ERROR(runner->copy_blocks(KvCopyKind::kDeviceToDevice, convert(plan.copies)));
+  ANVIL_RETURN_IF_ERROR(runner->copy_blocks(KvCopyKind::kDeviceToHost, convert(plan.swap_out)));
+  ANVIL_RETURN_IF_ERROR(runner->copy_blocks(KvCopyKind::kHostToDevice, convert(plan.swap_in)));
+  StepResults results;
+  if (plan.seqs.empty()) return results;
+  bool is_greedy = false;
+  for (const ScheduledSequence& e : plan.seqs) {
+    if (!e.samples) continue;
+    const Sequence* seq = scheduler->find(e.seq_id);
+    auto it = seq != nullptr ? requests.find(seq->request_id) : requests.end();
+    is_greedy = it != requests.end() && is_plain_greedy(it->second.params);
+    if (!is_greedy) break;
+  }
+  std::vector<SequenceStep> steps;
+  steps.reserve(plan.seqs.size());
+  for (const ScheduledSequence& e : plan.seqs) {
+    const Sequence* seq = scheduler->find(e.seq_id);
+    if (seq == nullptr) return internal_error("engine: planned sequence " + std::to_string(e.seq_id) + " is gone");
+    SequenceStep s;
+    s.token_ids = std::span<const int32_t>(seq->tokens)
+                      .subspan(static_cast<size_t>(e.num_computed), static_cast<size_t>(e.num_tokens));
+    s.num_computed = e.num_computed;
+    s.block_ids = seq->kv.table.block_ids();
+    s.wants_logits = e.samples;
+    steps.push_back(s);
+  }
+  if (is_greedy) {
+    ANVIL_ASSIGN_OR_RETURN(results.picks, runner->step_greedy(steps));
+    results.is_greedy = true;
+  } else {
+    ANVIL_ASSIGN_OR_RETURN(results.logits, runner->step(steps));
+  }
+  return results;
+}
+
+Status Engine::Impl::sample_all(const StepPlan& plan, const StepResults& results) {
+  // Who draws from which row: one draw per sampling sequence, n for a prompt that forks now.
+  struct Draw {
+    RequestState* request = nullptr;
+    int32_t sample_index = 0;
+    size_t row = 0;
+    SampleResult result;
+  };
+  std::vector<Draw> draws;
+  const auto vocab = static_cast<size_t>(info.vocab_size);
+  const size_t num_rows = results.is_greedy ? results.picks.token_ids.size() : results.logits.size() / vocab;
+  size_t row = 0;
+  for (const ScheduledSequence& e : plan.seqs) {
+    if (!e.samples) continue;
+    if (row >= num_rows) return internal_error("engine: fewer logits rows than sampling sequences");
+    const Sequence* seq = scheduler->find(e.seq_id);
+    if (seq == nullptr) return internal_error("engine: sampled sequence " + std::to_string(e.seq_id) + " is gone");
+    auto it = requests.find(seq->request_id);
+    if (it == requests.end()) return internal_error("engine: sequence " + std::to_string(seq->id) + " has no request");
+    RequestState& r = it->second;
+    if (seq->num_pending_samples > 0) {
+      // The prompt is in the cache: every sample draws its first token from this row, with its own seed.
+      ANVIL_ASSIGN_OR_RETURN(std::vector<SequenceId> children, scheduler->fork(seq->id));
+      for (size_t c = 0; c < children.size() && c + 1 < r.samples.size(); ++c) r.samples[c + 1].seq_id = children[c];
+      for (int32_t i = 0; i < static_cast<int32_t>(r.samples.size()); ++i) draws.push_back({&r, i, row, {}});
+    } else {
+      if (seq->sample_index < 0 || seq->sample_index >= static_cast<int32_t>(r.samples.size())) {
+        return internal_error("engine: bad sample index");
       }
+      draws.push_back({&r, seq->sample_index, row, {}});
     }
-    if (static_cast<int32_t>(out.token_ids.size()) >= params.max_tokens ||
-        static_cast<int64_t>(tokens.size()) >= max_len) {
-      break;
+    ++row;
+  }
+  if (results.is_greedy) {
+    for (Draw& w : draws) {
+      w.result.token_id = results.picks.token_ids[w.row];
+      w.result.logprob = results.picks.logprobs[w.row];
+    }
+  } else {
+    // NOTE: each draw reads only its own row and sample state, so the draws run in parallel; a large batch
+    // with a large vocabulary spends most of its host time here.
+    const auto num_draws = static_cast<int64_t>(draws.size());
+#pragma omp parallel for schedule(dynamic, 1) if (num_draws > 1)
+    for (int64_t d = 0; d < num_draws; ++d) {
+      Draw& w = draws[d];
+      const SampleState& s = w.request->samples[w.sample_index];
+      w.result = sampler.sample(results.logits.subspan(w.row * vocab, vocab), w.request->params, w.request->prompt_ids,
+                                s.output_ids, s.seed);
     }
   }
-  if (detok && !stops.stopped()) emit(stops.feed(detok->flush()) + stops.flush());
-  table.release_all(*m.pool);
-  ANVIL_RETURN_IF_ERROR(status);
-  out.prefill_seconds = std::chrono::duration<double>(t_first - t0).count();
-  out.decode_seconds = seconds_since(t_first);
+  const double now = monotonic_seconds();
+  for (Draw& w : draws) accept_token(*w.request, w.sample_index, w.result, now);
+  return Status();
+}
+
+RequestOutput& Engine::Impl::output_for(RequestState& r, int32_t index) {
+  SampleState& s = r.samples[index];
+  if (s.output_idx < 0) {
+    s.output_idx = static_cast<int32_t>(step_outputs.size());
+    RequestOutput o;
+    o.request_id = r.id;
+    o.sample_index = index;
+    step_outputs.push_back(std::move(o));
+  }
+  return step_outputs[s.output_idx];
+}
+
+void Engine::Impl::accept_token(RequestState& r, int32_t index, const SampleResult& result, double now) {
+  SampleState& s = r.samples[index];
+  if (s.is_finished) return;
+  RequestOutput& out = output_for(r, index);
+  if (s.first_token_time == 0.0) s.first_token_time = now;
+  if (!r.params.ignore_eos && is_eos(result.token_id)) {
+    finish_sample(r, index, FinishReason::kStop, now);
+    return;
+  }
+  s.output_ids.push_back(result.token_id);
+  (void)scheduler->append_token(s.seq_id, result.token_id);
+  ++counters.num_generated_tokens;
+  out.token_ids.push_back(result.token_id);
+  out.logprobs.push_back(result.logprob);
+  if (r.params.logprobs > 0) {
+    std::vector<LogprobEntry> top;
+    top.reserve(result.top_logprobs.size());
+    for (const TokenLogprob& t : result.top_logprobs) top.push_back({.token_id = t.token_id, .logprob = t.logprob});
+    out.top_logprobs.push_back(std::move(top));
+  }
+  if (s.detokenizer) {
+    out.text += s.stops->feed(s.detokenizer->push(result.token_id));
+    if (s.stops->stopped()) {
+      finish_sample(r, index, FinishReason::kStop, now);
+      return;
+    }
+  }
+  const auto length = static_cast<int64_t>(r.prompt_ids.size() + s.output_ids.size());
+  if (static_cast<int32_t>(s.output_ids.size()) >= r.params.max_tokens || length >= r.max_total_tokens) {
+    finish_sample(r, index, FinishReason::kLength, now);
+  }
+}
+
+void Engine::Impl::finish_sample(RequestState& r, int32_t index, FinishReason reason, double now) {
+  SampleState& s = r.samples[index];
+  if (s.is_finished) return;
+  RequestOutput& out = output_for(r, index);
+  if (reason != FinishReason::kAbort && s.detokenizer && !s.stops->stopped()) {
+    out.text += s.stops->feed(s.detokenizer->flush()) + s.stops->flush();
+  }
+  s.is_finished = true;
+  s.finish_time = now;
+  out.finished = true;
+  out.finish_reason = reason;
+  if (reason != FinishReason::kAbort && s.seq_id >= 0) (void)scheduler->finish(s.seq_id);
+  --r.num_unfinished;
+}
+
+std::vector<RequestOutput> Engine::Impl::finalize_outputs() {
+  for (RequestOutput& o : step_outputs) {
+    RequestState& r = requests.at(o.request_id);
+    SampleState& s = r.samples[o.sample_index];
+    o.num_prompt_tokens = static_cast<int32_t>(r.prompt_ids.size());
+    o.num_output_tokens = static_cast<int32_t>(s.output_ids.size());
+    o.num_cached_tokens = r.num_cached_tokens;
+    o.timings = RequestTimings{.arrival_time = r.arrival_time,
+                               .first_scheduled_time = r.first_scheduled_time,
+                               .first_token_time = s.first_token_time,
+                               .finish_time = s.finish_time};
+    s.output_idx = -1;
+  }
+  for (size_t k = step_outputs.size(); k-- > 0;) {
+    auto it = requests.find(step_outputs[k].request_id);
+    if (it != requests.end() && it->second.num_unfinished == 0) {
+      step_outputs[k].request_finished = true;
+      requests.erase(it);
+    }
+  }
+  std::vector<RequestOutput> out = std::move(step_outputs);
+  step_outputs.clear();
   return out;
-}
-
-Expected<std::vector<float>> Engine::score(std::span<const int32_t> ids) {
-  Impl& m = *impl_;
-  if (ids.empty()) return invalid_argument("score: no tokens");
-  if (static_cast<int64_t>(ids.size()) > m.info.max_model_len) {
-    return out_of_range("score: " + std::to_string(ids.size()) + " tokens exceed the context of " +
-                        std::to_string(m.info.max_model_len));
-  }
-  std::vector<int32_t> tokens(ids.begin(), ids.end());
-  BlockTable table(m.runner->kv_config().block_size);
-  auto logits = m.run(tokens, 0, table, true, tokens.size());
-  table.release_all(*m.pool);
-  if (!logits.ok()) return logits.status();
-  return std::vector<float>(logits->begin(), logits->end());
-}
-
-Expected<PerplexityResult> Engine::perplexity(std::string_view text) {
-  Impl& m = *impl_;
-  ANVIL_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tokenize(text, true));
-  if (ids.size() < 2) return invalid_argument("perplexity: the text has no tokens to score");
-  // NOTE: texts longer than the context are cut into windows of max_model_len tokens; every window after
-  // the first starts again from BOS, so each token is scored exactly once, with the context of its window.
-  const size_t window = static_cast<size_t>(m.info.max_model_len);
-  const size_t chunk = 256;  // prefill chunk: bounds the all-position logits buffer
-  const int32_t bos = ids[0];
-  const int64_t vocab = m.info.vocab_size;
-  double nll_sum = 0.0;
-  int64_t num_scored = 0;
-  size_t next = 1;  // next token to score
-  while (next < ids.size()) {
-    std::vector<int32_t> win{next == 1 ? ids[0] : bos};
-    const size_t take = std::min(window - 1, ids.size() - next);
-    win.insert(win.end(), ids.begin() + static_cast<std::ptrdiff_t>(next),
-               ids.begin() + static_cast<std::ptrdiff_t>(next + take));
-    BlockTable table(m.runner->kv_config().block_size);
-    for (size_t begin = 0; begin + 1 < win.size(); begin += chunk) {
-      // Feed tokens [begin, end) and score the predictions of tokens begin+1 .. end.
-      const size_t end = std::min(begin + chunk, win.size() - 1);
-      auto logits = m.run(win, static_cast<int32_t>(begin), table, true, end);
-      if (!logits.ok()) {
-        table.release_all(*m.pool);
-        return logits.status();
-      }
-      for (size_t i = begin; i < end; ++i) {
-        const float* row = logits->data() + (i - begin) * vocab;
-        double mx = row[0];
-        for (int64_t v = 1; v < vocab; ++v) mx = std::max<double>(mx, row[v]);
-        double sum = 0.0;
-        for (int64_t v = 0; v < vocab; ++v) sum += std::exp(row[v] - mx);
-        nll_sum -= row[win[i + 1]] - mx - std::log(sum);
-        ++num_scored;
-      }
-    }
-    table.release_all(*m.pool);
-    next += take;
-  }
-  PerplexityResult r;
-  r.num_tokens = static_cast<int64_t>(ids.size());
-  r.num_scored = num_scored;
-  r.mean_nll = nll_sum / static_cast<double>(num_scored);
-  r.perplexity = std::exp(r.mean_nll);
-  return r;
 }
 
 }  // namespace anvil

@@ -22,6 +22,20 @@ Expected<std::unique_ptr<ModelRunner>> ModelRunner::create(Backend& backend, Mod
     }
     runner->kv_views_.push_back(view);
   }
+  runner->block_bytes_ = runner->kv_bytes_ / static_cast<size_t>(kv.num_blocks);
+  if (kv.num_host_blocks > 0) {
+    const int64_t host_elems = static_cast<int64_t>(kv.num_host_blocks) * kv.block_size * c.num_kv_heads * c.head_dim;
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      KvCacheView view;
+      for (Tensor* t : {&view.k, &view.v}) {
+        ANVIL_ASSIGN_OR_RETURN(Buffer b, backend.allocate_kv_host(host_elems * dtype_size(dtype)));
+        *t = Tensor::make(b.data(), dtype, {kv.num_host_blocks, kv.block_size, c.num_kv_heads, c.head_dim},
+                          Device::kCpu);
+        runner->host_buffers_.push_back(std::move(b));
+      }
+      runner->host_views_.push_back(view);
+    }
+  }
   return runner;
 }
 
@@ -35,8 +49,9 @@ Status ModelRunner::upload(const std::vector<int32_t>& host, Buffer* buffer, Ten
   return backend_.copy_to_device(host.data(), *view);
 }
 
-Expected<std::span<const float>> ModelRunner::step(std::span<const SequenceStep> seqs) {
+Status ModelRunner::forward(std::span<const SequenceStep> seqs, Tensor* logits_out, bool* has_rows) {
   const ModelConfig& c = model_.config();
+  if (seqs.empty()) return invalid_argument("model runner: a step needs at least one sequence");
   std::vector<int32_t> ids, positions, slots, logit_rows, query_start{0}, context_lens;
   int32_t max_blocks = 1;
   int32_t max_query = 0;
@@ -56,7 +71,9 @@ Expected<std::span<const float>> ModelRunner::step(std::span<const SequenceStep>
     max_context = std::max<int32_t>(max_context, static_cast<int32_t>(end));
     for (size_t i = 0; i < s.token_ids.size(); ++i) {
       const int32_t pos = s.num_computed + static_cast<int32_t>(i);
-      if (s.wants_all_logits || i + 1 == s.token_ids.size()) logit_rows.push_back(static_cast<int32_t>(ids.size()));
+      if (s.wants_all_logits || (s.wants_logits && i + 1 == s.token_ids.size())) {
+        logit_rows.push_back(static_cast<int32_t>(ids.size()));
+      }
       ids.push_back(s.token_ids[i]);
       positions.push_back(pos);
       slots.push_back(s.block_ids[pos / kv_.block_size] * kv_.block_size + pos % kv_.block_size);
@@ -64,6 +81,10 @@ Expected<std::span<const float>> ModelRunner::step(std::span<const SequenceStep>
     query_start.push_back(static_cast<int32_t>(ids.size()));
     context_lens.push_back(static_cast<int32_t>(end));
   }
+  // NOTE: a step of prefill chunks only wants no logits; one row is computed anyway (and dropped) so that no
+  // backend sees a zero-row GEMM.
+  const bool is_dummy_row = logit_rows.empty();
+  if (is_dummy_row) logit_rows.push_back(static_cast<int32_t>(ids.size()) - 1);
   std::vector<int32_t> tables(seqs.size() * max_blocks, 0);
   for (size_t i = 0; i < seqs.size(); ++i) {
     std::copy(seqs[i].block_ids.begin(), seqs[i].block_ids.end(), tables.begin() + i * max_blocks);
@@ -89,11 +110,56 @@ Expected<std::span<const float>> ModelRunner::step(std::span<const SequenceStep>
   if (logits_buf_.nbytes() < logits_bytes) {
     ANVIL_ASSIGN_OR_RETURN(logits_buf_, backend_.allocate(logits_bytes));
   }
-  const Tensor logits = logits_buf_.view(DType::kF32, {num_logits, c.vocab_size});
-  ANVIL_RETURN_IF_ERROR(model_.forward(in, kv_views_, logits));
-  host_logits_.resize(static_cast<size_t>(num_logits * c.vocab_size));
+  *logits_out = logits_buf_.view(DType::kF32, {num_logits, c.vocab_size});
+  *has_rows = !is_dummy_row;
+  return model_.forward(in, kv_views_, *logits_out);
+}
+
+Expected<std::span<const float>> ModelRunner::step(std::span<const SequenceStep> seqs) {
+  Tensor logits;
+  bool has_rows = false;
+  ANVIL_RETURN_IF_ERROR(forward(seqs, &logits, &has_rows));
+  if (!has_rows) return std::span<const float>();
+  host_logits_.resize(static_cast<size_t>(logits.numel()));
   ANVIL_RETURN_IF_ERROR(backend_.copy_to_host(logits, host_logits_.data()));
   return std::span<const float>(host_logits_);
+}
+
+Expected<ModelRunner::GreedyPicks> ModelRunner::step_greedy(std::span<const SequenceStep> seqs) {
+  Tensor logits;
+  bool has_rows = false;
+  ANVIL_RETURN_IF_ERROR(forward(seqs, &logits, &has_rows));
+  if (!has_rows) return GreedyPicks{};
+  const int64_t rows = logits.size(0);
+  const size_t bytes = static_cast<size_t>(rows) * sizeof(int32_t);
+  if (pick_ids_buf_.nbytes() < bytes) {
+    ANVIL_ASSIGN_OR_RETURN(pick_ids_buf_, backend_.allocate(bytes * 2));
+    ANVIL_ASSIGN_OR_RETURN(pick_logprobs_buf_, backend_.allocate(bytes * 2));
+  }
+  const Tensor ids = pick_ids_buf_.view(DType::kI32, {rows});
+  const Tensor logprobs = pick_logprobs_buf_.view(DType::kF32, {rows});
+  ANVIL_RETURN_IF_ERROR(backend_.greedy_sample(logits, ids, logprobs));
+  host_pick_ids_.resize(static_cast<size_t>(rows));
+  host_pick_logprobs_.resize(static_cast<size_t>(rows));
+  ANVIL_RETURN_IF_ERROR(backend_.copy_to_host(ids, host_pick_ids_.data()));
+  ANVIL_RETURN_IF_ERROR(backend_.copy_to_host(logprobs, host_pick_logprobs_.data()));
+  return GreedyPicks{.token_ids = host_pick_ids_, .logprobs = host_pick_logprobs_};
+}
+
+Status ModelRunner::copy_blocks(KvCopyKind kind, std::span<const KvBlockCopy> copies) {
+  if (copies.empty()) return Status();
+  if (kind != KvCopyKind::kDeviceToDevice && host_views_.empty()) {
+    return internal_error("model runner: a KV swap was planned but no swap space is allocated");
+  }
+  switch (kind) {
+    case KvCopyKind::kDeviceToDevice:
+      return backend_.copy_kv_blocks(kv_views_, kv_views_, copies);
+    case KvCopyKind::kDeviceToHost:
+      return backend_.copy_kv_blocks(kv_views_, host_views_, copies);
+    case KvCopyKind::kHostToDevice:
+      return backend_.copy_kv_blocks(host_views_, kv_views_, copies);
+  }
+  return internal_error("model runner: unknown KV copy kind");
 }
 
 }  // namespace anvil

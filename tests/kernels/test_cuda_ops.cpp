@@ -208,3 +208,36 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, CudaAttention, ::testing::Values(DType::kF16, D
 
 }  // namespace
 }  // namespace anvil::test
+
+namespace anvil::test {
+namespace {
+
+TEST(CudaGreedySample, MatchesCpuArgmaxAndLogprob) {
+  OpHarness h(DType::kBF16);
+  if (!h.ok()) GTEST_SKIP() << "no usable GPU";
+  std::mt19937 rng(std::random_device{}());
+  for (int64_t vocab : {1, 7, 111, 32000, 128256}) {
+    const int64_t rows = 5;
+    auto logits = random_values(rows * vocab, rng, 3.0f);
+    if (vocab > 7) logits[2 * vocab + 5] = logits[2 * vocab + 6] = 50.0f;  // a tie: the lower id must win
+    std::vector<int32_t> zeros(rows, -1);
+    auto cpu_ids = h.host_i32(zeros, {rows});
+    auto cpu_lp = h.host(std::vector<float>(rows), {rows});
+    ASSERT_TRUE(h.cpu().greedy_sample(h.host(logits, {rows, vocab}), cpu_ids, cpu_lp).ok());
+    auto gpu_ids = h.device_i32(zeros, {rows});
+    auto gpu_lp = h.device_f32(std::vector<float>(rows, NAN), {rows});
+    ASSERT_TRUE(h.gpu().greedy_sample(h.device_f32(logits, {rows, vocab}), gpu_ids, gpu_lp).ok());
+    ASSERT_TRUE(h.gpu().synchronize().ok());
+    std::vector<int32_t> ids(rows);
+    ASSERT_TRUE(h.gpu().copy_to_host(gpu_ids, ids.data()).ok());
+    auto lp = h.download(gpu_lp);
+    for (int64_t r = 0; r < rows; ++r) {
+      EXPECT_EQ(ids[r], cpu_ids.ptr<int32_t>()[r]) << "vocab " << vocab << " row " << r;
+      EXPECT_NEAR(lp[r], cpu_lp.ptr<float>()[r], 1e-4) << "vocab " << vocab;
+    }
+    if (vocab > 7) EXPECT_EQ(ids[2], 5);
+  }
+}
+
+}  // namespace
+}  // namespace anvil::test

@@ -32,6 +32,9 @@ class CpuBackend final : public Backend {
                          const Tensor& out) override;
   Status silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) override;
+  Status greedy_sample(const Tensor& logits, const Tensor& token_ids, const Tensor& logprobs) override;
+  Status copy_kv_blocks(std::span<const KvCacheView> src, std::span<const KvCacheView> dst,
+                        std::span<const KvBlockCopy> copies) override;
 
  private:
   int num_threads_;

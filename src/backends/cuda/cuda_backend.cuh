@@ -47,9 +47,12 @@ class CudaBackend final : public Backend {
                          const Tensor& out) override;
   Status silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) override;
+  Status greedy_sample(const Tensor& logits, const Tensor& token_ids, const Tensor& logprobs) override;
   Status copy_kv_blocks(std::span<const KvCacheView> src, std::span<const KvCacheView> dst,
                         std::span<const KvBlockCopy> copies) override;
   Expected<Buffer> allocate_kv_host(size_t nbytes) override;
+  bool supports_graphs() const override { return !profiling_; }
+  Expected<std::unique_ptr<CapturedGraph>> capture(const std::function<Status()>& record) override;
 
   cudaStream_t stream() const { return stream_; }
   // Decode-only attention (one query per sequence) with key splits; see attention_decode.cuh.
