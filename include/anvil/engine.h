@@ -84,6 +84,8 @@ struct ModelInfo {
   size_t kv_cache_bytes = 0;
 };
 
+enum class SpecialToken { kBos, kEos };
+
 class Engine {
  public:
   static Expected<std::unique_ptr<Engine>> create(const EngineConfig& config);
@@ -91,6 +93,11 @@ class Engine {
 
   const ModelInfo& info() const;
   bool has_tokenizer() const;
+  // The model's own chat template (GGUF tokenizer.chat_template or tokenizer_config.json's chat_template);
+  // empty when it has none.
+  const std::string& chat_template() const;
+  // The text of the BOS or EOS token ("<|im_start|>", "<s>", ...); empty without a tokenizer.
+  std::string special_token_text(SpecialToken which) const;
   Expected<std::vector<int32_t>> tokenize(std::string_view text, bool add_bos) const;
   Expected<std::string> detokenize(std::span<const int32_t> ids) const;
 

@@ -8,7 +8,9 @@
 #include <string>
 
 #include "anvil/engine.h"
+#include "cli/chat.h"
 #include "cli/commands.h"
+#include "cli/tokenize.h"
 #include "core/logging.h"
 
 namespace anvil::cli {
@@ -41,6 +43,14 @@ void add_engine_options(CLI::App* cmd, EngineConfig* config) {
                   "GiB of host memory for preempted sequences' KV blocks (0 = recompute them)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-caching{false}", config->enable_prefix_caching, "do not reuse shared prompt prefixes");
+}
+
+// --dtype names the dtype of dummy weights and, when 16-bit, the CUDA backend's compute dtype.
+void apply_dtype(EngineConfig* config) {
+  if (config->dummy_dtype == "float16" || config->dummy_dtype == "bfloat16" || config->dummy_dtype == "fp16" ||
+      config->dummy_dtype == "bf16") {
+    config->cuda_dtype = config->dummy_dtype;
+  }
 }
 
 }  // namespace anvil::cli
@@ -76,6 +86,22 @@ int main(int argc, char** argv) {
   generate->add_option("--seed", gen.seed, "random seed (same seed, same output)");
   generate->add_option("--stop", gen.params.stop, "stop string (repeatable)");
   generate->add_flag("--ignore-eos", gen.params.ignore_eos);
+
+  ChatOptions chat;
+  CLI::App* chat_cmd = app.add_subcommand("chat", "interactive multi-turn chat through the model's chat template");
+  add_engine_options(chat_cmd, &chat.engine);
+  chat_cmd->add_option("--system", chat.system_prompt, "system message");
+  chat_cmd->add_option("--chat-template", chat.chat_template_file, "Jinja chat template file (default: the model's)");
+  chat_cmd->add_option("--max-tokens", chat.params.max_tokens, "tokens per reply");
+  chat_cmd->add_option("--temperature", chat.params.temperature, "0 = greedy");
+  chat_cmd->add_option("--top-p", chat.params.top_p);
+  chat_cmd->add_option("--top-k", chat.params.top_k);
+  chat_cmd->add_option("--repetition-penalty", chat.params.repetition_penalty);
+  chat.params.max_tokens = 256;
+
+  TokenizeOptions tokenize_options;
+  CLI::App* tokenize = app.add_subcommand("tokenize", "text to token ids (a JSON array), or --decode ids to text");
+  add_tokenize_options(tokenize, &tokenize_options);
 
   PerplexityOptions ppl;
   CLI::App* perplexity = app.add_subcommand("perplexity", "perplexity of a text file");
@@ -120,6 +146,7 @@ int main(int argc, char** argv) {
   }
   init_logging(verbose ? LogLevel::kDebug : quiet ? LogLevel::kWarn : LogLevel::kInfo);
   if (*generate) {
+    apply_dtype(&gen.engine);
     if (prompt_opt->count() == 0 && prompts_file_opt->count() == 0) {
       std::fprintf(stderr, "error: generate needs --prompt or --prompts-file\n");
       return 2;
@@ -127,7 +154,13 @@ int main(int argc, char** argv) {
     return run_generate(gen);
   }
   if (*perplexity) return run_perplexity(ppl);
+  if (*chat_cmd) {
+    apply_dtype(&chat.engine);
+    return run_chat(chat);
+  }
+  if (*tokenize) return run_tokenize(tokenize_options);
   if (*bench_cmd) {
+    apply_dtype(&bench.engine);
     bench.is_max_num_seqs_set = bench_cmd->get_option("--max-num-seqs")->count() > 0;
     if (bench.workload == "throughput" || bench.workload == "latency" || bench.workload == "prefix") {
       return run_bench_batch(bench);

@@ -6,12 +6,17 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 
 #include "core/logging.h"
 #include "runtime/backend_factory.h"
 #include "runtime/engine_impl.h"
+#include "tokenizer/vocab_spec.h"
 
 namespace anvil {
 namespace {
@@ -22,6 +27,30 @@ constexpr double kBytesPerGb = 1024.0 * 1024.0 * 1024.0;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// The chat template of a Hugging Face directory: tokenizer_config.json's "chat_template", a string or a list of
+// {name, template} (the one named "default"); empty when there is none or the file cannot be read.
+std::string read_hf_chat_template(const std::string& model_path) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(model_path, ec)) return "";
+  std::ifstream f(std::filesystem::path(model_path) / "tokenizer_config.json");
+  if (!f) return "";
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("chat_template")) return "";
+  const nlohmann::json& t = j["chat_template"];
+  if (t.is_string()) return t.get<std::string>();
+  if (t.is_array()) {
+    for (const auto& entry : t) {
+      if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
+          entry["template"].is_string()) {
+        return entry["template"].get<std::string>();
+      }
+    }
+  }
+  return "";
 }
 
 Expected<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& path, int32_t vocab_size) {
@@ -148,6 +177,12 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
       impl->tokenizer = std::move(tok).value();
     }
   }
+  if (!impl->tokenizer && config.tokenizer_path.empty() && impl->checkpoint.gguf_tokenizer) {
+    ANVIL_ASSIGN_OR_RETURN(impl->tokenizer, make_tokenizer_from_vocab(vocab_spec_from_gguf(
+                                                *impl->checkpoint.gguf_tokenizer, "GGUF file " + config.model_path)));
+  }
+  impl->chat_template = impl->checkpoint.chat_template;
+  if (impl->chat_template.empty()) impl->chat_template = read_hf_chat_template(config.model_path);
   impl->eos_ids = mc.eos_token_ids;
   if (impl->tokenizer) impl->eos_ids.push_back(impl->tokenizer->eos_id());
 
@@ -173,6 +208,14 @@ const ModelInfo& Engine::info() const {
 }
 bool Engine::has_tokenizer() const {
   return impl_->tokenizer != nullptr;
+}
+
+const std::string& Engine::chat_template() const { return impl_->chat_template; }
+
+std::string Engine::special_token_text(SpecialToken which) const {
+  if (!impl_->tokenizer) return "";
+  const Tokenizer& t = *impl_->tokenizer;
+  return t.id_to_token(which == SpecialToken::kBos ? t.bos_id() : t.eos_id()).value_or("");
 }
 
 Expected<std::vector<int32_t>> Engine::tokenize(std::string_view text, bool add_bos) const {

@@ -50,6 +50,7 @@ struct RequestState {
 struct Engine::Impl {
   EngineConfig config;
   Checkpoint checkpoint;
+  std::string chat_template;  // the model's own, or empty
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Model> model;
   std::unique_ptr<ModelRunner> runner;

@@ -140,3 +140,50 @@ def test_negative_temperature(run):
 def test_unknown_flag_is_an_error(run):
     proc = run("generate", "--model", "x", "--prompt", "y", "--no-such-flag")
     assert proc.returncode != 0 and "no-such-flag" in proc.stderr
+
+
+# ---- chat and GGUF ---------------------------------------------------------------------------------------
+
+SMOLLM2 = __import__("pathlib").Path.home() / ".cache" / "anvil" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+needs_smollm2 = pytest.mark.skipif(not SMOLLM2.exists(), reason="demo model not fetched (scripts/fetch_model.sh)")
+
+
+def run_chat(anvil_bin, args, stdin, timeout=300):
+    import subprocess
+    return subprocess.run([anvil_bin, "chat", *map(str, args)], input=stdin, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@needs_smollm2
+def test_chat_with_the_demo_model_answers_over_two_turns(anvil_bin):
+    proc = run_chat(anvil_bin, ["--model", SMOLLM2, "--temperature", "0", "--max-tokens", "30", "--threads", "2", "-q"],
+                    "What is the capital of France?\nAnd of Italy?\n")
+    assert proc.returncode == 0, proc.stderr
+    replies = proc.stdout.strip().splitlines()
+    assert "Paris" in replies[0]
+    assert "Rome" in replies[-1]  # the second turn sees the first through the template
+
+
+@needs_smollm2
+def test_generate_on_a_gguf_path(run):
+    proc = run("generate", "--model", SMOLLM2, "--prompt", "The capital of France is", "--temperature", "0",
+               "--max-tokens", "8", "--threads", "2", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "Paris" in proc.stdout
+
+
+def test_chat_with_a_template_file_and_a_bad_template(anvil_bin, tmp_path):
+    template = DATA / "chat_templates" / "smollm2.jinja"
+    ok = run_chat(anvil_bin, [*STORIES_ARGS, "--chat-template", template, "--temperature", "0", "--max-tokens", "10",
+                              "-q"], "Tell me a story\n")
+    assert ok.returncode == 0, ok.stderr
+    assert len(ok.stdout.strip()) > 0
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("{% include 'x.jinja' %}")
+    proc = run_chat(anvil_bin, [*STORIES_ARGS, "--chat-template", bad, "-q"], "hi\n")
+    assert_clean_error(proc, "include")
+
+
+def test_chat_without_a_template_is_a_clear_error(anvil_bin):
+    proc = run_chat(anvil_bin, [*STORIES_ARGS, "-q"], "hi\n")
+    assert_clean_error(proc, "chat template")
