@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--out", required=True)
     ap.add_argument("--modes", default="eager,static")
+    ap.add_argument("--w3-batch", type=int, default=0, help="also W3 128/128 at this batch size (eager)")
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype)
     config = AutoConfig.from_pretrained(args.config)
@@ -61,6 +62,13 @@ def main():
             entry["w2_ttft_2048_ms"] = median([timed_generate(model, ids2048, 1, **kw) for _ in range(3)]) * 1e3
         results[mode] = entry
         print(f"[hf] {mode}: {entry}", flush=True)
+    if args.w3_batch:
+        ids = torch.randint(3, config.vocab_size, (args.w3_batch, 128), device="cuda", generator=gen)
+        timed_generate(model, ids, 8)
+        t = timed_generate(model, ids, 128)
+        results["eager"]["w3_128_128_batch"] = args.w3_batch
+        results["eager"]["w3_128_128_output_tok_per_s"] = args.w3_batch * 128 / t
+        print(f"[hf] eager W3 128/128 batch {args.w3_batch}: {args.w3_batch * 128 / t:.0f} output tok/s", flush=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
 
