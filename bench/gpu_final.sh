@@ -3,7 +3,8 @@
 # and prefix-cache TTFT through the batching engine, and the HF baseline (eager W1/W2 and W3 128/128 batch 64)
 # in the same invocation. Binaries and Debian libraries come prebuilt in .carry/. Results land in $OUT.
 set -uo pipefail
-export LD_LIBRARY_PATH="$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
+mkdir -p /tmp/anvil-carry && tar -xJf .carry/lib.tar.xz -C /tmp/anvil-carry
+export LD_LIBRARY_PATH="/tmp/anvil-carry/lib:${LD_LIBRARY_PATH:-}"
 export ANVIL_SOURCE_DIR="$PWD"
 mkdir -p ../shared/models && cp -r .carry/stories260K ../shared/models/ 2>/dev/null
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/gpu.txt

@@ -6,9 +6,9 @@ set -euo pipefail
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libopenblas-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
-  libgtest-dev libgmock-dev clang libclang-rt-14-dev
+  libgtest-dev libgmock-dev clang libclang-rt-14-dev libboost-dev
 )
-PIP_PACKAGES=(pytest numpy)
+PIP_PACKAGES=(pytest numpy openai httpx requests)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

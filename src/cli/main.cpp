@@ -10,6 +10,7 @@
 #include "anvil/engine.h"
 #include "cli/chat.h"
 #include "cli/commands.h"
+#include "cli/serve.h"
 #include "cli/tokenize.h"
 #include "core/logging.h"
 
@@ -137,6 +138,9 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--seed", bench.seed, "serving: seed of arrivals, lengths and token ids")
       ->check(CLI::NonNegativeNumber);
 
+  ServeOptions serve;
+  CLI::App* serve_cmd = add_serve_command(&app, &serve);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -159,6 +163,10 @@ int main(int argc, char** argv) {
     return run_chat(chat);
   }
   if (*tokenize) return run_tokenize(tokenize_options);
+  if (*serve_cmd) {
+    apply_dtype(&serve.engine);
+    return run_serve(serve);
+  }
   if (*bench_cmd) {
     apply_dtype(&bench.engine);
     bench.is_max_num_seqs_set = bench_cmd->get_option("--max-num-seqs")->count() > 0;
