@@ -30,22 +30,10 @@ json utf8_bytes(const std::string& s) {
 }
 
 json reason_json(const std::optional<FinishReason>& reason) {
-  return reason ? json(finish_reason_text(*reason)) : json(nullptr);
+  return reason ? json(finish_reason_name(*reason)) : json(nullptr);
 }
 
 }  // namespace
-
-const char* finish_reason_text(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kStop:
-      return "stop";
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kAbort:
-      return "abort";
-  }
-  return "abort";
-}
 
 ResponseBuilder::ResponseBuilder(ResponseConfig config, TokenTextFn token_text)
     : config_(std::move(config)), token_text_(std::move(token_text)) {
@@ -234,7 +222,7 @@ std::string ResponseBuilder::finish() {
                                                                    {"text_offset", json::array()}};
       }
     }
-    const json reason = finish_reason_text(c.finish_reason.value_or(FinishReason::kAbort));
+    const json reason = finish_reason_name(c.finish_reason.value_or(FinishReason::kAbort));
     if (config_.endpoint == Endpoint::kChatCompletions) {
       choices.push_back({{"index", i},
                          {"message", {{"role", "assistant"}, {"content", c.text}}},

@@ -32,7 +32,6 @@ struct ResponseConfig {
 // The text of one token as a client sees it (for logprobs).
 using TokenTextFn = std::function<std::string(int32_t token_id)>;
 
-const char* finish_reason_text(FinishReason reason);  // "stop", "length", "abort"
 
 class ResponseBuilder {
  public:
