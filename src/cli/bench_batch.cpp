@@ -131,8 +131,8 @@ int run_bench_prefix(Engine& engine, const BenchOptions& options) {
                         {"ttft_cold_ms", c * 1e3},
                         {"ttft_shared_prefix_ms", w * 1e3},
                         {"speedup", w > 0 ? c / w : 0.0},
-                        {"ttft_cold_ms_runs", cold},
-                        {"ttft_shared_prefix_ms_runs", warm}};
+                        {"ttft_cold_seconds_runs", cold},
+                        {"ttft_shared_prefix_seconds_runs", warm}};
     std::ofstream f(options.json_path);
     if (!f) return fail(not_found("cannot write JSON results to '" + options.json_path + "'"));
     f << j.dump(2) << "\n";
