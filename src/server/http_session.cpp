@@ -173,14 +173,26 @@ void HttpSession::start_read() {
                           [self = shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
 }
 
-void HttpSession::on_header(error_code ec) {
+bool HttpSession::finish_read(error_code ec) {
   is_reading_ = false;
-  if (is_closed_) return;
+  if (is_closed_) return false;
   if (is_closing_) {
-    if (ec) return close_now();
-    return start_discard();
+    if (ec) {
+      close_now();
+    } else {
+      start_discard();
+    }
+    return false;
   }
-  if (ec) return on_read_error(ec);
+  if (ec) {
+    on_read_error(ec);
+    return false;
+  }
+  return true;
+}
+
+void HttpSession::on_header(error_code ec) {
+  if (!finish_read(ec)) return;
   if (is_busy_ || !is_keep_alive_ || is_close_after_writes_) {
     // A pipelined request while the last one runs: hold it (reading stops until its turn).
     is_header_pending_ = is_keep_alive_ && !is_close_after_writes_;
@@ -207,13 +219,7 @@ void HttpSession::continue_body() {
 }
 
 void HttpSession::on_body(error_code ec) {
-  is_reading_ = false;
-  if (is_closed_) return;
-  if (is_closing_) {
-    if (ec) return close_now();
-    return start_discard();
-  }
-  if (ec) return on_read_error(ec);
+  if (!finish_read(ec)) return;
   Request req = parser_->release();
   handle_request(std::move(req));
 }

@@ -38,6 +38,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   // ---- reading ----
   void start_read();
+  // The shared end of a header or body read: false when the session closes or discards instead.
+  bool finish_read(boost::system::error_code ec);
   void on_header(boost::system::error_code ec);
   void continue_body();
   void on_body(boost::system::error_code ec);
