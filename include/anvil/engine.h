@@ -35,6 +35,9 @@ struct EngineConfig {
   double swap_space_gb = 0.0;         // host memory for preempted sequences' KV blocks; 0 = recompute them
   int num_kv_blocks = 0;              // 0: sized by the backend (plan_kv_blocks)
   bool enable_prefix_caching = true;  // reuse the KV blocks of shared prompt prefixes across requests
+  // ---- CUDA graphs ----
+  bool enforce_eager = false;  // never capture graphs: every step runs op by op
+  int max_graph_batch = 256;   // decode steps of up to this many sequences replay a captured graph (CUDA)
 };
 
 struct PerplexityResult {

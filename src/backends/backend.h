@@ -111,6 +111,8 @@ class Backend {
   // ---- graphs: record a sequence of ops once, replay it with one launch ----
   // True when capture() works (CUDA); the CPU backend runs ops eagerly and returns false.
   virtual bool supports_graphs() const { return false; }
+  // Changes whenever internal scratch memory that ops use is reallocated (graphs captured before are stale).
+  virtual uint64_t scratch_epoch() const { return 0; }
   // Records every op `record` enqueues (it must not allocate or synchronize) into a graph.
   virtual Expected<std::unique_ptr<CapturedGraph>> capture(const std::function<Status()>& record) {
     return unsupported(name() + " backend: graph capture is not supported");

@@ -44,6 +44,10 @@ void add_engine_options(CLI::App* cmd, EngineConfig* config) {
                   "GiB of host memory for preempted sequences' KV blocks (0 = recompute them)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-caching{false}", config->enable_prefix_caching, "do not reuse shared prompt prefixes");
+  cmd->add_flag("--enforce-eager", config->enforce_eager, "CUDA: run every step op by op (no CUDA graphs)");
+  cmd->add_option("--max-graph-batch", config->max_graph_batch,
+                  "CUDA: decode batches up to this size replay captured graphs")
+      ->check(CLI::NonNegativeNumber);
 }
 
 // --dtype names the dtype of dummy weights and, when 16-bit, the CUDA backend's compute dtype.

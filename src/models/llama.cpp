@@ -70,6 +70,8 @@ class LlamaModel final : public Model {
   const ModelConfig& config() const override { return config_; }
   size_t weight_bytes() const override { return weight_bytes_; }
   void set_debug_hook(DebugHook hook) override { hook_ = std::move(hook); }
+  Status reserve(int64_t num_tokens, int64_t num_logits) override { return ensure_scratch(num_tokens, num_logits); }
+  uint64_t scratch_epoch() const override { return scratch_epoch_; }
 
   Status forward(const ForwardInputs& in, std::span<const KvCacheView> kv_cache, const Tensor& logits) override {
     const int64_t num_tokens = in.token_ids.size(0);
@@ -164,6 +166,7 @@ class LlamaModel final : public Model {
     ANVIL_ASSIGN_OR_RETURN(last_, backend_.allocate(nl * h * e));
     scratch_tokens_ = n;
     scratch_logits_ = nl;
+    ++scratch_epoch_;
     return Status();
   }
 
@@ -180,6 +183,7 @@ class LlamaModel final : public Model {
   DebugHook hook_;
   int64_t scratch_tokens_ = 0;
   int64_t scratch_logits_ = 0;
+  uint64_t scratch_epoch_ = 0;
   Buffer residual_, normed_, q_, k_, v_, attn_, block_out_, gate_, up_, last_;
 };
 

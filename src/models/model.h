@@ -35,6 +35,11 @@ class Model {
   // kv_cache holds one view per layer.
   virtual Status forward(const ForwardInputs& inputs, std::span<const KvCacheView> kv_cache, const Tensor& logits) = 0;
   virtual void set_debug_hook(DebugHook hook) = 0;
+  // Sizes the activation scratch for steps of up to `num_tokens` tokens and `num_logits` logits rows, so that
+  // steps within those limits never reallocate it.
+  virtual Status reserve(int64_t num_tokens, int64_t num_logits) = 0;
+  // Changes whenever the activation scratch is reallocated (a captured graph over the old buffers is stale).
+  virtual uint64_t scratch_epoch() const = 0;
 };
 
 // Builds the model for checkpoint.config.architecture; weights are uploaded through `backend`.

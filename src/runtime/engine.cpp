@@ -72,6 +72,9 @@ Status check_config(const EngineConfig& config) {
   if (config.max_num_seqs < 1) {
     return invalid_argument("max_num_seqs must be >= 1 (got " + std::to_string(config.max_num_seqs) + ")");
   }
+  if (config.max_graph_batch < 0) {
+    return invalid_argument("max_graph_batch must be >= 0 (got " + std::to_string(config.max_graph_batch) + ")");
+  }
   if (config.max_num_batched_tokens < 1) {
     return invalid_argument("max_num_batched_tokens must be >= 1 (got " +
                             std::to_string(config.max_num_batched_tokens) + ")");
@@ -155,7 +158,13 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
     }
   }
   KvCacheConfig kv{.num_blocks = num_blocks, .block_size = config.block_size, .num_host_blocks = num_host_blocks};
-  ANVIL_ASSIGN_OR_RETURN(impl->runner, ModelRunner::create(*impl->backend, *impl->model, kv));
+  RunnerConfig runner_config;
+  runner_config.max_model_len = static_cast<int32_t>(std::min<int64_t>(max_len, std::numeric_limits<int32_t>::max()));
+  if (!config.enforce_eager && impl->backend->supports_graphs()) {
+    runner_config.max_graph_batch = std::min(config.max_graph_batch, config.max_num_seqs);
+    runner_config.max_num_tokens = config.max_num_batched_tokens;
+  }
+  ANVIL_ASSIGN_OR_RETURN(impl->runner, ModelRunner::create(*impl->backend, *impl->model, kv, runner_config));
   impl->kv =
       std::make_unique<KvCacheManager>(KvCacheManagerConfig{.num_blocks = num_blocks,
                                                             .block_size = config.block_size,

@@ -99,6 +99,7 @@ Expected<void*> CudaBackend::scratch(size_t nbytes) {
     scratch_bytes_ = 0;
     ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&scratch_, nbytes), "cudaMalloc (scratch)");
     scratch_bytes_ = nbytes;
+    ++scratch_epoch_;
   }
   return scratch_;
 }

@@ -53,6 +53,7 @@ class CudaBackend final : public Backend {
   Expected<Buffer> allocate_kv_host(size_t nbytes) override;
   bool supports_graphs() const override { return !profiling_; }
   Expected<std::unique_ptr<CapturedGraph>> capture(const std::function<Status()>& record) override;
+  uint64_t scratch_epoch() const override { return scratch_epoch_; }
 
   cudaStream_t stream() const { return stream_; }
   // Decode-only attention (one query per sequence) with key splits; see attention_decode.cuh.
@@ -104,6 +105,7 @@ class CudaBackend final : public Backend {
   std::map<MatmulKey, MatmulPlan> plans_;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
+  uint64_t scratch_epoch_ = 0;
   void* staging_ = nullptr;  // pinned host buffer for weight uploads
   bool profiling_ = false;
   struct OpRecord {

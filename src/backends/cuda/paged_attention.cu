@@ -60,8 +60,12 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(AttnArgs<T> a
   const int context = a.context_lens[seq];
   const int first_pos = context - num_query + t0;  // absolute position of the tile's first query
   const int last_key = first_pos + tile_tokens - 1;
-  const int key_begin = split * a.split_len;
-  const int key_end = min(key_begin + a.split_len, last_key + 1);
+  // Each sequence splits its own context evenly (in multiples of split_len keys), so the grid depends only on
+  // the split count: a CUDA graph captured for a bucket replays correctly for any context lengths.
+  const int seq_split =
+      a.num_splits == 1 ? context : ((context + a.num_splits - 1) / a.num_splits + a.split_len - 1) / a.split_len * a.split_len;
+  const int key_begin = split * seq_split;
+  const int key_end = min(key_begin + seq_split, last_key + 1);
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks;
 
   for (int i = threadIdx.x; i < rows * hd; i += kThreads) {
@@ -202,11 +206,12 @@ Status CudaBackend::decode(const Tensor& q, const KvCacheView& cache, const Atte
   const int num_kv_heads = static_cast<int>(cache.k.size(2));
   const int ctas = meta.num_seqs * num_kv_heads;
   const int max_ctx = std::max(meta.max_context_len, 1);
-  // NOTE: split over keys until the grid covers the SMs twice; each split keeps at least 64 keys.
+  // NOTE: split over keys until the grid covers the SMs twice, at most one split per 64 keys of the longest
+  // context. Each sequence then divides its own context over the splits in multiples of 16 keys (in the kernel),
+  // so a graph captured with max_context_len = the model's context replays for any context length.
   int num_splits = ctas < 2 * num_sms_ ? std::min(ceil_div(2 * num_sms_, ctas), ceil_div(max_ctx, 64)) : 1;
   num_splits = std::max(num_splits, 1);
-  const int split_len = ceil_div(ceil_div(max_ctx, num_splits), 16) * 16;
-  num_splits = ceil_div(max_ctx, split_len);
+  const int split_len = 16;
   float* part_acc = nullptr;
   float* part_ml = nullptr;
   if (num_splits > 1) {
@@ -254,8 +259,7 @@ Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, c
   if (ctas < 2 * num_sms_) {
     num_splits = std::min(ceil_div(2 * num_sms_, ctas), ceil_div(std::max(meta.max_context_len, 1), kKeyTile));
   }
-  const int split_len = ceil_div(ceil_div(std::max(meta.max_context_len, 1), num_splits), kKeyTile) * kKeyTile;
-  num_splits = ceil_div(std::max(meta.max_context_len, 1), split_len);
+  const int split_len = kKeyTile;  // granularity of each sequence's split length
 
   const int rows = q_tile * group;
   const size_t elem = dtype_size(q.dtype);
