@@ -11,11 +11,16 @@ Usage:
   python3 bench/serve_bench.py --base-url http://127.0.0.1:8000 --request-rates 1,4,16,inf --json http.json
   anvil bench --workload serving --model M --device cuda --request-rates 1,4,16,inf --json direct.json
   python3 bench/serve_bench.py --compare direct.json --from-json http.json
+
+For a like-for-like comparison, --plan FILE writes the plan this run uses (every request's arrival time, prompt
+ids and output length; or reads it when FILE exists) and `anvil bench --workload serving --plan-file FILE`
+replays exactly that plan through the engine directly.
 """
 import argparse
 import asyncio
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -55,6 +60,11 @@ def plan_requests(args, rate, max_len, seed):
     return plan
 
 
+def make_prompts(plan, vocab_size, seed):
+    rng = random.Random(seed)
+    return [[rng.randrange(3, vocab_size) for _ in range(prompt_len)] for (_, prompt_len, _) in plan]
+
+
 async def one_request(client, model, prompt, max_tokens, t0, record):
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
             "stream": True, "stream_options": {"include_usage": True}}
@@ -82,19 +92,19 @@ async def one_request(client, model, prompt, max_tokens, t0, record):
         record["error"] = repr(e)
 
 
-async def run_rate(args, model, vocab_size, plan, rate, seed):
-    rng = random.Random(seed)
+async def run_rate(args, model, plan, prompts, rate):
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     records = [dict() for _ in plan]
+    max_lag = 0.0
     async with httpx.AsyncClient(base_url=args.base_url, limits=limits, timeout=None, headers=headers) as client:
         t0 = time.perf_counter()
         tasks = []
-        for (offset, prompt_len, output_len), record in zip(plan, records):
+        for (offset, prompt_len, output_len), prompt, record in zip(plan, prompts, records):
             wait = offset - (time.perf_counter() - t0)
             if wait > 0:
                 await asyncio.sleep(wait)
-            prompt = [rng.randrange(3, vocab_size) for _ in range(prompt_len)]
+            max_lag = max(max_lag, time.perf_counter() - t0 - offset)
             tasks.append(asyncio.create_task(one_request(client, model, prompt, output_len, t0, record)))
         await asyncio.gather(*tasks)
     ttft, tpot, e2e = [], [], []
@@ -117,6 +127,7 @@ async def run_rate(args, model, vocab_size, plan, rate, seed):
         last_done = max(last_done, r["done"])
     d = last_done if last_done > 0 else 1.0
     return {"request_rate": "inf" if math.isinf(rate) else f"{rate:g}", "duration_s": last_done,
+            "num_requests": len(plan), "max_schedule_lag_ms": max_lag * 1e3,
             "num_completed": completed, "num_failed": failed, "request_throughput": completed / d,
             "output_tok_per_s": output_tokens / d, "total_tok_per_s": (prompt_tokens + output_tokens) / d,
             "prompt_tokens": prompt_tokens, "output_tokens": output_tokens, "ttft_ms": summarize(ttft),
@@ -145,7 +156,7 @@ def compare(http, direct):
     """Prints, per rate found in both, how much HTTP adds to the median TPOT (and TTFT) of the direct engine."""
     by_rate = {r["request_rate"]: r for r in direct["results"]}
     print(f"{'rate':>8} {'TPOT p50 direct':>16} {'TPOT p50 HTTP':>14} {'added':>8} {'TTFT p50 direct':>16} "
-          f"{'TTFT p50 HTTP':>14}")
+          f"{'TTFT p50 HTTP':>14} {'lag ms direct/HTTP':>19}")
     worst = -math.inf
     for r in http["results"]:
         d = by_rate.get(r["request_rate"])
@@ -154,8 +165,9 @@ def compare(http, direct):
         a, b = d["tpot_ms"]["p50"], r["tpot_ms"]["p50"]
         added = (b - a) / a * 100 if a > 0 else float("nan")
         worst = max(worst, added)
+        lags = f"{d.get('max_schedule_lag_ms', float('nan')):.1f} / {r.get('max_schedule_lag_ms', float('nan')):.1f}"
         print(f"{r['request_rate']:>8} {a:>16.3f} {b:>14.3f} {added:>7.2f}% {d['ttft_ms']['p50']:>16.1f} "
-              f"{r['ttft_ms']['p50']:>14.1f}")
+              f"{r['ttft_ms']['p50']:>14.1f} {lags:>19}")
     print(f"HTTP adds at most {worst:.2f}% to the median time per output token (target: < 5%)")
 
 
@@ -169,18 +181,35 @@ async def main_async(args):
     vocab_size = args.vocab_size or info.get("vocab_size") or 32000
     warm = argparse.Namespace(**{**vars(args), "num_requests": 2, "input_len_mean": min(args.input_len_mean, 16.0),
                                  "output_len_mean": 4.0})
-    await run_rate(args, model, vocab_size, plan_requests(warm, math.inf, max_len, args.seed + 99), math.inf,
-                   args.seed + 99)
+    warm_plan = plan_requests(warm, math.inf, max_len, args.seed + 99)
+    await run_rate(args, model, warm_plan, make_prompts(warm_plan, vocab_size, args.seed + 99), math.inf)
+    if args.plan and os.path.exists(args.plan):
+        saved = json.load(open(args.plan))
+        rate_plans = [(parse_rate(r["request_rate"]), [(q["arrival_s"], len(q["prompt"]), q["output_len"])
+                                                       for q in r["requests"]], [q["prompt"] for q in r["requests"]])
+                      for r in saved["rates"]]
+    else:
+        rate_plans = []
+        for k, rate in enumerate(args.request_rates):
+            plan = plan_requests(args, rate, max_len, args.seed + k)
+            rate_plans.append((rate, plan, make_prompts(plan, vocab_size, args.seed + 1000 + k)))
+        if args.plan:
+            with open(args.plan, "w") as f:
+                json.dump({"rates": [{"request_rate": "inf" if math.isinf(rate) else f"{rate:g}",
+                                      "requests": [{"arrival_s": t, "prompt": p, "output_len": o}
+                                                   for (t, _, o), p in zip(plan, prompts)]}
+                                     for rate, plan, prompts in rate_plans]}, f)
     results = []
-    for k, rate in enumerate(args.request_rates):
-        r = await run_rate(args, model, vocab_size, plan_requests(args, rate, max_len, args.seed + k), rate,
-                           args.seed + 1000 + k)
+    for rate, plan, prompts in rate_plans:
+        r = await run_rate(args, model, plan, prompts, rate)
         print(f"rate {r['request_rate']}: {r['num_completed']} requests in {r['duration_s']:.2f} s, TTFT p50 "
-              f"{r['ttft_ms']['p50']:.1f} ms, TPOT p50 {r['tpot_ms']['p50']:.2f} ms", file=sys.stderr)
+              f"{r['ttft_ms']['p50']:.1f} ms, TPOT p50 {r['tpot_ms']['p50']:.2f} ms, schedule lag "
+              f"{r['max_schedule_lag_ms']:.1f} ms", file=sys.stderr)
         results.append(r)
     return {"workload": "W5-http", "base_url": args.base_url, "model": model, "max_model_len": max_len,
             "num_requests": args.num_requests, "input_len_mean": args.input_len_mean,
             "output_len_mean": args.output_len_mean, "length_sigma": args.length_sigma, "seed": args.seed,
+            "plan": args.plan,
             "results": results}
 
 
@@ -199,6 +228,7 @@ def main():
     p.add_argument("--max-model-len", type=int, default=0, help="default: from /v1/models")
     p.add_argument("--vocab-size", type=int, default=0, help="random prompt ids below this (default: /v1/models)")
     p.add_argument("--json", default="", help="write the results here")
+    p.add_argument("--plan", default="", help="read the request plan from this file, or write it there if missing")
     p.add_argument("--compare", default="", help="a direct-engine JSON (anvil bench --workload serving --json)")
     p.add_argument("--from-json", default="", help="with --compare: HTTP results from this file instead of a run")
     args = p.parse_args()

@@ -2,6 +2,8 @@
 // once for "inf"), with seeded lognormal prompt and output lengths and random token ids (ignore_eos), through
 // the AsyncEngine front, as a server would drive it. Reports time to first token, time per output token and
 // end-to-end latency (mean, P50/P95/P99, measured by the client) and request and token throughput.
+// --plan-file replays a plan written by bench/serve_bench.py --plan (the same arrivals, prompts and lengths), so
+// the HTTP and direct figures come from identical workloads.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -29,10 +31,51 @@ struct PlannedRequest {
   double arrival_offset = 0.0;  // seconds after the start of the run
   int32_t prompt_len = 0;
   int32_t output_len = 0;
+  std::vector<int32_t> prompt;  // from a plan file; empty: random ids drawn at submission
 };
 
+struct RatePlan {
+  std::string label;  // "2", "inf"
+  double rate = 0.0;
+  std::vector<PlannedRequest> requests;
+};
+
+// Reads {"rates": [{"request_rate": "2", "requests": [{"arrival_s", "prompt": [ids], "output_len"}]}]}.
+Expected<std::vector<RatePlan>> read_plan_file(const std::string& path, int64_t vocab_size, int64_t max_len) {
+  std::ifstream f(path);
+  if (!f) return not_found("cannot read plan file '" + path + "'");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(f);
+    std::vector<RatePlan> plans;
+    for (const auto& r : j.at("rates")) {
+      RatePlan plan;
+      plan.label = r.at("request_rate").get<std::string>();
+      plan.rate = plan.label == "inf" ? std::numeric_limits<double>::infinity() : std::stod(plan.label);
+      for (const auto& q : r.at("requests")) {
+        PlannedRequest p;
+        p.arrival_offset = q.at("arrival_s").get<double>();
+        p.prompt = q.at("prompt").get<std::vector<int32_t>>();
+        p.prompt_len = static_cast<int32_t>(p.prompt.size());
+        p.output_len = q.at("output_len").get<int32_t>();
+        for (int32_t id : p.prompt) {
+          if (id < 0 || id >= vocab_size) return invalid_argument("plan file '" + path + "': token id out of range");
+        }
+        if (p.prompt.empty() || p.output_len < 1 || p.prompt_len + p.output_len > max_len) {
+          return invalid_argument("plan file '" + path + "': a request does not fit the model's context");
+        }
+        plan.requests.push_back(std::move(p));
+      }
+      plans.push_back(std::move(plan));
+    }
+    return plans;
+  } catch (const std::exception& e) {
+    return invalid_argument("plan file '" + path + "': " + e.what());
+  }
+}
+
 struct RequestRecord {
-  double submit = 0.0;  // client clock, seconds since the start of the run
+  double submit = -1.0;  // client clock, seconds since the start of the run
   double first_token = -1.0;
   double done = -1.0;
   int64_t num_tokens = 0;
@@ -108,6 +151,7 @@ struct RateResult {
   int64_t num_failed = 0;
   int64_t prompt_tokens = 0;
   int64_t output_tokens = 0;
+  double max_lag = 0.0;  // latest submission behind its planned arrival, seconds
   Summary ttft, tpot, e2e;
 };
 
@@ -176,8 +220,11 @@ Expected<RateResult> run_rate(AsyncEngine& engine, const std::vector<PlannedRequ
   for (size_t i = 0; i < plan.size(); ++i) {
     const double wait = plan[i].arrival_offset - now();
     if (wait > 0) std::this_thread::sleep_for(std::chrono::duration<double>(wait));
-    std::vector<int32_t> prompt(static_cast<size_t>(plan[i].prompt_len));
-    for (int32_t& t : prompt) t = pick(rng);
+    std::vector<int32_t> prompt = plan[i].prompt;
+    if (prompt.empty()) {
+      prompt.resize(static_cast<size_t>(plan[i].prompt_len));
+      for (int32_t& t : prompt) t = pick(rng);
+    }
     SamplingParams params;
     params.temperature = 0.0f;
     params.max_tokens = plan[i].output_len;
@@ -215,6 +262,7 @@ Expected<RateResult> run_rate(AsyncEngine& engine, const std::vector<PlannedRequ
     ++result.num_completed;
     result.prompt_tokens += plan[i].prompt_len;
     result.output_tokens += r.num_tokens;
+    result.max_lag = std::max(result.max_lag, r.submit - plan[i].arrival_offset);
     ttft.push_back(r.first_token - r.submit);
     e2e.push_back(r.done - r.submit);
     if (r.num_tokens > 1) tpot.push_back((r.done - r.first_token) / static_cast<double>(r.num_tokens - 1));
@@ -252,13 +300,23 @@ int run_bench_serving(BenchOptions options) {
       std::numeric_limits<double>::infinity(), seed + 99);
   if (!warm.ok()) return fail(warm.status());
 
+  std::vector<RatePlan> plans;
+  if (!options.plan_file.empty()) {
+    auto read = read_plan_file(options.plan_file, info.vocab_size, info.max_model_len);
+    if (!read.ok()) return fail(read.status());
+    plans = std::move(read).value();
+  } else {
+    for (size_t k = 0; k < rates.size(); ++k) {
+      plans.push_back({options.request_rates[k], rates[k], plan_requests(options, rates[k], info.max_model_len, seed + k)});
+    }
+  }
   std::vector<RateResult> results;
-  for (size_t k = 0; k < rates.size(); ++k) {
-    const auto plan = plan_requests(options, rates[k], info.max_model_len, seed + k);
-    auto result = run_rate(engine, plan, rates[k], seed + 1000 + k);
+  for (size_t k = 0; k < plans.size(); ++k) {
+    auto result = run_rate(engine, plans[k].requests, plans[k].rate, seed + 1000 + k);
     if (!result.ok()) return fail(result.status());
-    ANVIL_LOG_INFO("rate {}: {} requests in {:.2f} s, TTFT p50 {:.1f} ms, TPOT p50 {:.2f} ms", options.request_rates[k],
-                   result->num_completed, result->duration, result->ttft.p50 * 1e3, result->tpot.p50 * 1e3);
+    ANVIL_LOG_INFO("rate {}: {} requests in {:.2f} s, TTFT p50 {:.1f} ms, TPOT p50 {:.2f} ms, schedule lag {:.1f} ms",
+                   plans[k].label, result->num_completed, result->duration, result->ttft.p50 * 1e3,
+                   result->tpot.p50 * 1e3, result->max_lag * 1e3);
     results.push_back(*result);
   }
   std::printf(
@@ -271,7 +329,7 @@ int run_bench_serving(BenchOptions options) {
   for (size_t k = 0; k < results.size(); ++k) {
     const RateResult& r = results[k];
     const double d = r.duration > 0 ? r.duration : 1.0;
-    std::printf("%8s %10.2f %12.1f %12.1f %12.1f %12.2f %12.2f %12.1f %12.1f\n", options.request_rates[k].c_str(),
+    std::printf("%8s %10.2f %12.1f %12.1f %12.1f %12.2f %12.2f %12.1f %12.1f\n", plans[k].label.c_str(),
                 r.num_completed / d, r.output_tokens / d, r.ttft.p50 * 1e3, r.ttft.p99 * 1e3, r.tpot.p50 * 1e3,
                 r.tpot.p99 * 1e3, r.e2e.p50 * 1e3, r.e2e.p99 * 1e3);
   }
@@ -289,11 +347,14 @@ int run_bench_serving(BenchOptions options) {
                         {"max_num_seqs", options.engine.max_num_seqs},
                         {"max_num_batched_tokens", options.engine.max_num_batched_tokens},
                         {"num_kv_blocks", info.num_kv_blocks},
+                        {"plan_file", options.plan_file},
                         {"results", nlohmann::json::array()}};
     for (size_t k = 0; k < results.size(); ++k) {
       const RateResult& r = results[k];
       const double d = r.duration > 0 ? r.duration : 1.0;
-      j["results"].push_back({{"request_rate", options.request_rates[k]},
+      j["results"].push_back({{"request_rate", plans[k].label},
+                              {"num_requests", plans[k].requests.size()},
+                              {"max_schedule_lag_ms", r.max_lag * 1e3},
                               {"duration_s", r.duration},
                               {"num_completed", r.num_completed},
                               {"num_failed", r.num_failed},

@@ -37,6 +37,7 @@ struct BenchOptions {
   // serving: Poisson arrivals at each rate ("inf": all at once), lognormal prompt/output lengths
   std::vector<std::string> request_rates{"1", "4", "16", "inf"};
   int num_requests = 200;
+  std::string plan_file;  // serving: replay this plan (bench/serve_bench.py --plan) instead of drawing one
   double input_len_mean = 512.0;
   double output_len_mean = 256.0;
   double length_sigma = 0.5;

@@ -133,6 +133,8 @@ int main(int argc, char** argv) {
       ->add_option("--request-rates", bench.request_rates, "serving: requests/s, comma separated (inf: all at once)")
       ->delimiter(',');
   bench_cmd->add_option("--num-requests", bench.num_requests, "serving: requests per rate")->check(CLI::PositiveNumber);
+  bench_cmd->add_option("--plan-file", bench.plan_file,
+                        "serving: replay the arrivals, prompts and lengths of this plan (bench/serve_bench.py --plan)");
   bench_cmd->add_option("--input-len-mean", bench.input_len_mean, "serving: mean prompt length (lognormal)")
       ->check(CLI::PositiveNumber);
   bench_cmd->add_option("--output-len-mean", bench.output_len_mean, "serving: mean output length (lognormal)")
