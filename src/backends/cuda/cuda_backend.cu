@@ -94,11 +94,13 @@ Status CudaBackend::synchronize() { return cuda_status(cudaStreamSynchronize(str
 Expected<void*> CudaBackend::scratch(size_t nbytes) {
   if (nbytes > scratch_bytes_) {
     ANVIL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "scratch (synchronize)");
+    // NOTE: grown geometrically (from 32 MiB): every reallocation makes captured graphs stale.
+    const size_t grown = std::max({nbytes, 2 * scratch_bytes_, size_t{32} << 20});
     if (scratch_) cudaFree(scratch_);
     scratch_ = nullptr;
     scratch_bytes_ = 0;
-    ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&scratch_, nbytes), "cudaMalloc (scratch)");
-    scratch_bytes_ = nbytes;
+    ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&scratch_, grown), "cudaMalloc (scratch)");
+    scratch_bytes_ = grown;
     ++scratch_epoch_;
   }
   return scratch_;
