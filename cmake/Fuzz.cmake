@@ -1,5 +1,6 @@
 # libFuzzer targets, built with clang beside the main (gcc) build. Each tests/fuzz/fuzz_<name>.cpp names the
 # library sources it needs on a line `// fuzz-sources: a.cpp b.cpp`. A ctest runs each for a bounded time.
+# Every target links the static PCRE2 (the tokenizer's regexes); one that does not use it pulls nothing from it.
 set(ANVIL_FUZZ_SECONDS 20 CACHE STRING "Seconds each fuzz test runs under ctest")
 foreach(fuzz_src ${ANVIL_FUZZ_SOURCES})
   get_filename_component(fuzz_name ${fuzz_src} NAME_WE)
@@ -13,7 +14,8 @@ foreach(fuzz_src ${ANVIL_FUZZ_SOURCES})
   set(fuzz_bin ${CMAKE_BINARY_DIR}/${fuzz_name})
   add_custom_command(OUTPUT ${fuzz_bin}
     COMMAND ${CCACHE_PROGRAM} ${CLANGXX} -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined
-            -I${CMAKE_SOURCE_DIR}/include -I${CMAKE_SOURCE_DIR}/src ${fuzz_src} ${fuzz_dep_paths} -o ${fuzz_bin}
+            -I${CMAKE_SOURCE_DIR}/include -I${CMAKE_SOURCE_DIR}/src -I${PCRE2_INCLUDE_DIR} -DPCRE2_CODE_UNIT_WIDTH=8
+            ${fuzz_src} ${fuzz_dep_paths} ${PCRE2_STATIC_LIBRARY} -o ${fuzz_bin}
     DEPENDS ${fuzz_src} ${fuzz_dep_paths}
     COMMENT "Building fuzz target ${fuzz_name} (clang, libFuzzer)")
   add_custom_target(${fuzz_name}_build ALL DEPENDS ${fuzz_bin})

@@ -6,7 +6,7 @@ set -euo pipefail
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libopenblas-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
-  libgtest-dev libgmock-dev clang libclang-rt-14-dev libboost-dev
+  libgtest-dev libgmock-dev clang libclang-rt-14-dev libboost-dev libpcre2-dev
 )
 PIP_PACKAGES=(pytest numpy openai httpx requests)
 

@@ -1,196 +1,90 @@
-// Pattern matching: literals by search, regexes on a backtracking VM over RegexProgram with an explicit stack and
-// a step budget. Single-character repeats (\p{L}+, \s*, [\r\n]*) run as one instruction that gives characters back
-// one at a time, so the common split patterns need no stack entry per character. Matches are iterated as
-// HF's Oniguruma iterator does.
+// Pattern matching: literals by search, regexes on PCRE2 (8-bit, UTF + UCP, JIT when available). Each thread
+// keeps its own match data, match context and JIT stack, so one compiled regex serves concurrent encode calls.
+// Matches are iterated as HF's Oniguruma iterator does.
 #include "tokenizer/regex.h"
 
-#include "tokenizer/regex_program.h"
+#include <pcre2.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "tokenizer/regex_syntax.h"
+#include "tokenizer/unicode_props.h"
 
 namespace anvil {
+namespace regex_internal {
+
+struct CompiledRegex {
+  pcre2_code* code = nullptr;
+  CompiledRegex() = default;
+  CompiledRegex(const CompiledRegex&) = delete;
+  CompiledRegex& operator=(const CompiledRegex&) = delete;
+  ~CompiledRegex() { pcre2_code_free(code); }
+};
+
+}  // namespace regex_internal
+
 namespace {
 
-using namespace regex_internal;
+// NOTE: the bound on PCRE2's backtracking is ~1000 steps per byte still to search (plus a floor): the split
+// patterns take well under 50, so only a catastrophically backtracking pattern (from a hostile file) reaches it.
+constexpr uint64_t kMatchLimitFloor = 1'000'000;
+constexpr uint64_t kMatchLimitPerByte = 1000;
+constexpr size_t kJitStackStartBytes = 32 * 1024;
+constexpr size_t kJitStackMaxBytes = 1024 * 1024;
 
-// The backtracking VM. One Matcher serves one find_all call; `steps` bounds the total work.
-class Matcher {
+std::string pcre2_message(int code) {
+  PCRE2_UCHAR buffer[256];
+  const int n = pcre2_get_error_message(code, buffer, sizeof(buffer));
+  return n < 0 ? "PCRE2 error " + std::to_string(code) : std::string(reinterpret_cast<const char*>(buffer));
+}
+
+// One thread's match state: match data for the whole-match offsets only, a match context and a JIT stack.
+class ThreadMatchState {
  public:
-  Matcher(const RegexProgram& program, std::string_view text, int64_t step_budget)
-      : prog_(program), text_(text), steps_left_(step_budget) {}
+  ThreadMatchState()
+      : data_(pcre2_match_data_create(1, nullptr)),
+        context_(pcre2_match_context_create(nullptr)),
+        jit_stack_(pcre2_jit_stack_create(kJitStackStartBytes, kJitStackMaxBytes, nullptr)) {
+    if (context_ != nullptr && jit_stack_ != nullptr) pcre2_jit_stack_assign(context_, nullptr, jit_stack_);
+  }
+  ~ThreadMatchState() {
+    pcre2_jit_stack_free(jit_stack_);
+    pcre2_match_context_free(context_);
+    pcre2_match_data_free(data_);
+  }
+  ThreadMatchState(const ThreadMatchState&) = delete;
+  ThreadMatchState& operator=(const ThreadMatchState&) = delete;
 
-  static constexpr int64_t kNoMatch = -1;
-  static constexpr int64_t kGaveUp = -2;
+  bool ok() const { return data_ != nullptr && context_ != nullptr; }
 
-  // The end of the highest-priority match of the sub-program at `pc` starting at `pos`, or kNoMatch/kGaveUp.
-  int64_t run(int32_t pc, size_t pos) {
-    const size_t base = stack_.size();
-    int64_t result = kNoMatch;
-    while (true) {
-      if (--steps_left_ < 0) {
-        result = kGaveUp;
-        break;
-      }
-      const Inst& inst = prog_.code[static_cast<size_t>(pc)];
-      bool ok = true;
-      switch (inst.op) {
-        case Op::kClass: {
-          if (pos >= text_.size()) {
-            ok = false;
-            break;
-          }
-          const CodePoint cp = decode_code_point(text_, pos);
-          ok = prog_.class_matches(inst.x, cp.value);
-          if (ok) {
-            pos += cp.num_bytes;
-            ++pc;
-          }
-          break;
-        }
-        case Op::kSplit:
-          stack_.push_back({inst.y, Entry::kResume, pos, 0, 0});
-          pc = inst.x;
-          break;
-        case Op::kJmp:
-          pc = inst.x;
-          break;
-        case Op::kMatch:
-          result = static_cast<int64_t>(pos);
-          stack_.resize(base);
-          return result;
-        case Op::kLook:
-        case Op::kAtomic: {
-          const int64_t sub = run(inst.x, pos);
-          if (sub == kGaveUp) {
-            stack_.resize(base);
-            return kGaveUp;
-          }
-          if (inst.op == Op::kLook) {
-            ok = (sub >= 0) != inst.negate;
-          } else {
-            ok = sub >= 0;
-            if (ok) pos = static_cast<size_t>(sub);
-          }
-          if (ok) pc = inst.y;
-          break;
-        }
-        case Op::kAssert:
-          ok = check_assert(inst.assertion, pos);
-          if (ok) ++pc;
-          break;
-        case Op::kRepeatClass:
-          ok = start_repeat(inst, pc, pos);
-          break;
-      }
-      if (ok) continue;
-      if (!backtrack(base, pc, pos)) break;
+  // pcre2_match from `start`, with the backtracking bound for `bytes_left`; a JIT stack overflow retries on the
+  // interpreter (whose frames live on the heap).
+  int match(const pcre2_code* code, std::string_view text, size_t start, uint32_t options) {
+    const uint64_t limit = kMatchLimitFloor + kMatchLimitPerByte * static_cast<uint64_t>(text.size() - start);
+    pcre2_set_match_limit(context_, static_cast<uint32_t>(std::min<uint64_t>(limit, UINT32_MAX)));
+    const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+    int rc = pcre2_match(code, subject, text.size(), start, options, data_, context_);
+    if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
+      rc = pcre2_match(code, subject, text.size(), start, options | PCRE2_NO_JIT, data_, context_);
     }
-    stack_.resize(base);
-    return result;
+    return rc;
+  }
+  MatchRange range() const {
+    const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data_);
+    return {ovector[0], ovector[1]};
   }
 
  private:
-  struct Entry {
-    enum Kind : uint8_t { kResume, kGiveBack, kExtend };
-    int32_t pc;  // where to continue
-    Kind kind;
-    size_t pos;     // kResume: position; kGiveBack/kExtend: the current end of the repeat
-    size_t floor;   // kGiveBack: the end after the minimum count
-    int32_t count;  // kExtend: characters taken so far
-  };
-
-  bool check_assert(AssertKind kind, size_t pos) const {
-    const size_t n = text_.size();
-    switch (kind) {
-      case AssertKind::kLineStart:
-        return pos == 0 || text_[pos - 1] == '\n';
-      case AssertKind::kLineEnd:
-        return pos == n || text_[pos] == '\n';
-      case AssertKind::kTextStart:
-        return pos == 0;
-      case AssertKind::kTextEnd:
-        return pos == n;
-      case AssertKind::kTextEndNewline:
-        return pos == n || (pos + 1 == n && text_[pos] == '\n');
-      case AssertKind::kWordBoundary:
-      case AssertKind::kNotWordBoundary: {
-        auto is_word = [](char32_t cp) { return (category_bit(general_category(cp)) & kWordBits) != 0; };
-        const bool before = pos > 0 && is_word(decode_code_point(text_, previous_code_point_start(text_, pos)).value);
-        const bool after = pos < n && is_word(decode_code_point(text_, pos).value);
-        return (before != after) == (kind == AssertKind::kWordBoundary);
-      }
-    }
-    return false;
-  }
-
-  // Takes one more character of class `cls` at `pos`, if there is one.
-  bool take(int32_t cls, size_t& pos) const {
-    if (pos >= text_.size()) return false;
-    const CodePoint cp = decode_code_point(text_, pos);
-    if (!prog_.class_matches(cls, cp.value)) return false;
-    pos += cp.num_bytes;
-    return true;
-  }
-
-  bool start_repeat(const Inst& inst, int32_t& pc, size_t& pos) {
-    int32_t count = 0;
-    for (; count < inst.min; ++count) {
-      if (!take(inst.x, pos)) return false;
-    }
-    const size_t floor = pos;
-    if (inst.mode == RepeatMode::kLazy) {
-      if (inst.max == kUnbounded || count < inst.max) stack_.push_back({pc + 1, Entry::kExtend, pos, 0, count});
-      ++pc;
-      return true;
-    }
-    while ((inst.max == kUnbounded || count < inst.max) && take(inst.x, pos)) {
-      ++count;
-      if (--steps_left_ < 0) return false;
-    }
-    if (inst.mode == RepeatMode::kGreedy && pos > floor) stack_.push_back({pc + 1, Entry::kGiveBack, pos, floor, 0});
-    ++pc;
-    return true;
-  }
-
-  // Resumes the most recent alternative; false when none is left above `base`.
-  bool backtrack(size_t base, int32_t& pc, size_t& pos) {
-    while (stack_.size() > base) {
-      Entry& e = stack_.back();
-      switch (e.kind) {
-        case Entry::kResume:
-          pc = e.pc;
-          pos = e.pos;
-          stack_.pop_back();
-          return true;
-        case Entry::kGiveBack: {
-          e.pos = previous_code_point_start(text_, e.pos);
-          pc = e.pc;
-          pos = e.pos;
-          if (e.pos <= e.floor) stack_.pop_back();
-          return true;
-        }
-        case Entry::kExtend: {
-          const Inst& repeat = prog_.code[static_cast<size_t>(e.pc - 1)];
-          size_t p = e.pos;
-          if (!take(repeat.x, p)) {
-            stack_.pop_back();
-            continue;
-          }
-          e.pos = p;
-          ++e.count;
-          pc = e.pc;
-          pos = p;
-          if (repeat.max != kUnbounded && e.count >= repeat.max) stack_.pop_back();
-          return true;
-        }
-      }
-    }
-    return false;
-  }
-
-  const RegexProgram& prog_;
-  std::string_view text_;
-  int64_t steps_left_;
-  std::vector<Entry> stack_;
+  pcre2_match_data* data_;
+  pcre2_match_context* context_;
+  pcre2_jit_stack* jit_stack_;
 };
+
+ThreadMatchState& thread_match_state() {
+  thread_local ThreadMatchState state;
+  return state;
+}
 
 }  // namespace
 
@@ -201,54 +95,78 @@ Pattern Pattern::literal(std::string_view text) {
 }
 
 Expected<Pattern> Pattern::regex(std::string_view pattern, const std::string& where) {
-  auto program = regex_internal::compile_regex(pattern);
-  if (!program.ok()) return Status(program.status().code(), where + ": " + program.status().message());
+  const std::string named = where + ": regex \"" + std::string(pattern) + "\": ";
+  auto translated = regex_internal::onig_to_pcre2(pattern);
+  if (!translated.ok()) return Status(translated.status().code(), named + translated.status().message());
+  const regex_internal::TranslatedPattern& t = translated.value();
+
+  pcre2_compile_context* context = pcre2_compile_context_create(nullptr);
+  if (context == nullptr) return internal_error(named + "out of memory");
+  pcre2_set_newline(context, PCRE2_NEWLINE_LF);
+  pcre2_set_bsr(context, PCRE2_BSR_UNICODE);
+  int error = 0;
+  PCRE2_SIZE error_offset = 0;
+  auto compiled = std::make_shared<regex_internal::CompiledRegex>();
+  compiled->code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(t.pcre2.data()), t.pcre2.size(),
+                    PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_NEVER_BACKSLASH_C, &error, &error_offset, context);
+  pcre2_compile_context_free(context);
+  if (compiled->code == nullptr) {
+    const size_t offset = t.source_byte[std::min<size_t>(error_offset, t.source_byte.size() - 1)];
+    return invalid_file(named + pcre2_message(error) + " at offset " + std::to_string(offset));
+  }
+  // NOTE: JIT is an optimization only: where it is unavailable (or fails), pcre2_match interprets.
+  pcre2_jit_compile(compiled->code, PCRE2_JIT_COMPLETE);
   Pattern p;
   p.text_ = std::string(pattern);
-  p.program_ = std::move(program).value();
+  p.compiled_ = std::move(compiled);
   return p;
 }
 
 Status Pattern::find_all(std::string_view text, std::vector<MatchRange>& matches) const {
   matches.clear();
-  if (!program_) {
+  if (!compiled_) {
     if (text_.empty()) return Status();
     for (size_t pos = text.find(text_); pos != std::string_view::npos; pos = text.find(text_, pos + text_.size())) {
       matches.emplace_back(pos, pos + text_.size());
     }
     return Status();
   }
-  // NOTE: the budget allows ~1000 steps per byte: the split patterns take well under 50, so only a
-  // catastrophically backtracking pattern (from a hostile file) reaches it.
-  const int64_t budget = 1'000'000 + static_cast<int64_t>(text.size()) * 1000;
-  Matcher matcher(*program_, text, budget);
+  ThreadMatchState& state = thread_match_state();
+  if (!state.ok()) return internal_error("regex " + text_ + ": out of memory for PCRE2 match data");
+  // The first call checks the whole text is UTF-8; the later ones skip the check (it would make this quadratic).
+  uint32_t options = 0;
   size_t search_from = 0;
   bool has_last_end = false;
   size_t last_end = 0;
   while (search_from <= text.size()) {
-    int64_t end = Matcher::kNoMatch;
-    size_t start = search_from;
-    for (; start <= text.size(); start += start < text.size() ? decode_code_point(text, start).num_bytes : 1) {
-      end = matcher.run(0, start);
-      if (end != Matcher::kNoMatch) break;
+    const int rc = state.match(compiled_->code, text, search_from, options);
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT ||
+        rc == PCRE2_ERROR_JIT_STACKLIMIT || rc == PCRE2_ERROR_NOMEMORY) {
+      return resource_exhausted("regex " + text_ + " needs too much backtracking on a " + std::to_string(text.size()) +
+                                "-byte text (" + pcre2_message(rc) + ")");
     }
-    if (end == Matcher::kGaveUp) {
-      return resource_exhausted("regex " + text_ + " needs too many backtracking steps on a " +
-                                std::to_string(text.size()) + "-byte text");
+    if (rc <= PCRE2_ERROR_UTF8_ERR1 && rc >= PCRE2_ERROR_UTF8_ERR21) {
+      return invalid_argument("regex " + text_ + ": the text is not valid UTF-8 (" + pcre2_message(rc) + ")");
     }
-    if (end == Matcher::kNoMatch) break;
-    const auto match_end = static_cast<size_t>(end);
-    if (start == match_end && has_last_end && last_end == match_end) {
+    if (rc < 0) return internal_error("regex " + text_ + ": " + pcre2_message(rc));
+    options = PCRE2_NO_UTF_CHECK;
+    const auto [start, end] = state.range();
+    if (end < start || end > text.size()) {
+      return unsupported("regex " + text_ + ": a match that ends before it starts (\\K in a lookahead?)");
+    }
+    if (start == end && has_last_end && last_end == end) {
       // Oniguruma's iterator: an empty match right after the previous one is skipped by one character.
       if (search_from >= text.size()) break;
       search_from += decode_code_point(text, search_from).num_bytes;
       continue;
     }
-    matches.emplace_back(start, match_end);
+    matches.emplace_back(start, end);
     has_last_end = true;
-    last_end = match_end;
-    search_from = match_end;
-    if (start == match_end && match_end >= text.size()) break;
+    last_end = end;
+    search_from = end;
+    if (start == end && end >= text.size()) break;
   }
   return Status();
 }

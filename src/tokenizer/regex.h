@@ -1,10 +1,7 @@
 // Pattern: what a tokenizer.json "pattern" names ({"String": ...} or {"Regex": ...}) and the matching Hugging
-// Face tokenizers does with it. Regexes run on a small backtracking engine over code points with Oniguruma's
-// (Ruby syntax) meaning: Unicode \s \d \w and \p{..} general categories, classes, (?:) (?i:) (?>) groups,
-// lookahead, greedy/lazy/possessive quantifiers, ^ $ \A \z. Unsupported constructs (lookbehind, scripts,
-// backreferences, ...) are errors naming them. Matches are iterated as HF's Oniguruma iterator does.
-// NOTE: a self-contained engine rather than PCRE2 or Oniguruma because the GPU machines have neither's
-// development files (and no network); tokenizer split patterns use a small, well-defined subset.
+// Face tokenizers does with it. Regexes run on PCRE2 (UTF + Unicode properties, JIT-compiled where the platform
+// has it), after regex_syntax.h rewrites the few Oniguruma constructs that mean something else in PCRE2; matches
+// are iterated as HF's Oniguruma iterator does. A Pattern is immutable: concurrent find_all calls are safe.
 #pragma once
 
 #include <cstddef>
@@ -25,23 +22,25 @@ namespace anvil {
 using MatchRange = std::pair<size_t, size_t>;
 
 namespace regex_internal {
-struct RegexProgram;
+struct CompiledRegex;
 }
 
 class Pattern {
  public:
   // A literal string: its non-overlapping occurrences, left to right. An empty literal matches nothing.
   static Pattern literal(std::string_view text);
-  // Compiles a regex; errors name `where` (the tokenizer.json field), the construct and its offset.
+  // Compiles an Oniguruma-syntax regex; errors name `where` (the tokenizer.json field), the pattern, the problem
+  // and its offset: kUnsupported for a construct PCRE2 cannot mean the same by, kInvalidFile for a malformed one.
   static Expected<Pattern> regex(std::string_view pattern, const std::string& where);
 
-  // Appends the successive non-overlapping matches in valid UTF-8 `text` to `matches` (cleared first). Fails
-  // only when a match needs more backtracking steps than the bound (catastrophic patterns), naming the regex.
+  // Appends the successive non-overlapping matches in UTF-8 `text` to `matches` (cleared first). Fails, naming
+  // the regex, with kResourceExhausted when a match needs more backtracking than the bound (catastrophic
+  // patterns) and kInvalidArgument when `text` is not valid UTF-8 (the tokenizer replaces such bytes first).
   Status find_all(std::string_view text, std::vector<MatchRange>& matches) const;
 
  private:
-  std::string text_;                                             // the literal, or the regex source (for errors)
-  std::shared_ptr<const regex_internal::RegexProgram> program_;  // null for a literal
+  std::string text_;                                               // the literal, or the regex source (for errors)
+  std::shared_ptr<const regex_internal::CompiledRegex> compiled_;  // null for a literal
 };
 
 // Reads a tokenizer.json pattern object: {"String": literal} or {"Regex": pattern}.

@@ -1,5 +1,5 @@
 // clang-format off
-// fuzz-sources: src/tokenizer/hf_tokenizer.cpp src/tokenizer/bpe.cpp src/tokenizer/added_vocab.cpp src/tokenizer/normalizer.cpp src/tokenizer/pretokenizer.cpp src/tokenizer/token_decoder.cpp src/tokenizer/post_processor.cpp src/tokenizer/regex.cpp src/tokenizer/regex_program.cpp src/tokenizer/byte_level.cpp src/tokenizer/unicode_props.cpp src/tokenizer/unicode_tables.cpp src/tokenizer/tokenizer.cpp src/tokenizer/utf8.cpp src/tokenizer/detokenizer.cpp src/core/status.cpp
+// fuzz-sources: src/tokenizer/hf_tokenizer.cpp src/tokenizer/bpe.cpp src/tokenizer/added_vocab.cpp src/tokenizer/normalizer.cpp src/tokenizer/pretokenizer.cpp src/tokenizer/token_decoder.cpp src/tokenizer/post_processor.cpp src/tokenizer/regex.cpp src/tokenizer/regex_syntax.cpp src/tokenizer/byte_level.cpp src/tokenizer/unicode_props.cpp src/tokenizer/unicode_tables.cpp src/tokenizer/tokenizer.cpp src/tokenizer/utf8.cpp src/tokenizer/detokenizer.cpp src/core/status.cpp
 // clang-format on
 // Fuzzes the tokenizer.json loader and, when a file loads, encode, the exact decode, the streaming decoder and
 // the incremental detokenizer on a fuzzed text. Input layout: uint8 flags, uint16 text length, text, JSON.

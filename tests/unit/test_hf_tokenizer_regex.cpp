@@ -1,14 +1,17 @@
-// The tokenizer's regex engine (Oniguruma semantics for tokenizer.json split patterns) and its Unicode helpers:
-// match iteration, backtracking, lookahead, lazy/possessive repeats, case folding, classes, errors, the step
-// budget, and NFC/NFD. Whole-pattern agreement with HF is in test_hf_tokenizer.cpp (every family, every
-// code point was also swept by hand: see the report in bench/results/tokenizer.md).
+// The tokenizer's regexes (Oniguruma meaning for tokenizer.json split patterns, run on PCRE2) and its Unicode
+// helpers: match iteration, backtracking, lookahead, lazy/possessive repeats, case folding, classes, the
+// Oniguruma -> PCRE2 rewrite, errors, the backtracking bound, invalid UTF-8, threads, and NFC/NFD. Whole-pattern
+// agreement with HF is in test_hf_tokenizer.cpp (every family; every code point was also swept against HF's
+// Split: see bench/results/tokenizer.md).
 #include <gtest/gtest.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/regex.h"
+#include "tokenizer/regex_syntax.h"
 #include "tokenizer/unicode_props.h"
 
 namespace anvil {
@@ -33,6 +36,18 @@ TEST(TokenizerRegex, Gpt2PatternSplitsWordsNumbersPunctuationAndSpaces) {
             (Strings{"Hello", " world", "'s", " ", " 123", "!!", "\n\n", " x"}));
   EXPECT_EQ(matches_of(kGpt2SplitPattern, "caf\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC"),
             (Strings{"caf\xC3\xA9", " \xE6\x97\xA5\xE6\x9C\xAC"}));
+}
+
+constexpr const char* kLlama3Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+TEST(TokenizerRegex, Llama3PatternOnTrickyText) {
+  EXPECT_EQ(matches_of(kLlama3Pattern, "I'M here  \r\n\r\n  12345 don't!!!\n"),
+            (Strings{"I", "'M", " here", "  \r\n\r\n", " ", " ", "123", "45", " don", "'t", "!!!\n"}));
+  // U+180E is not White_Space (PCRE2's own \s would take it); U+1C89 is a letter since Unicode 16 (PCRE2 10.42
+  // has Unicode 14 tables, so the rewrite adds it to \p{L}).
+  EXPECT_EQ(matches_of(kLlama3Pattern, "a\xE1\xA0\x8E b \xE1\xB2\x89\xE1\xB2\x89"),
+            (Strings{"a", "\xE1\xA0\x8E", " b", " \xE1\xB2\x89\xE1\xB2\x89"}));
 }
 
 TEST(TokenizerRegex, NegativeLookaheadBacktracksTheGreedyRun) {
@@ -89,28 +104,93 @@ TEST(TokenizerRegex, AnchorsAreLineAnchorsAsInRubySyntax) {
   EXPECT_EQ(matches_of(R"(\bx)", "x ax x"), (Strings{"x", "x"}));
 }
 
-TEST(TokenizerRegex, UnsupportedAndMalformedPatternsAreErrors) {
-  for (const std::string& pattern : Strings{"(?<=a)b", "(?<!a)b", "\\p{Greek}", "a\\1", "[[:alpha:]]", "[a&&b]",
-                                            "(?x)a", "(?:a*)*", std::string(101, '(') + std::string(101, ')')}) {
+TEST(TokenizerRegex, OnigurumaOnlyMeaningsAreRewritten) {
+  EXPECT_EQ(matches_of(R"(\w+)", "a\xC2\xBD_1 \xE2\x80\x8D"), (Strings{"a\xC2\xBD_1"}));  // ½ is a word char, ZWJ not
+  EXPECT_EQ(matches_of(R"([\w]+)", "a\xC2\xBD"), (Strings{"a"}));  // ...but not inside a class (as in Oniguruma)
+  EXPECT_EQ(matches_of(R"(\h+)", "xz0fA9g"), (Strings{"0fA9"}));   // hex digits, not horizontal space
+  EXPECT_EQ(matches_of(R"(\v)", "a\x0B\n"), (Strings{"\x0B"}));    // vertical tab only
+  EXPECT_EQ(matches_of(R"(\u00e9+)", "x\xC3\xA9\xC3\xA9"), (Strings{"\xC3\xA9\xC3\xA9"}));
+  EXPECT_EQ(matches_of("(?m)a.b", "a\nb"), (Strings{"a\nb"}));  // Oniguruma's m is PCRE2's s
+  EXPECT_EQ(matches_of(R"(\P{L}+)", "ab12 \xE1\xB2\x89!"), (Strings{"12 ", "!"}));
+  EXPECT_EQ(matches_of(R"([^\P{N}]+)", "ab12c"), (Strings{"12"}));
+  auto t = regex_internal::onig_to_pcre2(R"([^\s]{,2}\s)");
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t.value().pcre2, R"([^\p{White_Space}]{0,2}\p{White_Space})");
+  EXPECT_EQ(t.value().source_byte.size(), t.value().pcre2.size() + 1);
+}
+
+TEST(TokenizerRegex, ConstructsOnigurumaOnlyHasAreNowSupported) {
+  EXPECT_EQ(matches_of("(?<=a)b", "ab cb"), (Strings{"b"}));
+  EXPECT_EQ(matches_of("(?<!a)b", "ab cb"), (Strings{"b"}));
+  EXPECT_EQ(matches_of(R"(\p{Greek}+)", "abc\xCE\xB1\xCE\xB2"), (Strings{"\xCE\xB1\xCE\xB2"}));
+  EXPECT_EQ(matches_of(R"((a)\1)", "aab aa"), (Strings{"aa", "aa"}));
+}
+
+TEST(TokenizerRegex, PatternsWithoutAPcre2EqualAreUnsupported) {
+  for (const std::string& pattern :
+       Strings{"(?x)a", "[[:alpha:]]", "[a[b]]", "[a&&b]", "a{2}+", "a{2}?", "\\Qa\\E", "[\\W]", "(?s)a"}) {
     auto p = Pattern::regex(pattern, "f.json: pattern");
     ASSERT_FALSE(p.ok()) << pattern;
     EXPECT_EQ(p.status().code(), StatusCode::kUnsupported) << pattern << ": " << p.status().to_string();
     EXPECT_NE(p.status().message().find("f.json: pattern"), std::string::npos);
+    EXPECT_NE(p.status().message().find("\"" + pattern + "\""), std::string::npos) << p.status().message();
   }
+}
+
+TEST(TokenizerRegex, MalformedPatternsNameThePatternAndTheOffset) {
   for (const std::string& pattern : Strings{"(a", "a)", "[a", "*a", "a{3,1}", "\\x{110000}", "\\"}) {
     auto p = Pattern::regex(pattern, "f.json: pattern");
     ASSERT_FALSE(p.ok()) << pattern;
     EXPECT_EQ(p.status().code(), StatusCode::kInvalidFile) << pattern << ": " << p.status().to_string();
+    EXPECT_NE(p.status().message().find("f.json: pattern"), std::string::npos);
+    EXPECT_NE(p.status().message().find("\"" + pattern + "\""), std::string::npos) << p.status().message();
     EXPECT_NE(p.status().message().find("offset"), std::string::npos);
   }
+  // The offset is in the pattern as written, not in its PCRE2 rewrite.
+  auto p = Pattern::regex(R"(\s\s))", "f.json: pattern");
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("at offset 4"), std::string::npos) << p.status().message();
 }
 
-TEST(TokenizerRegex, CatastrophicBacktrackingHitsTheStepBudget) {
-  auto p = Pattern::regex("(?:a|a)*b", "test");
+TEST(TokenizerRegex, CatastrophicBacktrackingHitsTheBound) {
+  // No required literal for PCRE2 to rule the match out early: 2^40 ways to split the a's.
+  auto p = Pattern::regex(R"((?:a|a)*\d)", "test");
   ASSERT_TRUE(p.ok());
   std::vector<MatchRange> ranges;
   const Status s = p.value().find_all(std::string(40, 'a'), ranges);
   EXPECT_EQ(s.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(s.message().find("(?:a|a)*\\d"), std::string::npos) << s.message();
+}
+
+TEST(TokenizerRegex, InvalidUtf8TextIsAnErrorNotACrash) {
+  auto p = Pattern::regex(kGpt2SplitPattern, "test");
+  ASSERT_TRUE(p.ok());
+  std::vector<MatchRange> ranges;
+  for (const std::string text : {"ab\xFF", "\xE6\x97", "caf\xE9 x", "\xED\xA0\x80"}) {  // the last: a surrogate
+    const Status s = p.value().find_all(text, ranges);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+    EXPECT_NE(s.message().find("UTF-8"), std::string::npos) << s.message();
+  }
+}
+
+TEST(TokenizerRegex, ConcurrentFindAllCallsAgree) {
+  auto p = Pattern::regex(kLlama3Pattern, "test");
+  ASSERT_TRUE(p.ok());
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "Hello, w\xC3\xB6rld's 12345 \xE6\x97\xA5\xE6\x9C\xAC  \r\n";
+  std::vector<MatchRange> expected;
+  ASSERT_TRUE(p.value().find_all(text, expected).ok());
+  ASSERT_GT(expected.size(), 1000u);
+  std::vector<int> num_same(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<MatchRange> ranges;
+      for (int i = 0; i < 50; ++i) num_same[t] += p.value().find_all(text, ranges).ok() && ranges == expected;
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(num_same, (std::vector<int>{50, 50, 50, 50}));
 }
 
 TEST(TokenizerRegex, LiteralPatternsFindNonOverlappingOccurrences) {
