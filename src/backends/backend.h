@@ -13,6 +13,7 @@
 #include "anvil/status.h"
 #include "core/tensor.h"
 #include "formats/model_config.h"
+#include "runtime/sampler.h"
 
 namespace anvil {
 
@@ -48,6 +49,16 @@ class CapturedGraph {
   virtual Status replay() = 0;
 };
 
+// One draw of Backend::sample: the logits row it reads and the request state it samples under. The spans and
+// params must stay valid for the call.
+struct SamplingRow {
+  int64_t logits_row = 0;                 // several draws may read one row (n samples of one prompt)
+  const SamplingParams* params = nullptr;
+  std::span<const int32_t> prompt_ids;    // for the repetition penalty
+  std::span<const int32_t> output_ids;    // for every penalty; the draw's step is output_ids.size()
+  uint64_t seed = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -77,18 +88,29 @@ class Backend {
   // out = x @ weight^T (+ bias). x: [num_tokens, in]; weight: [out_features, in]; bias: [out_features] or
   // undefined; out: [num_tokens, out_features].
   virtual Status linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) = 0;
-  // Applies rotary embedding to q and k in place at `positions`, then writes k and v into the cache at
-  // `slot_mapping`. q: [num_tokens, num_heads, head_dim]; k, v: [num_tokens, num_kv_heads, head_dim];
-  // positions, slot_mapping: int32 [num_tokens]; inv_freq: fp32 [head_dim / 2].
+  // Applies rotary embedding at `positions`: rotated q goes to q_out, rotated k replaces k in place, and k and v
+  // are written into the cache at `slot_mapping`. q: [num_tokens, num_heads, head_dim]; k, v: [num_tokens,
+  // num_kv_heads, head_dim]; q, k and v may be row-strided views of one fused projection (strides[0] >= the
+  // row's elements; heads and head_dim contiguous); q_out: contiguous [num_tokens, num_heads, head_dim] (may be
+  // q itself when q is contiguous); positions, slot_mapping: int32 [num_tokens]; inv_freq: fp32 [head_dim / 2].
   virtual Status rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                                       const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,
-                                      const KvCacheView& cache) = 0;
+                                      const KvCacheView& cache, const Tensor& q_out) = 0;
   // Causal attention of each sequence's new queries over its cached keys/values (prefill, chunked prefill
   // and decode alike). q: [num_tokens, num_heads, head_dim]; out: [num_tokens, num_heads * head_dim].
   virtual Status paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
                                  float scale, const Tensor& out) = 0;
   // out = silu(gate) * up. gate, up, out: [num_tokens, intermediate_size].
   virtual Status silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) = 0;
+  // out = silu(gate_up[:, :n]) * gate_up[:, n:]. gate_up: [num_tokens, 2n]; out: [num_tokens, n].
+  virtual Status swiglu(const Tensor& gate_up, const Tensor& out) = 0;
+  // out = swiglu(x @ gate_up_weight^T), the fused MLP input projection. gate_up_weight: [2n, in] (the gate rows,
+  // then the up rows); scratch: [num_tokens, 2n], used where the projection is materialized; out: [num_tokens, n].
+  virtual Status linear_swiglu(const Tensor& x, const Tensor& gate_up_weight, const Tensor& scratch,
+                               const Tensor& out) {
+    ANVIL_RETURN_IF_ERROR(linear(x, gate_up_weight, Tensor(), scratch));
+    return swiglu(scratch, out);
+  }
   // out[i] = x[indices[i]]. x: [num_tokens, hidden_size]; indices: int32 [n]; out: [n, hidden_size].
   virtual Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) = 0;
 
@@ -107,6 +129,12 @@ class Backend {
   // log_softmax(logits[s])[token_ids[s]]. logits: fp32 [num_seqs, vocab_size]; token_ids: int32 [num_seqs];
   // logprobs: fp32 [num_seqs]. Lets a greedy step download a few bytes instead of every logit.
   virtual Status greedy_sample(const Tensor& logits, const Tensor& token_ids, const Tensor& logprobs) = 0;
+  // Full sampling of many draws at once: results[i] = Sampler().sample(logits[rows[i].logits_row], *rows[i].params,
+  // rows[i].prompt_ids, rows[i].output_ids, rows[i].seed) (runtime/sampler.h defines it exactly; a device may
+  // differ only at floating-point near-ties of the draw). logits: fp32 [num_logits_rows, vocab_size] on this
+  // backend's device; results.size() == rows.size(), filled on the host. Uploads what it needs and synchronizes
+  // once. The default downloads the logits and runs the CPU Sampler.
+  virtual Status sample(const Tensor& logits, std::span<const SamplingRow> rows, std::span<SampleResult> results);
 
   // ---- graphs: record a sequence of ops once, replay it with one launch ----
   // True when capture() works (CUDA); the CPU backend runs ops eagerly and returns false.

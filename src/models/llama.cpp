@@ -1,7 +1,10 @@
 // The Llama family: Llama 1/2/3, Mistral, Qwen2 (qkv bias), SmolLM. Pre-norm decoder with RMSNorm, rotary
 // embedding (rotate-half or adjacent pairs), grouped-query attention and a SwiGLU MLP; optionally tied
 // embeddings. Single-device and plain: quantization and sharding are build passes, not model code.
+// At load, q/k/v are fused into one [q + 2 kv, hidden] projection and gate/up into one [2 inter, hidden]
+// projection: one GEMM (or decode GEMV) each instead of three and two.
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -12,13 +15,37 @@ namespace {
 
 struct LayerWeights {
   Tensor input_norm;     // [hidden_size]
-  Tensor q_proj, k_proj, v_proj;  // [num_(kv_)heads * head_dim, hidden_size]
-  Tensor q_bias, k_bias, v_bias;  // [num_(kv_)heads * head_dim] or undefined
+  Tensor qkv_proj;       // [(num_heads + 2 num_kv_heads) * head_dim, hidden_size]: q rows, k rows, v rows
+  Tensor qkv_bias;       // [(num_heads + 2 num_kv_heads) * head_dim] or undefined
   Tensor o_proj;         // [hidden_size, num_heads * head_dim]
   Tensor post_attn_norm; // [hidden_size]
-  Tensor gate_proj, up_proj;  // [intermediate_size, hidden_size]
+  Tensor gate_up_proj;   // [2 * intermediate_size, hidden_size]: gate rows, then up rows
   Tensor down_proj;      // [hidden_size, intermediate_size]
 };
+
+// Stacks host tensors of equal trailing shape along dim 0 into one host buffer (converted to fp32 when their
+// dtypes differ).
+Tensor concat_rows(const std::vector<Tensor>& parts, Buffer* storage) {
+  DType dtype = parts[0].dtype;
+  for (const Tensor& p : parts) {
+    if (p.dtype != dtype) dtype = DType::kF32;
+  }
+  int64_t rows = 0;
+  for (const Tensor& p : parts) rows += p.size(0);
+  const int64_t cols = parts[0].numel() / parts[0].size(0);
+  *storage = Buffer::host(static_cast<size_t>(rows * cols) * dtype_size(dtype));
+  char* dst = static_cast<char*>(storage->data());
+  for (const Tensor& p : parts) {
+    if (p.dtype == dtype) {
+      std::memcpy(dst, p.data, p.nbytes());
+    } else {
+      convert_to_f32(p.data, p.dtype, reinterpret_cast<float*>(dst), static_cast<size_t>(p.numel()));
+    }
+    dst += static_cast<size_t>(p.numel()) * dtype_size(dtype);
+  }
+  if (parts[0].ndim == 1) return Tensor::make(storage->data(), dtype, {rows});
+  return Tensor::make(storage->data(), dtype, {rows, cols});
+}
 
 class LlamaModel final : public Model {
  public:
@@ -35,24 +62,45 @@ class LlamaModel final : public Model {
       weight_bytes_ += dst->nbytes();
       return Status();
     };
+    struct Part {
+      std::string name;
+      std::initializer_list<int64_t> shape;
+    };
+    // Several checkpoint tensors stacked into one device weight (the host copy is dropped once uploaded, unless
+    // the backend keeps host views, as the CPU does).
+    auto fetch_fused = [&](std::initializer_list<Part> parts, Tensor* dst) -> Status {
+      std::vector<Tensor> hosts;
+      for (const Part& part : parts) {
+        ANVIL_ASSIGN_OR_RETURN(Tensor t, weights.get(part.name, part.shape));
+        hosts.push_back(t);
+      }
+      Buffer stacked;
+      const Tensor host = concat_rows(hosts, &stacked);
+      ANVIL_ASSIGN_OR_RETURN(*dst, backend_.upload_weight(host, &storage_));
+      if (dst->data == host.data) storage_.push_back(std::move(stacked));
+      weight_bytes_ += dst->nbytes();
+      return Status();
+    };
     ANVIL_RETURN_IF_ERROR(fetch("model.embed_tokens.weight", {config_.vocab_size, h}, &embed_tokens_));
     layers_.resize(config_.num_layers);
     for (int64_t i = 0; i < config_.num_layers; ++i) {
       const std::string p = "model.layers." + std::to_string(i) + ".";
       LayerWeights& l = layers_[i];
       ANVIL_RETURN_IF_ERROR(fetch(p + "input_layernorm.weight", {h}, &l.input_norm));
-      ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.q_proj.weight", {q_dim, h}, &l.q_proj));
-      ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.k_proj.weight", {kv_dim, h}, &l.k_proj));
-      ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.v_proj.weight", {kv_dim, h}, &l.v_proj));
+      ANVIL_RETURN_IF_ERROR(fetch_fused({{p + "self_attn.q_proj.weight", {q_dim, h}},
+                                         {p + "self_attn.k_proj.weight", {kv_dim, h}},
+                                         {p + "self_attn.v_proj.weight", {kv_dim, h}}},
+                                        &l.qkv_proj));
       if (config_.has_qkv_bias) {
-        ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.q_proj.bias", {q_dim}, &l.q_bias));
-        ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.k_proj.bias", {kv_dim}, &l.k_bias));
-        ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.v_proj.bias", {kv_dim}, &l.v_bias));
+        ANVIL_RETURN_IF_ERROR(fetch_fused({{p + "self_attn.q_proj.bias", {q_dim}},
+                                           {p + "self_attn.k_proj.bias", {kv_dim}},
+                                           {p + "self_attn.v_proj.bias", {kv_dim}}},
+                                          &l.qkv_bias));
       }
       ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.o_proj.weight", {h, q_dim}, &l.o_proj));
       ANVIL_RETURN_IF_ERROR(fetch(p + "post_attention_layernorm.weight", {h}, &l.post_attn_norm));
-      ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.gate_proj.weight", {inter, h}, &l.gate_proj));
-      ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.up_proj.weight", {inter, h}, &l.up_proj));
+      ANVIL_RETURN_IF_ERROR(fetch_fused({{p + "mlp.gate_proj.weight", {inter, h}}, {p + "mlp.up_proj.weight", {inter, h}}},
+                                        &l.gate_up_proj));
       ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.down_proj.weight", {h, inter}, &l.down_proj));
     }
     ANVIL_RETURN_IF_ERROR(fetch("model.norm.weight", {h}, &final_norm_));
@@ -89,13 +137,12 @@ class LlamaModel final : public Model {
     auto view = [&](const Buffer& b, std::initializer_list<int64_t> shape) { return b.view(act, shape); };
     const Tensor residual = view(residual_, {num_tokens, h});   // running hidden state
     const Tensor normed = view(normed_, {num_tokens, h});       // input of the next block
-    const Tensor q = view(q_, {num_tokens, nh * hd});
-    const Tensor k = view(k_, {num_tokens, nkv * hd});
-    const Tensor v = view(v_, {num_tokens, nkv * hd});
+    const Tensor q = view(q_, {num_tokens, nh * hd});                  // rotated queries
+    const Tensor qkv = view(qkv_, {num_tokens, (nh + 2 * nkv) * hd});  // fused projection
     const Tensor attn = view(attn_, {num_tokens, nh * hd});
     const Tensor block_out = view(block_out_, {num_tokens, h});  // attention or MLP output
-    const Tensor gate = view(gate_, {num_tokens, inter});
-    const Tensor up = view(up_, {num_tokens, inter});
+    const Tensor gate = view(gate_, {num_tokens, inter});           // silu(gate) * up
+    const Tensor gate_up = view(gate_up_, {num_tokens, 2 * inter});  // fused projection (where materialized)
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
     ANVIL_RETURN_IF_ERROR(backend_.embedding(in.token_ids, embed_tokens_, residual));
@@ -109,24 +156,22 @@ class LlamaModel final : public Model {
         ANVIL_RETURN_IF_ERROR(backend_.add_rms_norm(block_out, residual, l.input_norm, config_.rms_norm_eps, normed));
       }
       debug("attn_norm", il, normed);
-      ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.q_proj, l.q_bias, q));
-      ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.k_proj, l.k_bias, k));
-      ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.v_proj, l.v_bias, v));
+      ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.qkv_proj, l.qkv_bias, qkv));
+      // q, k and v are column blocks of the fused projection: row-strided views.
+      const Tensor q_in = column_heads(qkv, 0, nh);
+      const Tensor k3 = column_heads(qkv, nh * hd, nkv);
+      const Tensor v3 = column_heads(qkv, (nh + nkv) * hd, nkv);
       const Tensor q3 = q.reshape({num_tokens, nh, hd});
-      const Tensor k3 = k.reshape({num_tokens, nkv, hd});
-      const Tensor v3 = v.reshape({num_tokens, nkv, hd});
-      ANVIL_RETURN_IF_ERROR(backend_.rope_and_cache_write(q3, k3, v3, in.positions, in.slot_mapping, inv_freq_,
-                                                          config_.rope.pairing, kv_cache[i]));
+      ANVIL_RETURN_IF_ERROR(backend_.rope_and_cache_write(q_in, k3, v3, in.positions, in.slot_mapping, inv_freq_,
+                                                          config_.rope.pairing, kv_cache[i], q3));
       debug("q_rope", il, q);
-      debug("k_rope", il, k);
+      debug("k_rope", il, k3);
       ANVIL_RETURN_IF_ERROR(backend_.paged_attention(q3, kv_cache[i], in.attention, scale, attn));
       debug("attn_out", il, attn);
       ANVIL_RETURN_IF_ERROR(backend_.linear(attn, l.o_proj, Tensor(), block_out));
       ANVIL_RETURN_IF_ERROR(backend_.add_rms_norm(block_out, residual, l.post_attn_norm, config_.rms_norm_eps, normed));
       debug("ffn_norm", il, normed);
-      ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.gate_proj, Tensor(), gate));
-      ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.up_proj, Tensor(), up));
-      ANVIL_RETURN_IF_ERROR(backend_.silu_mul(gate, up, gate));
+      ANVIL_RETURN_IF_ERROR(backend_.linear_swiglu(normed, l.gate_up_proj, gate_up, gate));
       ANVIL_RETURN_IF_ERROR(backend_.linear(gate, l.down_proj, Tensor(), block_out));
       debug("ffn_out", il, block_out);
     }
@@ -140,6 +185,16 @@ class LlamaModel final : public Model {
   }
 
  private:
+  // Heads [first_col, first_col + heads * head_dim) of every row of x [num_tokens, cols], as a row-strided
+  // [num_tokens, heads, head_dim] view.
+  Tensor column_heads(const Tensor& x, int64_t first_col, int64_t heads) const {
+    const int64_t hd = config_.head_dim;
+    Tensor t = Tensor::make(static_cast<char*>(x.data) + first_col * dtype_size(x.dtype), x.dtype,
+                            {x.size(0), heads, hd}, x.device);
+    t.strides[0] = x.size(1);
+    return t;
+  }
+
   void debug(std::string_view name, int layer, const Tensor& t) {
     if (hook_) hook_(name, layer, t);
   }
@@ -157,12 +212,11 @@ class LlamaModel final : public Model {
     ANVIL_ASSIGN_OR_RETURN(residual_, backend_.allocate(n * h * e));
     ANVIL_ASSIGN_OR_RETURN(normed_, backend_.allocate(n * h * e));
     ANVIL_ASSIGN_OR_RETURN(q_, backend_.allocate(n * qd * e));
-    ANVIL_ASSIGN_OR_RETURN(k_, backend_.allocate(n * kvd * e));
-    ANVIL_ASSIGN_OR_RETURN(v_, backend_.allocate(n * kvd * e));
+    ANVIL_ASSIGN_OR_RETURN(qkv_, backend_.allocate(n * (qd + 2 * kvd) * e));
     ANVIL_ASSIGN_OR_RETURN(attn_, backend_.allocate(n * qd * e));
     ANVIL_ASSIGN_OR_RETURN(block_out_, backend_.allocate(n * h * e));
     ANVIL_ASSIGN_OR_RETURN(gate_, backend_.allocate(n * inter * e));
-    ANVIL_ASSIGN_OR_RETURN(up_, backend_.allocate(n * inter * e));
+    ANVIL_ASSIGN_OR_RETURN(gate_up_, backend_.allocate(n * 2 * inter * e));
     ANVIL_ASSIGN_OR_RETURN(last_, backend_.allocate(nl * h * e));
     scratch_tokens_ = n;
     scratch_logits_ = nl;
@@ -184,7 +238,7 @@ class LlamaModel final : public Model {
   int64_t scratch_tokens_ = 0;
   int64_t scratch_logits_ = 0;
   uint64_t scratch_epoch_ = 0;
-  Buffer residual_, normed_, q_, k_, v_, attn_, block_out_, gate_, up_, last_;
+  Buffer residual_, normed_, q_, qkv_, attn_, block_out_, gate_, gate_up_, last_;
 };
 
 }  // namespace

@@ -409,7 +409,7 @@ Expected<std::vector<RequestOutput>> Engine::step() {
 namespace {
 
 bool is_plain_greedy(const SamplingParams& p) {
-  return !(p.temperature >= 1e-5f) && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
+  return !(p.temperature >= sampling::kGreedyTemperature) && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
          p.frequency_penalty == 0.0f && p.logprobs == 0;
 }
 
@@ -452,7 +452,7 @@ Expected<Engine::Impl::StepResults> Engine::Impl::execute(const StepPlan& plan) 
     ANVIL_ASSIGN_OR_RETURN(results.picks, runner->step_greedy(steps));
     results.is_greedy = true;
   } else {
-    ANVIL_ASSIGN_OR_RETURN(results.logits, runner->step(steps));
+    ANVIL_ASSIGN_OR_RETURN(results.logits, runner->step_device(steps));
   }
   return results;
 }
@@ -466,8 +466,9 @@ Status Engine::Impl::sample_all(const StepPlan& plan, const StepResults& results
     SampleResult result;
   };
   std::vector<Draw> draws;
-  const auto vocab = static_cast<size_t>(info.vocab_size);
-  const size_t num_rows = results.is_greedy ? results.picks.token_ids.size() : results.logits.size() / vocab;
+  const size_t num_rows = results.is_greedy                 ? results.picks.token_ids.size()
+                          : results.logits.defined() ? static_cast<size_t>(results.logits.size(0))
+                                                     : 0;
   size_t row = 0;
   for (const ScheduledSequence& e : plan.seqs) {
     if (!e.samples) continue;
@@ -496,16 +497,21 @@ Status Engine::Impl::sample_all(const StepPlan& plan, const StepResults& results
       w.result.logprob = results.picks.logprobs[w.row];
     }
   } else {
-    // NOTE: each draw reads only its own row and sample state, so the draws run in parallel; a large batch
-    // with a large vocabulary spends most of its host time here.
-    const auto num_draws = static_cast<int64_t>(draws.size());
-#pragma omp parallel for schedule(dynamic, 1) if (num_draws > 1)
-    for (int64_t d = 0; d < num_draws; ++d) {
-      Draw& w = draws[d];
+    // Every draw of the step at once, on the backend's device where it can (the CUDA backend samples there and
+    // downloads a few bytes per draw; the CPU runs the reference Sampler).
+    std::vector<SamplingRow> rows;
+    rows.reserve(draws.size());
+    for (const Draw& w : draws) {
       const SampleState& s = w.request->samples[w.sample_index];
-      w.result = sampler.sample(results.logits.subspan(w.row * vocab, vocab), w.request->params, w.request->prompt_ids,
-                                s.output_ids, s.seed);
+      rows.push_back(SamplingRow{.logits_row = static_cast<int64_t>(w.row),
+                                 .params = &w.request->params,
+                                 .prompt_ids = w.request->prompt_ids,
+                                 .output_ids = s.output_ids,
+                                 .seed = s.seed});
     }
+    std::vector<SampleResult> sampled(draws.size());
+    if (!draws.empty()) ANVIL_RETURN_IF_ERROR(backend->sample(results.logits, rows, sampled));
+    for (size_t d = 0; d < draws.size(); ++d) draws[d].result = std::move(sampled[d]);
   }
   const double now = monotonic_seconds();
   for (Draw& w : draws) accept_token(*w.request, w.sample_index, w.result, now);

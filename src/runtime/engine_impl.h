@@ -72,7 +72,7 @@ struct Engine::Impl {
   // What the forward pass of a step hands back for its sampling sequences, one row each in plan order: their
   // logits, or (when every one of them samples plain greedy) the device's greedy picks.
   struct StepResults {
-    std::span<const float> logits;  // [num_rows, vocab_size]
+    Tensor logits;  // fp32 [num_rows, vocab_size] on the backend's device (sampled there); undefined if none
     ModelRunner::GreedyPicks picks;
     bool is_greedy = false;
   };

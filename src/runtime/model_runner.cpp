@@ -322,6 +322,14 @@ Expected<std::span<const float>> ModelRunner::step(std::span<const SequenceStep>
   return std::span<const float>(host_logits_);
 }
 
+Expected<Tensor> ModelRunner::step_device(std::span<const SequenceStep> seqs) {
+  Tensor logits;
+  bool has_rows = false;
+  ANVIL_RETURN_IF_ERROR(forward(seqs, &logits, &has_rows));
+  if (!has_rows) return Tensor();
+  return logits;
+}
+
 Expected<ModelRunner::GreedyPicks> ModelRunner::step_greedy(std::span<const SequenceStep> seqs) {
   Tensor logits;
   bool has_rows = false;

@@ -80,6 +80,9 @@ class ModelRunner {
     std::span<const float> logprobs;     // [num_logit_rows]
   };
   Expected<GreedyPicks> step_greedy(std::span<const SequenceStep> seqs);
+  // Runs one step and leaves the logits on the device: fp32 [num_logit_rows, vocab_size] in the backend's memory,
+  // valid until the next call (undefined when no sequence wants logits). For Backend::sample.
+  Expected<Tensor> step_device(std::span<const SequenceStep> seqs);
   // Copies whole blocks (every layer, K and V) within the device cache or between it and the host swap space.
   Status copy_blocks(KvCopyKind kind, std::span<const KvBlockCopy> copies);
 

@@ -1,24 +1,83 @@
 // Sampler: the CPU reference for turning one sequence's logits into its next token (penalties, temperature,
-// top-k, top-p, min-p, counter-based draw) and for the raw logprobs reported with it. The CUDA sampler is
-// checked against this file, so it favours exactness (double sums, a fully specified order) over speed.
+// top-k, top-p, min-p, exponential-race draw) and for the raw logprobs reported with it. The CUDA sampler is
+// checked against this file, so it favours exactness (integer masses, a fully specified order) over speed.
 #include "runtime/sampler.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 
 namespace anvil {
-namespace {
+namespace sampling {
 
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr float kGreedyTemperature = 1e-5f;  // below this, sampling is greedy
-constexpr uint64_t kGoldenGamma = 0x9E3779B97F4A7C15ULL;
-
-uint64_t splitmix64_mix(uint64_t z) {
+uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
   return z ^ (z >> 31);
 }
+
+uint64_t counter_bits(uint64_t seed, uint64_t counter) {
+  return mix64(mix64(seed + kGoldenGamma) + counter * kGoldenGamma);
+}
+
+uint64_t race_stream(uint64_t seed, uint64_t step) {
+  return mix64(counter_bits(seed, step) + kGoldenGamma);
+}
+
+double race_uniform(uint64_t stream, int32_t token_id) {
+  const uint64_t bits = mix64(stream + static_cast<uint64_t>(static_cast<uint32_t>(token_id)) * kGoldenGamma);
+  return (static_cast<double>(bits >> 12) + 0.5) * 0x1p-52;
+}
+
+int mass_bits(int64_t vocab_size) {
+  const int width = std::bit_width(static_cast<uint64_t>(std::max<int64_t>(vocab_size, 1)));
+  return std::min(40, 62 - width);
+}
+
+uint64_t mass(double scaled_log_weight, int bits) {
+  // exp(s) * 2^bits is exact (a power of two), so this is round-half-up of the scaled weight however compiled.
+  return static_cast<uint64_t>(std::exp(scaled_log_weight) * std::ldexp(1.0, bits) + 0.5);
+}
+
+DrawPlan make_draw_plan(const SamplingParams& params, int64_t vocab_size, uint64_t seed, uint64_t step) {
+  DrawPlan plan;
+  plan.is_greedy = !(params.temperature >= kGreedyTemperature);  // also NaN
+  plan.temperature = static_cast<double>(params.temperature);
+  plan.top_k = params.top_k > 0 && params.top_k < vocab_size ? params.top_k : vocab_size;
+  plan.has_top_p = params.top_p < 1.0f;  // NaN: off
+  plan.top_p = static_cast<double>(params.top_p);
+  plan.has_min_p = params.min_p > 0.0f;  // NaN: off
+  plan.log_min_p = plan.has_min_p ? std::log(std::min(static_cast<double>(params.min_p), 1.0)) : 0.0;
+  plan.mass_bits = mass_bits(vocab_size);
+  plan.race_stream = race_stream(seed, step);
+  return plan;
+}
+
+float penalized_logit(float x, const SamplingParams& params, bool seen, int32_t output_count) {
+  const float rep = params.repetition_penalty;
+  if (seen && rep != 1.0f) {
+    // NOTE: volatile keeps the compiler from fusing x * rep into the subtraction below (GCC contracts across
+    // statements under -std=gnu++20); the device rounds each step alike.
+    volatile float rounded = x > 0.0f ? x / rep : x * rep;
+    x = rounded;
+  }
+  if (output_count > 0 && (params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f)) {
+    x = x - std::fma(params.frequency_penalty, static_cast<float>(output_count), params.presence_penalty);
+  }
+  return x;
+}
+
+float raw_logprob(float x, float max, double log_sum) {
+  const double shifted = x == max ? 0.0 : static_cast<double>(x) - static_cast<double>(max);
+  return static_cast<float>(shifted - log_sum);
+}
+
+}  // namespace sampling
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // NaN becomes -inf so that every later comparison is a strict weak order.
 void sanitize(std::vector<float>& values) {
@@ -42,196 +101,160 @@ int32_t argmax(const std::vector<float>& values) {
   return static_cast<int32_t>(best);
 }
 
-// x - max, with x == max giving 0 (so +inf logits and the all -inf case stay finite).
-double shifted(float x, float max) { return x == max ? 0.0 : static_cast<double>(x) - static_cast<double>(max); }
-
-// log_softmax over the raw logits, evaluated lazily per token.
-class LogSoftmax {
- public:
-  // `logits`: [vocab_size], NaN already mapped to -inf.
-  explicit LogSoftmax(const std::vector<float>& logits) : max_(max_value(logits)) {
-    double sum = 0.0;
-    for (float x : logits) sum += std::exp(shifted(x, max_));
-    log_sum_ = std::log(sum);
-  }
-  float at(float x) const { return static_cast<float>(shifted(x, max_) - log_sum_); }
-
- private:
-  float max_;
-  double log_sum_ = 0.0;
-};
+// log(sum_i exp(x_i - max)) over the raw logits, with x_i == max contributing exactly 1.
+double log_sum_exp(const std::vector<float>& logits, float max) {
+  double sum = 0.0;
+  for (float x : logits) sum += std::exp(x == max ? 0.0 : static_cast<double>(x) - static_cast<double>(max));
+  return std::log(sum);
+}
 
 // The `num_top` most likely tokens of the raw logits, most likely first (ties: lower id first).
-std::vector<TokenLogprob> top_logprobs(const std::vector<float>& logits, const LogSoftmax& log_softmax,
-                                       int32_t num_top) {
+std::vector<TokenLogprob> top_logprobs(const std::vector<float>& logits, float max, double log_sum, int32_t num_top) {
   const size_t n = std::min(static_cast<size_t>(std::max(num_top, 0)), logits.size());
   if (n == 0) return {};
   std::vector<int32_t> ids(logits.size());
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
-  std::partial_sort(ids.begin(), ids.begin() + static_cast<ptrdiff_t>(n), ids.end(), [&](int32_t a, int32_t b) {
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-  });
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<ptrdiff_t>(n), ids.end(),
+                    [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
   std::vector<TokenLogprob> result;
   result.reserve(n);
-  for (size_t i = 0; i < n; ++i) result.push_back({ids[i], log_softmax.at(logits[ids[i]])});
+  for (size_t i = 0; i < n; ++i) result.push_back({ids[i], sampling::raw_logprob(logits[ids[i]], max, log_sum)});
   return result;
 }
 
-// HF semantics: each distinct token of prompt and output is penalized once, dividing positive logits by the
-// penalty and multiplying the others by it.
-void apply_repetition_penalty(std::vector<float>& logits, float penalty, std::span<const int32_t> prompt_ids,
-                              std::span<const int32_t> output_ids) {
-  if (penalty == 1.0f) return;
+// Applies every penalty to `logits` ([vocab_size], NaN-free): each distinct id of prompt and output once.
+void apply_penalties(std::vector<float>& logits, const SamplingParams& params, std::span<const int32_t> prompt_ids,
+                     std::span<const int32_t> output_ids) {
+  const bool has_repetition = params.repetition_penalty != 1.0f;
+  const bool has_presence = params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f;
+  if (!has_repetition && !has_presence) return;
   const auto vocab_size = static_cast<int64_t>(logits.size());
-  std::vector<int32_t> ids;
-  ids.reserve(prompt_ids.size() + output_ids.size());
-  for (auto seq : {prompt_ids, output_ids}) {
-    for (int32_t id : seq) {
-      if (id >= 0 && id < vocab_size) ids.push_back(id);
-    }
+  // (id, from output) pairs, sorted: each id's run gives whether it was seen and its output count.
+  std::vector<std::pair<int32_t, bool>> seen;
+  seen.reserve(prompt_ids.size() + output_ids.size());
+  for (int32_t id : prompt_ids) {
+    if (id >= 0 && id < vocab_size) seen.push_back({id, false});
   }
-  std::sort(ids.begin(), ids.end());
-  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  for (int32_t id : ids) {
-    float& x = logits[id];
-    x = x > 0.0f ? x / penalty : x * penalty;
-  }
-}
-
-// OpenAI semantics over output tokens only: logit -= presence * (count > 0) + frequency * count.
-void apply_presence_frequency(std::vector<float>& logits, float presence, float frequency,
-                              std::span<const int32_t> output_ids) {
-  if (presence == 0.0f && frequency == 0.0f) return;
-  const auto vocab_size = static_cast<int64_t>(logits.size());
-  std::vector<int32_t> ids;
-  ids.reserve(output_ids.size());
   for (int32_t id : output_ids) {
-    if (id >= 0 && id < vocab_size) ids.push_back(id);
+    if (id >= 0 && id < vocab_size) seen.push_back({id, true});
   }
-  std::sort(ids.begin(), ids.end());
-  for (size_t begin = 0; begin < ids.size();) {
+  std::sort(seen.begin(), seen.end());
+  for (size_t begin = 0; begin < seen.size();) {
     size_t end = begin;
-    while (end < ids.size() && ids[end] == ids[begin]) ++end;
-    const auto count = static_cast<float>(end - begin);
-    logits[ids[begin]] -= presence + frequency * count;
+    int32_t count = 0;
+    for (; end < seen.size() && seen[end].first == seen[begin].first; ++end) count += seen[end].second ? 1 : 0;
+    float& x = logits[seen[begin].first];
+    x = sampling::penalized_logit(x, params, /*seen=*/true, count);
     begin = end;
   }
 }
 
-// Ranks tokens by weight descending, ties by lower id first: a strict total order over distinct ids.
-class ByWeight {
+// Ranks tokens by penalized logit descending, ties by lower id first: a strict total order over distinct ids.
+class ByLogit {
  public:
-  explicit ByWeight(const std::vector<double>& weights) : weights_(weights) {}
-  bool operator()(int32_t a, int32_t b) const {
-    return weights_[a] > weights_[b] || (weights_[a] == weights_[b] && a < b);
-  }
-  double weight(int32_t id) const { return weights_[id]; }
+  explicit ByLogit(const std::vector<float>& logits) : logits_(logits) {}
+  bool operator()(int32_t a, int32_t b) const { return logits_[a] > logits_[b] || (logits_[a] == logits_[b] && a < b); }
 
  private:
-  const std::vector<double>& weights_;
+  const std::vector<float>& logits_;
 };
 
-enum class Reach { kAtLeast, kAbove };
-
-bool reaches(double running, double target, Reach reach) {
-  return reach == Reach::kAtLeast ? running >= target : running > target;
-}
-
-// Walking `ids` in ByWeight order and summing weights, finds the first id whose running sum reaches `target`
-// (>= or >), and returns its position p after rearranging `ids` so that ids[0, p) are exactly the ids ranked
-// before it. When rounding leaves the total short of `target`, the last-ranked id is the answer.
-// Precondition: !ids.empty().
+// Walking `ids` in `order` and summing `masses`, finds the first id whose running sum (as double) is >= `limit`,
+// and returns its position p after rearranging `ids` so that ids[0, p) are exactly the ids ranked before it.
+// When the total stays below `limit`, the last-ranked id is the answer. Precondition: !ids.empty().
 // NOTE: this is quickselect on mass rather than on rank: expected O(V) instead of the O(V log V) sort that the
 // plain sequential definition needs. On a 128K vocabulary with a flat distribution the sort took ~20 ms.
-size_t select_by_mass(std::vector<int32_t>& ids, const ByWeight& by_weight, double target, Reach reach) {
+size_t select_by_mass(std::vector<int32_t>& ids, const ByLogit& order, const std::vector<uint64_t>& masses,
+                      double limit) {
   constexpr size_t kSmallRange = 32;
+  auto reaches = [&](uint64_t running) { return static_cast<double>(running) >= limit; };
   size_t lo = 0;
   size_t hi = ids.size();
-  double offset = 0.0;  // the mass of ids[0, lo), none of which reached the target
+  uint64_t offset = 0;  // the mass of ids[0, lo), none of which reached the limit
   // A bad pivot sequence cannot make this quadratic: past this many rounds the rest is sorted.
   size_t rounds_left = 64;
   while (hi - lo > kSmallRange && rounds_left-- > 0) {
     int32_t a = ids[lo];
     int32_t b = ids[lo + (hi - lo) / 2];
     int32_t c = ids[hi - 1];
-    if (by_weight(b, a)) std::swap(a, b);
-    if (by_weight(c, b)) std::swap(b, c);
-    if (by_weight(b, a)) std::swap(a, b);
+    if (order(b, a)) std::swap(a, b);
+    if (order(c, b)) std::swap(b, c);
+    if (order(b, a)) std::swap(a, b);
     const int32_t pivot = b;
     auto first = ids.begin() + static_cast<ptrdiff_t>(lo);
     auto last = ids.begin() + static_cast<ptrdiff_t>(hi);
-    auto split = std::partition(first, last, [&](int32_t id) { return by_weight(id, pivot); });
+    auto split = std::partition(first, last, [&](int32_t id) { return order(id, pivot); });
     std::iter_swap(split, std::find(split, last, pivot));
     const auto mid = static_cast<size_t>(split - ids.begin());
-    double mass_before = 0.0;
-    for (size_t i = lo; i < mid; ++i) mass_before += by_weight.weight(ids[i]);
-    if (reaches(offset + mass_before, target, reach)) {
+    uint64_t mass_before = 0;
+    for (size_t i = lo; i < mid; ++i) mass_before += masses[ids[i]];
+    if (reaches(offset + mass_before)) {
       hi = mid;
-    } else if (reaches(offset + mass_before + by_weight.weight(pivot), target, reach)) {
+    } else if (reaches(offset + mass_before + masses[pivot])) {
       return mid;
     } else {
-      offset += mass_before + by_weight.weight(pivot);
+      offset += mass_before + masses[pivot];
       lo = mid + 1;
     }
   }
-  std::sort(ids.begin() + static_cast<ptrdiff_t>(lo), ids.begin() + static_cast<ptrdiff_t>(hi), by_weight);
+  std::sort(ids.begin() + static_cast<ptrdiff_t>(lo), ids.begin() + static_cast<ptrdiff_t>(hi), order);
   for (size_t i = lo; i < hi; ++i) {
-    offset += by_weight.weight(ids[i]);
-    if (reaches(offset, target, reach)) return i;
+    offset += masses[ids[i]];
+    if (reaches(offset)) return i;
   }
   return hi > lo ? hi - 1 : lo - 1;  // lo > 0 here: an empty range is only reached by moving lo past a pivot
 }
 
-// Temperature, top-k, top-p, min-p and the draw over penalized logits that are not all -inf.
-// `logits`: [vocab_size], NaN-free.
-int32_t sample_from(const std::vector<float>& logits, const SamplingParams& params, float u) {
+// Top-k, top-p, min-p and the race over penalized logits that are NaN-free and not all -inf.
+int32_t sample_from(const std::vector<float>& logits, const sampling::DrawPlan& plan) {
   const float max_logit = max_value(logits);
-  const double inv_temperature = 1.0 / static_cast<double>(params.temperature);
-
-  // Unnormalized probabilities; the most likely token(s) weigh exactly 1. Zero-weight tokens are never drawn.
-  std::vector<double> weights(logits.size());
-  std::vector<int32_t> ids;
-  ids.reserve(logits.size());
+  const auto vocab_size = static_cast<int64_t>(logits.size());
+  std::vector<double> scaled(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) {
-    weights[i] = std::exp(shifted(logits[i], max_logit) * inv_temperature);
-    if (weights[i] > 0.0) ids.push_back(static_cast<int32_t>(i));  // NaN (inf * 0) fails too
+    const double s = logits[i] == max_logit
+                         ? 0.0
+                         : (static_cast<double>(logits[i]) - static_cast<double>(max_logit)) / plan.temperature;
+    scaled[i] = std::isnan(s) ? -std::numeric_limits<double>::infinity() : s;
   }
-  if (ids.empty()) return argmax(logits);
-  const ByWeight by_weight(weights);
+  std::vector<int32_t> ids(logits.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+  const ByLogit order(logits);
 
-  if (params.top_k > 0 && static_cast<size_t>(params.top_k) < ids.size()) {
-    auto kth = ids.begin() + params.top_k;
-    std::nth_element(ids.begin(), kth, ids.end(), by_weight);
+  if (plan.top_k < vocab_size) {
+    auto kth = ids.begin() + plan.top_k;
+    std::nth_element(ids.begin(), kth, ids.end(), order);
     ids.erase(kth, ids.end());
   }
-
-  // Top-p is measured against the probabilities after top-k, before min-p.
-  double top_k_mass = 0.0;
-  for (int32_t id : ids) top_k_mass += weights[id];
-
-  // min-p keeps weight >= min_p * max_weight, and max_weight = 1.
-  if (params.min_p > 0.0f) {
-    const double threshold = std::min(static_cast<double>(params.min_p), 1.0);  // never drops the top token
-    std::erase_if(ids, [&](int32_t id) { return weights[id] < threshold; });
+  // Top-p is measured against the masses after top-k; it keeps a prefix of the order, as min-p does.
+  if (plan.has_top_p && ids.size() > 1) {
+    std::vector<uint64_t> masses(logits.size(), 0);
+    uint64_t total = 0;
+    for (int32_t id : ids) {
+      masses[id] = sampling::mass(scaled[id], plan.mass_bits);
+      total += masses[id];
+    }
+    const double limit = plan.top_p * static_cast<double>(total);
+    ids.resize(select_by_mass(ids, order, masses, limit) + 1);
   }
+  if (plan.has_min_p) std::erase_if(ids, [&](int32_t id) { return scaled[id] < plan.log_min_p; });
 
-  // Top-p and min-p both keep a prefix of the ByWeight order, so applying min-p first and letting top-p run
-  // off the end of the survivors keeps the same set as top-p followed by min-p.
-  if (params.top_p < 1.0f && ids.size() > 1) {
-    const double limit = static_cast<double>(params.top_p) * top_k_mass;
-    ids.resize(select_by_mass(ids, by_weight, limit, Reach::kAtLeast) + 1);
+  int32_t best = -1;
+  double best_key = 0.0;
+  for (int32_t id : ids) {
+    if (best >= 0 && scaled[id] + sampling::kMaxRaceNoise < best_key) continue;  // cannot win: skip the logs
+    const double key = scaled[id] - std::log(-std::log(sampling::race_uniform(plan.race_stream, id)));
+    if (best < 0 || key > best_key || (key == best_key && id < best)) {
+      best = id;
+      best_key = key;
+    }
   }
-
-  double kept_mass = 0.0;
-  for (int32_t id : ids) kept_mass += weights[id];
-  return ids[select_by_mass(ids, by_weight, static_cast<double>(u) * kept_mass, Reach::kAbove)];
+  return best < 0 ? argmax(logits) : best;  // min-p never drops the top token (s = 0 >= log(min_p)), so best >= 0
 }
 
 }  // namespace
 
 float counter_uniform(uint64_t seed, uint64_t counter) {
-  const uint64_t x = splitmix64_mix(splitmix64_mix(seed ^ (counter * kGoldenGamma)));
-  return static_cast<float>(x >> 40) * 0x1p-24f;
+  return static_cast<float>(sampling::counter_bits(seed, counter) >> 40) * 0x1p-24f;
 }
 
 SampleResult Sampler::sample(std::span<const float> logits, const SamplingParams& params,
@@ -242,22 +265,23 @@ SampleResult Sampler::sample(std::span<const float> logits, const SamplingParams
 
   std::vector<float> raw(logits.begin(), logits.end());
   sanitize(raw);
-  const LogSoftmax log_softmax(raw);
-  result.top_logprobs = top_logprobs(raw, log_softmax, params.logprobs);
+  const float raw_max = max_value(raw);
+  const double log_sum = log_sum_exp(raw, raw_max);
+  result.top_logprobs = top_logprobs(raw, raw_max, log_sum, params.logprobs);
 
   std::vector<float> work = raw;
-  apply_repetition_penalty(work, params.repetition_penalty, prompt_ids, output_ids);
-  apply_presence_frequency(work, params.presence_penalty, params.frequency_penalty, output_ids);
+  apply_penalties(work, params, prompt_ids, output_ids);
   sanitize(work);  // unvalidated penalties (NaN, inf) must not break the orderings below
 
-  const bool is_greedy = !(params.temperature >= kGreedyTemperature);  // also NaN
-  if (is_greedy || max_value(work) == kNegInf) {
+  const auto vocab_size = static_cast<int64_t>(work.size());
+  const sampling::DrawPlan plan =
+      sampling::make_draw_plan(params, vocab_size, seed, static_cast<uint64_t>(output_ids.size()));
+  if (plan.is_greedy || max_value(work) == kNegInf) {
     result.token_id = argmax(work);
   } else {
-    const float u = counter_uniform(seed, static_cast<uint64_t>(output_ids.size()));
-    result.token_id = sample_from(work, params, u);
+    result.token_id = sample_from(work, plan);
   }
-  result.logprob = log_softmax.at(raw[result.token_id]);
+  result.logprob = sampling::raw_logprob(raw[result.token_id], raw_max, log_sum);
   return result;
 }
 

@@ -83,6 +83,31 @@ TEST_P(CudaOps, LinearWithAndWithoutBiasAndFp32Output) {
   }
 }
 
+// The fused MLP input projection: swiglu over a [rows, 2n] projection, and linear_swiglu (the decode GEMV that
+// reads the gate and up rows of one fused weight, or GEMM + swiglu for more tokens) against the CPU.
+TEST_P(CudaOps, SwigluAndFusedProjection) {
+  const int rows = 7, n = 97;
+  auto gu = rnd(rows * 2 * n, 2.0f);
+  auto cpu_out = h_->host(std::vector<float>(rows * n), {rows, n});
+  ASSERT_TRUE(h_->cpu().swiglu(h_->host(gu, {rows, 2 * n}), cpu_out).ok());
+  auto gpu_out = h_->device(std::vector<float>(rows * n, NAN), {rows, n});
+  ASSERT_TRUE(h_->gpu().swiglu(h_->device(gu, {rows, 2 * n}), gpu_out).ok());
+  expect_close(h_->download(gpu_out), h_->read_host(cpu_out), "swiglu");
+  for (auto [tokens, in, inter] : {std::tuple{1, 64, 37}, std::tuple{3, 4096, 300}, std::tuple{4, 264, 1001},
+                                   std::tuple{9, 128, 70}, std::tuple{1, 14336, 16}}) {
+    auto x = rnd(tokens * in), w = rnd(2 * inter * in, 0.05f);
+    auto cpu_mid = h_->host(std::vector<float>(tokens * 2 * inter), {tokens, 2 * inter});
+    auto cpu_res = h_->host(std::vector<float>(tokens * inter), {tokens, inter});
+    ASSERT_TRUE(h_->cpu().linear_swiglu(h_->host(x, {tokens, in}), h_->host(w, {2 * inter, in}), cpu_mid, cpu_res).ok());
+    auto gpu_mid = h_->device(std::vector<float>(tokens * 2 * inter, NAN), {tokens, 2 * inter});
+    auto gpu_res = h_->device(std::vector<float>(tokens * inter, NAN), {tokens, inter});
+    ASSERT_TRUE(
+        h_->gpu().linear_swiglu(h_->device(x, {tokens, in}), h_->device(w, {2 * inter, in}), gpu_mid, gpu_res).ok());
+    expect_close(h_->download(gpu_res), h_->read_host(cpu_res),
+                 "linear_swiglu " + std::to_string(tokens) + "x" + std::to_string(in) + "->" + std::to_string(inter));
+  }
+}
+
 TEST_P(CudaOps, SiluMulAndGatherRows) {
   const int rows = 19, n = 111;
   auto g = rnd(rows * n, 2.0f), u = rnd(rows * n);
@@ -161,16 +186,33 @@ class CudaAttention : public CudaOps {
     Tensor cq = h_->host(q, {num_tokens, nh, hd}), ck = h_->host(k, {num_tokens, nkv, hd});
     ASSERT_TRUE(h_->cpu().rope_and_cache_write(cq, ck, h_->host(v, {num_tokens, nkv, hd}),
                                                h_->host_i32(positions, {num_tokens}), h_->host_i32(slots, {num_tokens}),
-                                               h_->host(inv, {hd / 2}), pairing, ccache).ok());
+                                               h_->host(inv, {hd / 2}), pairing, ccache, cq).ok());
     auto cout = h_->host(std::vector<float>(num_tokens * nh * hd), {num_tokens, nh * hd});
     ASSERT_TRUE(h_->cpu().paged_attention(cq, ccache, meta_for(false), scale, cout).ok());
     // GPU
     KvCacheView gcache{h_->device(kc, {num_blocks, bs, nkv, hd}), h_->device(vc, {num_blocks, bs, nkv, hd})};
-    Tensor gq = h_->device(q, {num_tokens, nh, hd}), gk = h_->device(k, {num_tokens, nkv, hd});
-    ASSERT_TRUE(h_->gpu().rope_and_cache_write(gq, gk, h_->device(v, {num_tokens, nkv, hd}),
+    // The GPU reads q, k and v as row-strided views of one fused [tokens, (nh + 2 nkv) * hd] projection, as the
+    // model does, and writes the rotated q to a separate buffer.
+    const int64_t row = (nh + 2 * nkv) * hd;
+    std::vector<float> fused(static_cast<size_t>(num_tokens * row));
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      std::copy_n(q.begin() + t * nh * hd, nh * hd, fused.begin() + t * row);
+      std::copy_n(k.begin() + t * nkv * hd, nkv * hd, fused.begin() + t * row + nh * hd);
+      std::copy_n(v.begin() + t * nkv * hd, nkv * hd, fused.begin() + t * row + (nh + nkv) * hd);
+    }
+    Tensor gfused = h_->device(fused, {num_tokens, row});
+    auto column_view = [&](int64_t first, int64_t heads) {
+      Tensor t = Tensor::make(static_cast<char*>(gfused.data) + first * dtype_size(gfused.dtype), gfused.dtype,
+                              {num_tokens, heads, hd}, Device::kCuda);
+      t.strides[0] = row;
+      return t;
+    };
+    Tensor gq = h_->device(std::vector<float>(q.size(), 0.0f), {num_tokens, nh, hd});
+    ASSERT_TRUE(h_->gpu().rope_and_cache_write(column_view(0, nh), column_view(nh * hd, nkv),
+                                               column_view((nh + nkv) * hd, nkv),
                                                h_->device_i32(positions, {num_tokens}),
                                                h_->device_i32(slots, {num_tokens}), h_->device_f32(inv, {hd / 2}),
-                                               pairing, gcache).ok());
+                                               pairing, gcache, gq).ok());
     expect_close(h_->download(gq), h_->read_host(cq), "rope q");
     expect_close(h_->download(gcache.k), h_->read_host(ccache.k), "k cache");
     EXPECT_EQ(h_->download(gcache.v), h_->read_host(ccache.v)) << "v cache";

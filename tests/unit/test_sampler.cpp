@@ -1,9 +1,11 @@
-// Tests for the CPU Sampler, counter_uniform and validate_sampling_params. The Sampler is checked against a
-// straightforward reference written here (full sort, std::map counts) on seeded random logits, and its draws
-// against the softmax they should follow.
-#include "runtime/sampler.h"
+// Tests for the CPU Sampler, its counter-based randomness, the CPU backend's batched sample op and
+// validate_sampling_params. The Sampler is checked against a straightforward reference of the definition in
+// sampler.h written here (full sort, std::map counts, the race spelled out) on seeded random logits, and its
+// draws against the distribution they should follow (frequencies and chi-square over many seeds).
+#include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -15,7 +17,8 @@
 #include <utility>
 #include <vector>
 
-#include <gtest/gtest.h>
+#include "backends/backend.h"
+#include "runtime/sampler.h"
 
 namespace anvil {
 namespace {
@@ -51,8 +54,7 @@ SampleResult sample(std::span<const float> logits, const SamplingParams& params,
 }
 
 // Draw with output position `step` (= len(output_ids)) when no penalty reads the ids.
-SampleResult sample_at_step(std::span<const float> logits, const SamplingParams& params, uint64_t seed,
-                            size_t step) {
+SampleResult sample_at_step(std::span<const float> logits, const SamplingParams& params, uint64_t seed, size_t step) {
   static const std::vector<int32_t> kZeros(1 << 16, 0);
   return Sampler().sample(logits, params, {}, std::span<const int32_t>(kZeros.data(), step), seed);
 }
@@ -60,8 +62,7 @@ SampleResult sample_at_step(std::span<const float> logits, const SamplingParams&
 // ---- reference implementation -----------------------------------------------------------------------
 
 std::vector<float> reference_penalized(std::vector<float> logits, const SamplingParams& params,
-                                       const std::vector<int32_t>& prompt_ids,
-                                       const std::vector<int32_t>& output_ids) {
+                                       const std::vector<int32_t>& prompt_ids, const std::vector<int32_t>& output_ids) {
   std::set<int32_t> seen(prompt_ids.begin(), prompt_ids.end());
   seen.insert(output_ids.begin(), output_ids.end());
   for (int32_t id : seen) {
@@ -71,8 +72,8 @@ std::vector<float> reference_penalized(std::vector<float> logits, const Sampling
   std::map<int32_t, int> counts;
   for (int32_t id : output_ids) counts[id] += 1;
   for (auto [id, count] : counts) {
-    logits[id] -= params.presence_penalty * (count > 0 ? 1.0f : 0.0f) +
-                  params.frequency_penalty * static_cast<float>(count);
+    logits[id] -=
+        params.presence_penalty * (count > 0 ? 1.0f : 0.0f) + params.frequency_penalty * static_cast<float>(count);
   }
   return logits;
 }
@@ -83,50 +84,86 @@ int32_t reference_argmax(const std::vector<float>& logits) {
 
 struct KeptToken {
   int32_t token_id;
-  double prob;
+  double prob;    // renormalized over the kept tokens
+  double scaled;  // s = (x - max) / temperature
 };
 
-// The tokens a sampling step may draw, most probable first, with their renormalized probabilities:
-// temperature -> top-k -> softmax -> top-p -> min-p -> renormalize.
+uint64_t reference_mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ULL;
+
+uint64_t reference_counter_bits(uint64_t seed, uint64_t counter) {
+  return reference_mix(reference_mix(seed + kGamma) + counter * kGamma);
+}
+
+// Token t's uniform of the race at (seed, step), spelled out from sampler.h.
+double reference_race_uniform(uint64_t seed, uint64_t step, int32_t token_id) {
+  const uint64_t bits = reference_counter_bits(reference_counter_bits(seed, step), static_cast<uint64_t>(token_id));
+  return (static_cast<double>(bits >> 12) + 0.5) / 4503599627370496.0;  // 2^52
+}
+
+// The tokens a sampling step may draw, in the order (logit descending, lower id first on ties), with their
+// renormalized probabilities: top-k -> integer-mass top-p -> min-p, as sampler.h defines them.
 std::vector<KeptToken> reference_kept(const std::vector<float>& logits, const SamplingParams& params) {
-  const double max_logit = *std::max_element(logits.begin(), logits.end());
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
   std::vector<KeptToken> all;
   for (size_t i = 0; i < logits.size(); ++i) {
-    const double w = std::exp((logits[i] - max_logit) / params.temperature);
-    if (w > 0.0) all.push_back({static_cast<int32_t>(i), w});
+    const double s = logits[i] == max_logit ? 0.0 : (static_cast<double>(logits[i]) - max_logit) / params.temperature;
+    all.push_back({static_cast<int32_t>(i), 0.0, s});
   }
-  std::sort(all.begin(), all.end(), [](const KeptToken& a, const KeptToken& b) {
-    return a.prob > b.prob || (a.prob == b.prob && a.token_id < b.token_id);
+  std::sort(all.begin(), all.end(), [&](const KeptToken& a, const KeptToken& b) {
+    const float xa = logits[a.token_id], xb = logits[b.token_id];
+    return xa > xb || (xa == xb && a.token_id < b.token_id);
   });
   if (params.top_k > 0 && static_cast<size_t>(params.top_k) < all.size()) all.resize(params.top_k);
-  double total = 0.0;
-  for (const KeptToken& t : all) total += t.prob;
-  for (KeptToken& t : all) t.prob /= total;
-  if (params.top_p < 1.0f) {
-    double cumulative = 0.0;
+  if (params.top_p < 1.0f && all.size() > 1) {
+    const int bits = std::min(40, 62 - static_cast<int>(std::bit_width(logits.size())));
+    std::vector<uint64_t> masses;
+    uint64_t total = 0;
+    for (const KeptToken& t : all) {
+      masses.push_back(static_cast<uint64_t>(std::exp(t.scaled) * std::ldexp(1.0, bits) + 0.5));
+      total += masses.back();
+    }
+    const double limit = static_cast<double>(params.top_p) * static_cast<double>(total);
+    uint64_t cumulative = 0;
     for (size_t i = 0; i < all.size(); ++i) {
-      cumulative += all[i].prob;
-      if (cumulative >= params.top_p) {
+      cumulative += masses[i];
+      if (static_cast<double>(cumulative) >= limit) {
         all.resize(i + 1);
         break;
       }
     }
   }
-  const double max_prob = all.front().prob;
-  std::erase_if(all, [&](const KeptToken& t) { return t.prob < params.min_p * max_prob; });
-  total = 0.0;
-  for (const KeptToken& t : all) total += t.prob;
-  for (KeptToken& t : all) t.prob /= total;
+  if (params.min_p > 0.0f) {
+    const double threshold = std::log(std::min(static_cast<double>(params.min_p), 1.0));
+    std::erase_if(all, [&](const KeptToken& t) { return t.scaled < threshold; });
+  }
+  double total = 0.0;
+  for (const KeptToken& t : all) total += std::exp(t.scaled);
+  for (KeptToken& t : all) t.prob = std::exp(t.scaled) / total;
   return all;
 }
 
-int32_t reference_draw(const std::vector<KeptToken>& kept, float u) {
-  double cumulative = 0.0;
+// The exponential race over the kept tokens: argmax of s_i - log(-log(u_i)), lower id on ties.
+double reference_race_key(const KeptToken& t, uint64_t seed, uint64_t step) {
+  return t.scaled - std::log(-std::log(reference_race_uniform(seed, step, t.token_id)));
+}
+
+int32_t reference_draw(const std::vector<KeptToken>& kept, uint64_t seed, uint64_t step) {
+  int32_t best = -1;
+  double best_key = 0.0;
   for (const KeptToken& t : kept) {
-    cumulative += t.prob;
-    if (cumulative > u) return t.token_id;
+    const double key = reference_race_key(t, seed, step);
+    if (best < 0 || key > best_key || (key == best_key && t.token_id < best)) {
+      best = t.token_id;
+      best_key = key;
+    }
   }
-  return kept.back().token_id;
+  return best;
 }
 
 std::vector<double> reference_log_softmax(const std::vector<float>& logits) {
@@ -150,6 +187,38 @@ std::vector<double> empirical(const std::vector<float>& logits, const SamplingPa
   return freq;
 }
 
+// Pearson's chi-square of observed frequencies against `probs` (cells with expected count < 5 merged), below the
+// 99.9% quantile of its distribution (Wilson-Hilferty). Tokens with zero probability must never be drawn.
+void expect_chi_square_fits(const std::vector<double>& freq, const std::vector<double>& probs, int num_draws) {
+  double chi2 = 0.0;
+  int cells = 0;
+  double small_observed = 0.0, small_expected = 0.0;
+  for (size_t i = 0; i < probs.size(); ++i) {
+    if (probs[i] == 0.0) {
+      EXPECT_EQ(freq[i], 0.0) << "token " << i << " has probability 0 but was drawn";
+      continue;
+    }
+    const double expected = probs[i] * num_draws;
+    const double observed = freq[i] * num_draws;
+    if (expected < 5.0) {
+      small_observed += observed;
+      small_expected += expected;
+      continue;
+    }
+    chi2 += (observed - expected) * (observed - expected) / expected;
+    ++cells;
+  }
+  if (small_expected > 0.0) {
+    chi2 += (small_observed - small_expected) * (small_observed - small_expected) / small_expected;
+    ++cells;
+  }
+  const double dof = std::max(cells - 1, 1);
+  const double z = 3.09;  // one-sided 99.9%
+  const double a = 2.0 / (9.0 * dof);
+  const double limit = dof * std::pow(1.0 - a + z * std::sqrt(a), 3.0);
+  EXPECT_LT(chi2, limit) << "chi-square " << chi2 << " over " << cells << " cells";
+}
+
 void expect_frequencies_match(const std::vector<double>& freq, const std::vector<KeptToken>& kept, double tol) {
   std::vector<double> expected(freq.size(), 0.0);
   for (const KeptToken& t : kept) expected[t.token_id] = t.prob;
@@ -164,22 +233,34 @@ void expect_frequencies_match(const std::vector<double>& freq, const std::vector
 
 // ---- counter_uniform -----------------------------------------------------------------------------------
 
-uint64_t reference_mix(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
 TEST(SamplerCounterUniform, MatchesDocumentedFormula) {
   std::mt19937_64 rng(11);
   for (int i = 0; i < 1000; ++i) {
-    const uint64_t seed = rng();
+    const uint64_t seed = i < 10 ? static_cast<uint64_t>(i) : rng();
     const uint64_t counter = i < 500 ? static_cast<uint64_t>(i) : rng();
-    const uint64_t x = reference_mix(reference_mix(seed ^ (counter * 0x9E3779B97F4A7C15ULL)));
-    const double expected = static_cast<double>(x >> 40) / 16777216.0;
-    EXPECT_EQ(static_cast<double>(counter_uniform(seed, counter)), expected);
+    const uint64_t x = reference_counter_bits(seed, counter);
+    EXPECT_EQ(sampling::counter_bits(seed, counter), x);
+    EXPECT_EQ(static_cast<double>(counter_uniform(seed, counter)), static_cast<double>(x >> 40) / 16777216.0);
   }
-  EXPECT_EQ(counter_uniform(0, 0), 0.0f);  // x = 0 is a fixed point of the mix
+  // The seed is mixed before the counter: seed 0 at step 0 is no longer the fixed point x = 0.
+  EXPECT_NE(sampling::counter_bits(0, 0), 0u);
+  EXPECT_GT(counter_uniform(0, 0), 0.0f);
+}
+
+TEST(SamplerCounterUniform, RaceUniformMatchesDocumentedFormulaAndIsOpen) {
+  std::mt19937_64 rng(12);
+  for (int i = 0; i < 2000; ++i) {
+    const uint64_t seed = i < 20 ? static_cast<uint64_t>(i) : rng();
+    const uint64_t step = static_cast<uint64_t>(i % 37);
+    const auto token_id = static_cast<int32_t>(rng() % 200000);
+    const double u = sampling::race_uniform(sampling::race_stream(seed, step), token_id);
+    EXPECT_EQ(u, reference_race_uniform(seed, step, token_id));
+    ASSERT_GT(u, 0.0);
+    ASSERT_LT(u, 1.0);
+  }
+  // Extreme bits stay inside (0, 1): the largest and smallest values the formula can produce.
+  EXPECT_LT((static_cast<double>((~0ULL) >> 12) + 0.5) * 0x1p-52, 1.0);
+  EXPECT_GT((0.0 + 0.5) * 0x1p-52, 0.0);
 }
 
 TEST(SamplerCounterUniform, InRangeWithMeanOneHalf) {
@@ -330,6 +411,53 @@ TEST(SamplerDraw, DistributionMatchesSoftmax) {
   const std::vector<double> freq = empirical(logits, params, 20000);
   const std::vector<double> log_probs = reference_log_softmax(logits);
   for (size_t i = 0; i < logits.size(); ++i) EXPECT_NEAR(freq[i], std::exp(log_probs[i]), 0.02) << "token " << i;
+  std::vector<double> probs(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) probs[i] = std::exp(log_probs[i]);
+  expect_chi_square_fits(freq, probs, 20000);
+}
+
+// Many seeds over a flat-ish vocabulary of 111 tokens, and one seed over many steps: both follow the softmax.
+TEST(SamplerDraw, ChiSquareOverSeedsAndSteps) {
+  const std::vector<float> logits = random_logits(111, 19, 1.0f);
+  SamplingParams params;
+  params.temperature = 0.8f;
+  const std::vector<KeptToken> kept = reference_kept(logits, params);
+  std::vector<double> probs(logits.size(), 0.0);
+  for (const KeptToken& t : kept) probs[t.token_id] = t.prob;
+  constexpr int kDraws = 40000;
+  std::vector<double> by_seed(logits.size(), 0.0);
+  std::vector<double> by_step(logits.size(), 0.0);
+  for (int i = 0; i < kDraws; ++i) {
+    by_seed[sample_at_step(logits, params, static_cast<uint64_t>(i), 0).token_id] += 1.0 / kDraws;
+  }
+  for (int i = 0; i < kDraws / 4; ++i) {
+    by_step[sample_at_step(logits, params, 5, static_cast<size_t>(i % 60000)).token_id] += 4.0 / kDraws;
+  }
+  expect_chi_square_fits(by_seed, probs, kDraws);
+  expect_chi_square_fits(by_step, probs, kDraws / 4);
+}
+
+// Every filter together: the draws follow the renormalized kept distribution and never leave the kept set.
+TEST(SamplerDraw, ChiSquareUnderTopKTopPMinP) {
+  const std::vector<float> logits = random_logits(1000, 29, 1.5f);
+  for (auto [top_k, top_p, min_p] : {std::tuple{50, 1.0f, 0.0f}, std::tuple{0, 0.9f, 0.0f}, std::tuple{0, 1.0f, 0.05f},
+                                     std::tuple{40, 0.8f, 0.02f}}) {
+    SamplingParams params;
+    params.top_k = top_k;
+    params.top_p = top_p;
+    params.min_p = min_p;
+    const std::vector<KeptToken> kept = reference_kept(logits, params);
+    std::vector<double> probs(logits.size(), 0.0);
+    for (const KeptToken& t : kept) probs[t.token_id] = t.prob;
+    constexpr int kDraws = 20000;
+    std::vector<double> freq(logits.size(), 0.0);
+    for (int i = 0; i < kDraws; ++i) {
+      const int32_t token_id = sample_at_step(logits, params, 9000 + static_cast<uint64_t>(i), 2).token_id;
+      ASSERT_GT(probs[token_id], 0.0) << "token " << token_id << " is not kept (top_k " << top_k << ")";
+      freq[token_id] += 1.0 / kDraws;
+    }
+    expect_chi_square_fits(freq, probs, kDraws);
+  }
 }
 
 TEST(SamplerDraw, LowTemperatureConcentrates) {
@@ -427,8 +555,8 @@ TEST(SamplerReference, ExactTokensMatchReference) {
     float min_p;
   };
   const std::vector<Case> cases = {
-      {1.0f, 0, 1.0f, 0.0f},   {0.7f, 40, 1.0f, 0.0f},   {1.3f, 0, 0.9f, 0.0f},    {0.8f, 0, 1.0f, 0.05f},
-      {1.0f, 50, 0.95f, 0.02f}, {2.0f, -1, 0.5f, 0.0f},  {0.5f, 5000, 0.99f, 0.0f}, {1.0f, 3, 1.0f, 0.5f},
+      {1.0f, 0, 1.0f, 0.0f},    {0.7f, 40, 1.0f, 0.0f}, {1.3f, 0, 0.9f, 0.0f},     {0.8f, 0, 1.0f, 0.05f},
+      {1.0f, 50, 0.95f, 0.02f}, {2.0f, -1, 0.5f, 0.0f}, {0.5f, 5000, 0.99f, 0.0f}, {1.0f, 3, 1.0f, 0.5f},
   };
   for (int32_t vocab_size : kVocabSizes) {
     for (size_t c = 0; c < cases.size(); ++c) {
@@ -448,7 +576,7 @@ TEST(SamplerReference, ExactTokensMatchReference) {
         const std::vector<KeptToken> kept =
             reference_kept(reference_penalized(logits, params, prompt_ids, output_ids), params);
         const uint64_t seed = 77 + c;
-        const int32_t expected = reference_draw(kept, counter_uniform(seed, step));
+        const int32_t expected = reference_draw(kept, seed, step);
         EXPECT_EQ(sample(logits, params, seed, prompt_ids, output_ids).token_id, expected)
             << "vocab " << vocab_size << " case " << c << " step " << step;
       }
@@ -583,6 +711,100 @@ TEST(SamplerDegenerate, UnvalidatedParamsStillGiveAValidToken) {
   const int32_t token_id = sample(logits, params, 3, ids, ids).token_id;
   EXPECT_GE(token_id, 0);
   EXPECT_LT(token_id, 19);
+}
+
+// ---- penalties under sampling -----------------------------------------------------------------------------
+
+TEST(SamplerPenalty, PenaltiesShiftTheSampledDistributionAsReference) {
+  const std::vector<float> logits = random_logits(19, 83, 1.0f);
+  const int32_t top = reference_argmax(logits);
+  const std::vector<int32_t> prompt_ids = {top, 3, 3, 25, -4};  // repeats and out-of-range ids
+  const std::vector<int32_t> output_ids = {top, 5, 5, 5, 19};
+  SamplingParams params;
+  params.repetition_penalty = 1.8f;
+  params.presence_penalty = 0.4f;
+  params.frequency_penalty = 0.3f;
+  std::vector<int32_t> in_range_prompt, in_range_output;
+  for (int32_t id : prompt_ids)
+    if (id >= 0 && id < 19) in_range_prompt.push_back(id);
+  for (int32_t id : output_ids)
+    if (id >= 0 && id < 19) in_range_output.push_back(id);
+  const std::vector<KeptToken> kept =
+      reference_kept(reference_penalized(logits, params, in_range_prompt, in_range_output), params);
+  std::vector<double> probs(19, 0.0);
+  for (const KeptToken& t : kept) probs[t.token_id] = t.prob;
+  constexpr int kDraws = 20000;
+  std::vector<double> freq(19, 0.0);
+  for (int i = 0; i < kDraws; ++i) {
+    freq[Sampler().sample(logits, params, prompt_ids, output_ids, 500 + static_cast<uint64_t>(i)).token_id] +=
+        1.0 / kDraws;
+  }
+  expect_chi_square_fits(freq, probs, kDraws);
+  const std::vector<double> unpenalized = reference_log_softmax(logits);
+  EXPECT_LT(probs[top], std::exp(unpenalized[top]));  // the penalty lowered the seen argmax
+}
+
+// ---- the CPU backend's batched op -----------------------------------------------------------------------
+
+TEST(SamplerBackend, CpuOpMatchesSamplerPerDrawInAnyBatchShape) {
+  constexpr int64_t kVocab = 111;
+  constexpr int64_t kLogitsRows = 5;
+  std::vector<float> logits;
+  for (int64_t r = 0; r < kLogitsRows; ++r) {
+    const std::vector<float> row = random_logits(kVocab, 90 + static_cast<uint32_t>(r));
+    logits.insert(logits.end(), row.begin(), row.end());
+  }
+  logits[3 * kVocab + 7] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<SamplingParams> params(6);
+  params[0].temperature = 0.0f;
+  params[1].top_k = 5;
+  params[2].top_p = 0.5f;
+  params[2].logprobs = 5;
+  params[3].min_p = 0.05f;
+  params[3].repetition_penalty = 1.3f;
+  params[4].presence_penalty = 0.5f;
+  params[4].frequency_penalty = 0.5f;
+  params[4].logprobs = 20;
+  params[5].temperature = 1.7f;
+  const std::vector<int32_t> prompt_ids = random_ids(30, kVocab, 1);
+  const std::vector<int32_t> output_ids = random_ids(12, kVocab, 2);
+  std::vector<SamplingRow> rows;
+  for (int i = 0; i < 24; ++i) {
+    rows.push_back({.logits_row = i % kLogitsRows,
+                    .params = &params[i % params.size()],
+                    .prompt_ids = prompt_ids,
+                    .output_ids = std::span<const int32_t>(output_ids).first(static_cast<size_t>(i % 13)),
+                    .seed = static_cast<uint64_t>(i / 3)});
+  }
+  auto backend = make_cpu_backend(CpuBackendOptions{.num_threads = 2});
+  const Tensor tensor = Tensor::make(logits.data(), DType::kF32, {kLogitsRows, kVocab});
+  std::vector<SampleResult> results(rows.size());
+  ASSERT_TRUE(backend->sample(tensor, rows, results).ok());
+  // A second batch: the same draws reversed, as single rows of a shuffled shape.
+  std::vector<SamplingRow> reversed(rows.rbegin(), rows.rend());
+  std::vector<SampleResult> reversed_results(rows.size());
+  ASSERT_TRUE(backend->sample(tensor, reversed, reversed_results).ok());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const SamplingRow& row = rows[i];
+    const SampleResult want =
+        Sampler().sample(std::span<const float>(logits).subspan(static_cast<size_t>(row.logits_row * kVocab), kVocab),
+                         *row.params, row.prompt_ids, row.output_ids, row.seed);
+    for (const SampleResult* got : {&results[i], &reversed_results[rows.size() - 1 - i]}) {
+      EXPECT_EQ(got->token_id, want.token_id) << "draw " << i;
+      EXPECT_EQ(got->logprob, want.logprob) << "draw " << i;
+      ASSERT_EQ(got->top_logprobs.size(), want.top_logprobs.size()) << "draw " << i;
+      for (size_t j = 0; j < want.top_logprobs.size(); ++j) {
+        EXPECT_EQ(got->top_logprobs[j].token_id, want.top_logprobs[j].token_id);
+        EXPECT_EQ(got->top_logprobs[j].logprob, want.top_logprobs[j].logprob);
+      }
+    }
+  }
+  // Bad arguments are errors, not crashes.
+  std::vector<SamplingRow> bad = {rows[0]};
+  bad[0].logits_row = kLogitsRows;
+  std::vector<SampleResult> one(1);
+  EXPECT_FALSE(backend->sample(tensor, bad, one).ok());
+  EXPECT_FALSE(backend->sample(tensor, rows, one).ok());
 }
 
 // ---- validate_sampling_params ----------------------------------------------------------------------------

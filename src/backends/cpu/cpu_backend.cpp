@@ -123,12 +123,26 @@ Status CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& b
   return cpu_linear(x, weight, bias, out, num_threads_);
 }
 
+namespace {
+
+// fp32 rows whose heads and head_dim are contiguous, with any row stride (a view of a fused projection).
+Status expect_f32_rows(const Tensor& t, const char* op, const char* name) {
+  const bool rows_ok = t.ndim == 3 && t.strides[2] == 1 && t.strides[1] == t.shape[2] && t.strides[0] >= t.shape[1] * t.shape[2];
+  if (t.dtype != DType::kF32 || !rows_ok) {
+    return internal_error(std::string(op) + ": " + name + " must be float32 rows of contiguous heads, got " + t.describe());
+  }
+  return Status();
+}
+
+}  // namespace
+
 Status CpuBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                                         const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,
-                                        const KvCacheView& cache) {
-  ANVIL_RETURN_IF_ERROR(expect_f32(q, "rope", "q"));
-  ANVIL_RETURN_IF_ERROR(expect_f32(k, "rope", "k"));
-  ANVIL_RETURN_IF_ERROR(expect_f32(v, "rope", "v"));
+                                        const KvCacheView& cache, const Tensor& q_out) {
+  ANVIL_RETURN_IF_ERROR(expect_f32_rows(q, "rope", "q"));
+  ANVIL_RETURN_IF_ERROR(expect_f32_rows(k, "rope", "k"));
+  ANVIL_RETURN_IF_ERROR(expect_f32_rows(v, "rope", "v"));
+  ANVIL_RETURN_IF_ERROR(expect_f32(q_out, "rope", "q_out"));
   const int64_t num_tokens = q.size(0);
   const int64_t num_heads = q.size(1);
   const int64_t num_kv_heads = k.size(1);
@@ -143,14 +157,14 @@ Status CpuBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const 
       return internal_error("rope_and_cache_write: slot " + std::to_string(slots[t]) + " outside the cache");
     }
   }
-  auto rotate = [&](float* head, const float* cos_v, const float* sin_v) {
+  auto rotate = [&](const float* in, float* out, const float* cos_v, const float* sin_v) {
     for (int64_t i = 0; i < half; ++i) {
       const int64_t a = pairing == RopePairing::kRotateHalf ? i : 2 * i;
       const int64_t b = pairing == RopePairing::kRotateHalf ? i + half : 2 * i + 1;
-      const float x0 = head[a];
-      const float x1 = head[b];
-      head[a] = x0 * cos_v[i] - x1 * sin_v[i];
-      head[b] = x1 * cos_v[i] + x0 * sin_v[i];
+      const float x0 = in[a];
+      const float x1 = in[b];
+      out[a] = x0 * cos_v[i] - x1 * sin_v[i];
+      out[b] = x1 * cos_v[i] + x0 * sin_v[i];
     }
   };
   const size_t kv_row = static_cast<size_t>(num_kv_heads * head_dim);
@@ -162,10 +176,15 @@ Status CpuBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const 
       cos_v[i] = std::cos(angle);
       sin_v[i] = std::sin(angle);
     }
-    for (int64_t h = 0; h < num_heads; ++h) rotate(q.ptr<float>() + (t * num_heads + h) * head_dim, cos_v.data(), sin_v.data());
-    for (int64_t h = 0; h < num_kv_heads; ++h) rotate(k.ptr<float>() + (t * num_kv_heads + h) * head_dim, cos_v.data(), sin_v.data());
-    std::memcpy(cache.k.ptr<float>() + slots[t] * kv_row, k.ptr<const float>() + t * kv_row, kv_row * 4);
-    std::memcpy(cache.v.ptr<float>() + slots[t] * kv_row, v.ptr<const float>() + t * kv_row, kv_row * 4);
+    const float* q_row = q.ptr<const float>() + t * q.strides[0];
+    float* k_row = k.ptr<float>() + t * k.strides[0];
+    const float* v_row = v.ptr<const float>() + t * v.strides[0];
+    for (int64_t h = 0; h < num_heads; ++h) {
+      rotate(q_row + h * head_dim, q_out.ptr<float>() + (t * num_heads + h) * head_dim, cos_v.data(), sin_v.data());
+    }
+    for (int64_t h = 0; h < num_kv_heads; ++h) rotate(k_row + h * head_dim, k_row + h * head_dim, cos_v.data(), sin_v.data());
+    std::memcpy(cache.k.ptr<float>() + slots[t] * kv_row, k_row, kv_row * 4);
+    std::memcpy(cache.v.ptr<float>() + slots[t] * kv_row, v_row, kv_row * 4);
   }
   return Status();
 }
@@ -179,6 +198,22 @@ Status CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& 
   float* o = out.ptr<float>();
 #pragma omp parallel for
   for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  return Status();
+}
+
+Status CpuBackend::swiglu(const Tensor& gate_up, const Tensor& out) {
+  ANVIL_RETURN_IF_ERROR(expect_f32(gate_up, "swiglu", "gate_up"));
+  ANVIL_RETURN_IF_ERROR(expect_f32(out, "swiglu", "out"));
+  const int64_t rows = out.size(0);
+  const int64_t n = out.size(1);
+  if (gate_up.size(0) != rows || gate_up.size(1) != 2 * n) return internal_error("swiglu: gate_up must be [rows, 2n]");
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = gate_up.ptr<const float>() + r * 2 * n;
+    const float* u = g + n;
+    float* o = out.ptr<float>() + r * n;
+    for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  }
   return Status();
 }
 

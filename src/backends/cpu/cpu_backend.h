@@ -27,12 +27,14 @@ class CpuBackend final : public Backend {
   Status linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) override;
   Status rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                               const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,
-                              const KvCacheView& cache) override;
+                              const KvCacheView& cache, const Tensor& q_out) override;
   Status paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
                          const Tensor& out) override;
   Status silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
+  Status swiglu(const Tensor& gate_up, const Tensor& out) override;
   Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) override;
   Status greedy_sample(const Tensor& logits, const Tensor& token_ids, const Tensor& logprobs) override;
+  Status sample(const Tensor& logits, std::span<const SamplingRow> rows, std::span<SampleResult> results) override;
   Status copy_kv_blocks(std::span<const KvCacheView> src, std::span<const KvCacheView> dst,
                         std::span<const KvBlockCopy> copies) override;
 
@@ -43,5 +45,15 @@ class CpuBackend final : public Backend {
 // out[num_tokens, out_features] = x[num_tokens, in] @ weight[out_features, in]^T (+ bias), fp32 accumulation,
 // weight in f32/f16/bf16. Shared by CpuBackend::linear and the lm-head path.
 Status cpu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, int num_threads);
+
+// Checks Backend::sample's arguments: contiguous fp32 [num_rows, vocab_size] logits, one result per row, every
+// row's params set and its logits_row in range.
+Status check_sample_args(const Tensor& logits, std::span<const SamplingRow> rows,
+                         std::span<const SampleResult> results);
+
+// Runs the reference Sampler for every draw over host logits [num_rows, vocab_size] (rows in parallel).
+// Precondition: check_sample_args passed.
+void sample_on_host(const float* logits, int64_t vocab_size, std::span<const SamplingRow> rows,
+                    std::span<SampleResult> results);
 
 }  // namespace anvil

@@ -42,12 +42,17 @@ class CudaBackend final : public Backend {
   Status linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) override;
   Status rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                               const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,
-                              const KvCacheView& cache) override;
+                              const KvCacheView& cache, const Tensor& q_out) override;
   Status paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
                          const Tensor& out) override;
   Status silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
+  Status swiglu(const Tensor& gate_up, const Tensor& out) override;
+  Status linear_swiglu(const Tensor& x, const Tensor& gate_up_weight, const Tensor& scratch,
+                       const Tensor& out) override;
   Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) override;
   Status greedy_sample(const Tensor& logits, const Tensor& token_ids, const Tensor& logprobs) override;
+  // Full sampling on the device (sample.cu): one CTA per draw; downloads a few bytes per draw.
+  Status sample(const Tensor& logits, std::span<const SamplingRow> rows, std::span<SampleResult> results) override;
   Status copy_kv_blocks(std::span<const KvCacheView> src, std::span<const KvCacheView> dst,
                         std::span<const KvBlockCopy> copies) override;
   Expected<Buffer> allocate_kv_host(size_t nbytes) override;
@@ -103,6 +108,13 @@ class CudaBackend final : public Backend {
   void* lt_workspace_ = nullptr;
   size_t lt_workspace_bytes_ = 0;
   std::map<MatmulKey, MatmulPlan> plans_;
+  // Device and pinned host buffers of sample() (sample.cu), kept apart from scratch_ so that sampling never
+  // reallocates memory a captured graph uses.
+  struct SampleWorkspace;
+  struct SampleWorkspaceDeleter {
+    void operator()(SampleWorkspace* workspace) const;
+  };
+  std::unique_ptr<SampleWorkspace, SampleWorkspaceDeleter> sample_workspace_;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
   uint64_t scratch_epoch_ = 0;

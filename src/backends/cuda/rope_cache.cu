@@ -1,15 +1,17 @@
-// Rotary embedding fused with the paged KV-cache write: rotates q and k in place (fp32 math, either pairing)
-// and stores k and v at each token's cache slot. One block per token.
+// Rotary embedding fused with the paged KV-cache write: rotates q into q_out and k in place (fp32 math, either
+// pairing) and stores k and v at each token's cache slot. q, k and v may be row-strided views of one fused QKV
+// projection. One block per token.
 #include "backends/cuda/cuda_backend.cuh"
 
 namespace anvil::cuda {
 namespace {
 
 template <typename T>
-__global__ void rope_cache_kernel(T* __restrict__ q, T* __restrict__ k, const T* __restrict__ v,
-                                  const int32_t* __restrict__ positions, const int32_t* __restrict__ slots,
-                                  const float* __restrict__ inv_freq, T* __restrict__ k_cache, T* __restrict__ v_cache,
-                                  int num_heads, int num_kv_heads, int head_dim, bool adjacent_pairs, int64_t num_slots) {
+__global__ void rope_cache_kernel(const T* q, T* k, const T* v, T* q_out, const int32_t* __restrict__ positions,
+                                  const int32_t* __restrict__ slots, const float* __restrict__ inv_freq,
+                                  T* __restrict__ k_cache, T* __restrict__ v_cache, int num_heads, int num_kv_heads,
+                                  int head_dim, bool adjacent_pairs, int64_t num_slots, int64_t q_stride,
+                                  int64_t k_stride, int64_t v_stride) {
   extern __shared__ float trig[];  // [2][head_dim / 2]: cos, then sin of this token's angles
   const int64_t t = blockIdx.x;
   const int half = head_dim / 2;
@@ -24,7 +26,8 @@ __global__ void rope_cache_kernel(T* __restrict__ q, T* __restrict__ k, const T*
     const int head = idx / half;
     const int i = idx % half;
     const bool is_q = head < num_heads;
-    T* base = is_q ? q + (t * num_heads + head) * head_dim : k + (t * num_kv_heads + (head - num_heads)) * head_dim;
+    const T* base = is_q ? q + t * q_stride + head * head_dim : k + t * k_stride + (head - num_heads) * head_dim;
+    T* dst_row = is_q ? q_out + (t * num_heads + head) * head_dim : k + t * k_stride + (head - num_heads) * head_dim;
     const int a = adjacent_pairs ? 2 * i : i;
     const int b = adjacent_pairs ? 2 * i + 1 : i + half;
     const float c = trig[i];
@@ -33,8 +36,9 @@ __global__ void rope_cache_kernel(T* __restrict__ q, T* __restrict__ k, const T*
     const float x1 = to_float(base[b]);
     const T r0 = from_float<T>(x0 * c - x1 * s);
     const T r1 = from_float<T>(x1 * c + x0 * s);
-    base[a] = r0;
-    base[b] = r1;
+    // (q_out may alias q: each pair is read and written by the same thread.)
+    dst_row[a] = r0;
+    dst_row[b] = r1;
     if (!is_q && write_cache) {
       T* dst = k_cache + (slot * num_kv_heads + (head - num_heads)) * head_dim;
       dst[a] = r0;
@@ -43,14 +47,17 @@ __global__ void rope_cache_kernel(T* __restrict__ q, T* __restrict__ k, const T*
   }
   if (!write_cache) return;
   const int kv_elems = num_kv_heads * head_dim;
-  for (int i = threadIdx.x; i < kv_elems; i += blockDim.x) v_cache[slot * kv_elems + i] = v[t * kv_elems + i];
+  for (int i = threadIdx.x; i < kv_elems; i += blockDim.x) {
+    const int h = i / head_dim, d = i % head_dim;
+    v_cache[slot * kv_elems + i] = v[t * v_stride + h * head_dim + d];
+  }
 }
 
 }  // namespace
 
 Status CudaBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                                          const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,
-                                         const KvCacheView& cache) {
+                                         const KvCacheView& cache, const Tensor& q_out) {
   OpTimer timer(this, "rope_cache_write T=" + std::to_string(q.size(0)));
   const int64_t num_tokens = q.size(0);
   if (num_tokens == 0) return Status();
@@ -58,9 +65,10 @@ Status CudaBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const
   return dispatch_float(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     rope_cache_kernel<T><<<static_cast<unsigned>(num_tokens), 128, q.size(2) * sizeof(float), stream_>>>(
-        q.ptr<T>(), k.ptr<T>(), v.ptr<const T>(), positions.ptr<const int32_t>(), slot_mapping.ptr<const int32_t>(),
-        inv_freq.ptr<const float>(), cache.k.ptr<T>(), cache.v.ptr<T>(), static_cast<int>(q.size(1)),
-        static_cast<int>(k.size(1)), static_cast<int>(q.size(2)), pairing == RopePairing::kAdjacentPairs, num_slots);
+        q.ptr<const T>(), k.ptr<T>(), v.ptr<const T>(), q_out.ptr<T>(), positions.ptr<const int32_t>(),
+        slot_mapping.ptr<const int32_t>(), inv_freq.ptr<const float>(), cache.k.ptr<T>(), cache.v.ptr<T>(),
+        static_cast<int>(q.size(1)), static_cast<int>(k.size(1)), static_cast<int>(q.size(2)),
+        pairing == RopePairing::kAdjacentPairs, num_slots, q.strides[0], k.strides[0], v.strides[0]);
     return check_launch("rope_and_cache_write");
   });
 }
