@@ -73,6 +73,7 @@ struct EngineStats {
   int64_t num_steps = 0;
   int64_t num_computed_tokens = 0;
   int64_t num_generated_tokens = 0;
+  double device_seconds = 0.0;  // device time of the forward passes (CUDA; 0 on the CPU), summed over steps
   StepStats last_step;
 };
 

@@ -146,6 +146,14 @@ class Backend {
     return unsupported(name() + " backend: graph capture is not supported");
   }
 
+  // ---- device-time accounting (benchmarks: how busy the device is, how much host time each step adds) ----
+  // Marks the start and the end of one step's device work in the queue.
+  virtual void mark_step_begin() {}
+  virtual void mark_step_end() {}
+  // Device seconds between the begin and end marks of the steps that have completed since the last call (0
+  // where the backend does not measure: the CPU, whose ops run on the calling thread).
+  virtual double take_step_device_seconds() { return 0.0; }
+
   // Host memory for swapped-out KV blocks (pinned where the device can copy from it asynchronously).
   virtual Expected<Buffer> allocate_kv_host(size_t nbytes) {
     try {

@@ -25,13 +25,16 @@ int run_bench(const BenchOptions& options) {
   params.temperature = 0.0f;
   params.max_tokens = options.gen_tokens;
   params.ignore_eos = true;
-  std::vector<double> prefill_tps, decode_tps;
+  std::vector<double> prefill_tps, decode_tps, busy;
   for (int r = 0; r <= options.repeats; ++r) {  // run 0 is a warm-up
     std::vector<int32_t> prompt(options.prompt_tokens);
     for (int32_t& t : prompt) t = pick(rng);
+    const EngineStats before = (*engine)->stats();
     auto out = (*engine)->generate_ids(prompt, params);
     if (!out.ok()) return fail(out.status());
     if (r == 0) continue;
+    const double device = (*engine)->stats().device_seconds - before.device_seconds;
+    busy.push_back(device / (out->prefill_seconds + out->decode_seconds));
     prefill_tps.push_back(options.prompt_tokens / out->prefill_seconds);
     decode_tps.push_back((out->token_ids.size() - 1) / out->decode_seconds);
     ANVIL_LOG_INFO("run {}/{}: prompt {:.1f} tok/s, decode {:.2f} tok/s", r, options.repeats, prefill_tps.back(),
@@ -45,15 +48,16 @@ int run_bench(const BenchOptions& options) {
   const double d = median(decode_tps);
   std::printf("model: %s, %.1fM params, %.3f GB weights\n", info.architecture.c_str(), info.num_params / 1e6,
               info.weight_bytes / 1e9);
-  std::printf("prompt %d tokens: %.1f tok/s | decode %d tokens: %.2f tok/s (median of %d)\n", options.prompt_tokens, p,
-              options.gen_tokens, d, options.repeats);
+  std::printf("prompt %d tokens: %.1f tok/s | decode %d tokens: %.2f tok/s (median of %d) | device busy %.1f%%\n",
+              options.prompt_tokens, p, options.gen_tokens, d, options.repeats, 100.0 * median(busy));
   if (!options.json_path.empty()) {
     nlohmann::json j = {{"architecture", info.architecture},      {"num_params", info.num_params},
                         {"weight_bytes", info.weight_bytes},      {"device", options.engine.device},
                         {"threads", options.engine.num_threads},  {"prompt_tokens", options.prompt_tokens},
                         {"gen_tokens", options.gen_tokens},       {"repeats", options.repeats},
                         {"prompt_tok_per_s", p},                  {"decode_tok_per_s", d},
-                        {"prompt_tok_per_s_runs", prefill_tps},   {"decode_tok_per_s_runs", decode_tps}};
+                        {"prompt_tok_per_s_runs", prefill_tps},   {"decode_tok_per_s_runs", decode_tps},
+                        {"device_busy_fraction", median(busy)}};
     std::ofstream(options.json_path) << j.dump(2) << "\n";
   }
   return 0;

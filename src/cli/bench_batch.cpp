@@ -26,7 +26,12 @@ struct BatchRun {
   int64_t num_preemptions = 0;
   double max_kv_cache_usage = 0.0;
   double mean_ttft_seconds = 0.0;
+  double device_seconds = 0.0;  // device time of the forward passes (0 where not measured)
   std::vector<double> decode_step_seconds;  // decode-only steps that advanced all `batch_size` sequences
+
+  // Share of the wall time the device spent inside forward passes, and the wall time per step outside them.
+  double busy_fraction() const { return seconds > 0 ? device_seconds / seconds : 0.0; }
+  double host_ms_per_step() const { return num_steps > 0 ? (seconds - device_seconds) * 1e3 / num_steps : 0.0; }
 
   double median_decode_step_ms() const {
     if (decode_step_seconds.empty()) return 0.0;
@@ -69,6 +74,7 @@ Expected<BatchRun> run_batch(Engine& engine, int batch, int prompt_tokens, int g
   const EngineStats after = engine.stats();
   run.num_steps = after.num_steps - before.num_steps;
   run.num_preemptions = after.num_preemptions - before.num_preemptions;
+  run.device_seconds = after.device_seconds - before.device_seconds;
   run.mean_ttft_seconds = ttft_sum / batch;
   return run;
 }
@@ -86,6 +92,8 @@ nlohmann::json to_json(const BatchRun& r) {
           {"num_decode_steps_measured", r.decode_step_seconds.size()},
           {"num_steps", r.num_steps},
           {"num_preemptions", r.num_preemptions},
+          {"device_busy_fraction", r.busy_fraction()},
+          {"host_ms_per_step", r.host_ms_per_step()},
           {"max_kv_cache_usage", r.max_kv_cache_usage}};
 }
 
@@ -184,13 +192,14 @@ int run_bench_batch(BenchOptions options) {
               info.architecture.c_str(), info.num_params / 1e6, info.weight_bytes / 1e9, info.num_kv_blocks,
               info.block_size, is_throughput ? "W3 offline throughput" : "W4 time per output token",
               options.prompt_tokens, options.gen_tokens);
-  std::printf("%8s %14s %14s %10s %16s %14s %12s\n", "batch", "output tok/s", "total tok/s", "seconds",
-              "ms/token (step)", "decode tok/s", "preemptions");
+  std::printf("%8s %14s %14s %10s %16s %14s %12s %9s %12s\n", "batch", "output tok/s", "total tok/s", "seconds",
+              "ms/token (step)", "decode tok/s", "preemptions", "GPU busy", "host ms/step");
   for (const BatchRun& r : runs) {
     const double step_ms = r.median_decode_step_ms();
-    std::printf("%8d %14.1f %14.1f %10.3f %16.3f %14.1f %12lld\n", r.batch_size, r.output_tokens / r.seconds,
-                (r.prompt_tokens + r.output_tokens) / r.seconds, r.seconds, step_ms,
-                step_ms > 0 ? r.batch_size * 1e3 / step_ms : 0.0, static_cast<long long>(r.num_preemptions));
+    std::printf("%8d %14.1f %14.1f %10.3f %16.3f %14.1f %12lld %8.1f%% %12.3f\n", r.batch_size,
+                r.output_tokens / r.seconds, (r.prompt_tokens + r.output_tokens) / r.seconds, r.seconds, step_ms,
+                step_ms > 0 ? r.batch_size * 1e3 / step_ms : 0.0, static_cast<long long>(r.num_preemptions),
+                100.0 * r.busy_fraction(), r.host_ms_per_step());
   }
   if (!options.json_path.empty()) {
     nlohmann::json j = {{"workload", is_throughput ? "W3" : "W4"},

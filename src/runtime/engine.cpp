@@ -392,6 +392,7 @@ Expected<std::vector<RequestOutput>> Engine::step() {
     stats.num_prefill_tokens += is_decode ? 0 : e.num_tokens;
   }
   ANVIL_RETURN_IF_ERROR(m.sample_all(plan, *results));
+  m.counters.device_seconds += m.backend->take_step_device_seconds();
   stats.num_seqs = static_cast<int32_t>(plan.seqs.size());
   stats.num_tokens = plan.num_batched_tokens;
   stats.num_preempted = static_cast<int32_t>(plan.preempted.size());

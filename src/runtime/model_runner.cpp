@@ -144,11 +144,16 @@ int32_t ModelRunner::bucket_for(int32_t num_seqs) const {
 Status ModelRunner::forward(std::span<const SequenceStep> seqs, Tensor* logits_out, bool* has_rows) {
   if (seqs.empty()) return invalid_argument("model runner: a step needs at least one sequence");
   for (const SequenceStep& s : seqs) ANVIL_RETURN_IF_ERROR(validate(s));
+  backend_.mark_step_begin();
+  Status status;
   if (is_static_decode(seqs)) {
     *has_rows = true;
-    return forward_static(seqs, logits_out);
+    status = forward_static(seqs, logits_out);
+  } else {
+    status = forward_eager(seqs, logits_out, has_rows);
   }
-  return forward_eager(seqs, logits_out, has_rows);
+  backend_.mark_step_end();
+  return status;
 }
 
 Status ModelRunner::forward_eager(std::span<const SequenceStep> seqs, Tensor* logits_out, bool* has_rows) {

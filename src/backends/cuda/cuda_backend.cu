@@ -35,6 +35,12 @@ constexpr size_t kLtWorkspaceBytes = 32u << 20;
 
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
+  for (auto& [b, e] : step_marks_) {
+    cudaEventDestroy(b);
+    cudaEventDestroy(e);
+  }
+  if (open_mark_) cudaEventDestroy(open_mark_);
+  for (cudaEvent_t e : spare_events_) cudaEventDestroy(e);
   if (profiling_) print_profile();
   for (auto& [key, plan] : plans_) {
     cublasLtMatmulDescDestroy(plan.op);
@@ -146,6 +152,55 @@ Expected<Tensor> CudaBackend::upload_weight(const Tensor& host, std::vector<Buff
   ANVIL_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "upload_weight (synchronize)");
   storage->push_back(std::move(dst));
   return out;
+}
+
+cudaEvent_t CudaBackend::take_event() {
+  if (!spare_events_.empty()) {
+    cudaEvent_t e = spare_events_.back();
+    spare_events_.pop_back();
+    return e;
+  }
+  cudaEvent_t e = nullptr;
+  if (cudaEventCreate(&e) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return e;
+}
+
+void CudaBackend::mark_step_begin() {
+  if (open_mark_ != nullptr) return;  // unbalanced: keep the first begin
+  open_mark_ = take_event();
+  if (open_mark_ != nullptr) cudaEventRecord(open_mark_, stream_);
+}
+
+void CudaBackend::mark_step_end() {
+  if (open_mark_ == nullptr) return;
+  cudaEvent_t end = take_event();
+  if (end == nullptr) return;
+  cudaEventRecord(end, stream_);
+  step_marks_.emplace_back(open_mark_, end);
+  open_mark_ = nullptr;
+}
+
+double CudaBackend::take_step_device_seconds() {
+  double seconds = 0.0;
+  size_t kept = 0;
+  for (size_t i = 0; i < step_marks_.size(); ++i) {
+    auto [begin, end] = step_marks_[i];
+    if (cudaEventQuery(end) != cudaSuccess) {  // not finished yet: count it next time
+      cudaGetLastError();
+      step_marks_[kept++] = step_marks_[i];
+      continue;
+    }
+    float ms = 0.0f;
+    if (cudaEventElapsedTime(&ms, begin, end) == cudaSuccess) seconds += ms * 1e-3;
+    cudaGetLastError();
+    spare_events_.push_back(begin);
+    spare_events_.push_back(end);
+  }
+  step_marks_.resize(kept);
+  return seconds;
 }
 
 CudaBackend::OpTimer::OpTimer(CudaBackend* backend, std::string label) : backend_(backend) {

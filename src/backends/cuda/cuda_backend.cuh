@@ -59,6 +59,9 @@ class CudaBackend final : public Backend {
   bool supports_graphs() const override { return !profiling_; }
   Expected<std::unique_ptr<CapturedGraph>> capture(const std::function<Status()>& record) override;
   uint64_t scratch_epoch() const override { return scratch_epoch_; }
+  void mark_step_begin() override;
+  void mark_step_end() override;
+  double take_step_device_seconds() override;
 
   cudaStream_t stream() const { return stream_; }
   // Decode-only attention (one query per sequence) with key splits; see attention_decode.cuh.
@@ -117,6 +120,11 @@ class CudaBackend final : public Backend {
   std::unique_ptr<SampleWorkspace, SampleWorkspaceDeleter> sample_workspace_;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
+  // Step marks: (begin, end) event pairs in flight, and spare events to reuse.
+  std::vector<std::pair<cudaEvent_t, cudaEvent_t>> step_marks_;
+  std::vector<cudaEvent_t> spare_events_;
+  cudaEvent_t open_mark_ = nullptr;
+  cudaEvent_t take_event();
   uint64_t scratch_epoch_ = 0;
   void* staging_ = nullptr;  // pinned host buffer for weight uploads
   bool profiling_ = false;

@@ -2,7 +2,8 @@
 // kv head, key split): the query rows of every q head sharing that kv head (GQA-aware: a K/V tile is read
 // once per head group), keys/values staged tile by tile from the block table into shared memory, online
 // softmax in fp32. Long contexts with few CTAs are split over keys (flash-decoding) and merged by a second
-// kernel. CUDA cores only: the tensor-core prefill path is future work (see dev/kernels/).
+// kernel. CUDA cores only: used where the tensor-core prefill (attention_prefill.cu) and decode
+// (attention_decode.cu) kernels do not apply (other head sizes, fp32).
 #include <algorithm>
 
 #include "backends/cuda/attention_decode.cuh"
@@ -244,7 +245,13 @@ Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, c
   // NOTE: prefill (any sequence with more than one new token) goes to the tensor-core kernel; decode-only
   // steps stay here, where splitting over keys keeps the SMs busy.
   if (meta.max_query_len > 1 && prefill_attention_supported(q.dtype, head_dim)) {
-    return prefill_attention(q, cache, meta, scale, out, stream_);
+    const size_t prefill_bytes = prefill_attention_scratch_bytes(q, cache, meta, num_sms_);
+    void* prefill_buf = nullptr;
+    if (prefill_bytes > 0) {
+      ANVIL_ASSIGN_OR_RETURN(prefill_buf, scratch(prefill_bytes));
+    }
+    return prefill_attention(q, cache, meta, scale, num_sms_, static_cast<float*>(prefill_buf), prefill_bytes, out,
+                             stream_);
   }
   if (meta.max_query_len == 1 && num_tokens == meta.num_seqs &&
       decode_attention_supported(q.dtype, head_dim, group)) {
