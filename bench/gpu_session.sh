@@ -42,7 +42,7 @@ if has w3; then
   echo "== W3"
   timeout 150 $A bench $M --workload throughput --prompt-tokens 128 --gen-tokens 128 --batch-sizes 256,512,1024,2048 \
     --max-num-batched-tokens 16384 --json $OUT/w3_128_128.json 2>&1 | tail -5
-  timeout 150 $A bench $M --workload throughput --prompt-tokens 2048 --gen-tokens 128 --batch-sizes 64,256,512 \
+  timeout 150 $A bench $M --workload throughput --prompt-tokens 2048 --gen-tokens 128 --batch-sizes 64,256,400 \
     --max-num-batched-tokens 16384 --json $OUT/w3_2048_128.json 2>&1 | tail -4
 fi
 if has w5; then

@@ -124,7 +124,8 @@ TEST_P(CudaGraphs, ReplayedDecodeMatchesOpByOp) {
   }
   const RunnerStats& st = graphs.runner->stats();
   std::printf("[graphs] head_dim %lld %s: %lld replays, %lld captures, %lld warm-up steps; worst rel L2 %.2e\n",
-              static_cast<long long>(ckpt.config.head_dim), dtype_name(dtype), static_cast<long long>(st.graph_replays),
+              static_cast<long long>(ckpt.config.head_dim), std::string(dtype_name(dtype)).c_str(),
+              static_cast<long long>(st.graph_replays),
               static_cast<long long>(st.graphs_captured), static_cast<long long>(st.static_eager_steps), worst);
   EXPECT_GE(st.graph_replays, 20);
   EXPECT_LE(st.graphs_captured, 10);  // one per bucket (1, 2, 4, 8, 16), again after a scratch reallocation
