@@ -74,40 +74,27 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attention_kernel(DecodeArg
       for (int e = 0; e < E; ++e) q[g][e] *= a.scale;
     }
   }
-  // NOTE: each warp loads the K/V rows of kUnroll keys before using any (latency, not bandwidth, bounds a
-  // short context); the keys are still folded into the online softmax one by one, in order.
-  constexpr int kUnroll = 4;
-  for (int p0 = key_begin + warp; p0 < key_end; p0 += kWarps * kUnroll) {
-    float k[kUnroll][E], v[kUnroll][E];
+  for (int p = key_begin + warp; p < key_end; p += kWarps) {
+    const int64_t slot = static_cast<int64_t>(table[p / a.block_size]) * a.block_size + p % a.block_size;
+    const int64_t off = (slot * a.num_kv_heads + kv_head) * kHd + lane * E;
+    float k[E], v[E];
+    load_vec<T, E>(kc + off, k);
+    load_vec<T, E>(vc + off, v);
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int p = p0 + u * kWarps;
-      if (p < key_end) {
-        const int64_t slot = static_cast<int64_t>(table[p / a.block_size]) * a.block_size + p % a.block_size;
-        const int64_t off = (slot * a.num_kv_heads + kv_head) * kHd + lane * E;
-        load_vec<T, E>(kc + off, k[u]);
-        load_vec<T, E>(vc + off, v[u]);
-      }
-    }
+    for (int g = 0; g < kMaxGroup; ++g) {
+      if (g >= group) break;
+      float s = 0.0f;
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (p0 + u * kWarps >= key_end) break;
+      for (int e = 0; e < E; ++e) s += q[g][e] * k[e];
 #pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) {
-        if (g >= group) break;
-        float s = 0.0f;
+      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      const float m_new = fmaxf(m[g], s);
+      const float corr = __expf(m[g] - m_new);
+      const float pr = __expf(s - m_new);
+      l[g] = l[g] * corr + pr;
 #pragma unroll
-        for (int e = 0; e < E; ++e) s += q[g][e] * k[u][e];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        const float m_new = fmaxf(m[g], s);
-        const float corr = __expf(m[g] - m_new);
-        const float pr = __expf(s - m_new);
-        l[g] = l[g] * corr + pr;
-#pragma unroll
-        for (int e = 0; e < E; ++e) acc[g][e] = acc[g][e] * corr + pr * v[u][e];
-        m[g] = m_new;
-      }
+      for (int e = 0; e < E; ++e) acc[g][e] = acc[g][e] * corr + pr * v[e];
+      m[g] = m_new;
     }
   }
   // Merge the warps of this CTA.

@@ -1,13 +1,15 @@
 // RMSNorm and fused residual-add + RMSNorm. One block per row; sums in fp32. Rounding follows Hugging Face's
 // 16-bit path: the residual sum is rounded to the activation dtype, the normalized row is rounded before the
-// weight multiply. NOTE: 1024 threads: at decode a row is one block, latency-bound, so fewer strided
-// iterations per thread is what shortens it.
+// weight multiply. NOTE: a decode step's few rows get 1024-thread blocks (a row is one latency-bound block, so
+// fewer strided iterations per thread shorten it); many rows get 256-thread blocks (more blocks per SM: 1024
+// threads made prefill norms about 3x slower).
 #include "backends/cuda/cuda_backend.cuh"
 
 namespace anvil::cuda {
 namespace {
 
-constexpr int kThreads = 1024;
+constexpr int kThreads = 1024;  // the most a block uses (block_sum's buffer)
+constexpr int kFewRows = 8;
 
 __device__ float block_sum(float v) {
   __shared__ float warp_sums[kThreads / 32];
@@ -15,7 +17,7 @@ __device__ float block_sum(float v) {
   if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
   __syncthreads();
   float total = 0.0f;
-  for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) total += warp_sums[w];
   return total;
 }
 
@@ -26,7 +28,7 @@ __global__ void rms_norm_kernel(const T* __restrict__ x, T* __restrict__ residua
   const int64_t row = blockIdx.x;
   T* res = residual + row * n;
   float sum_sq = 0.0f;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     float v = to_float(res[i]);
     if (x != nullptr) {
       const T rounded = from_float<T>(v + to_float(x[row * n + i]));
@@ -36,7 +38,7 @@ __global__ void rms_norm_kernel(const T* __restrict__ x, T* __restrict__ residua
     sum_sq += v * v;
   }
   const float inv = rsqrtf(block_sum(sum_sq) / static_cast<float>(n) + eps);
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     const T normed = from_float<T>(to_float(res[i]) * inv);
     out[row * n + i] = from_float<T>(to_float(normed) * to_float(weight[i]));
   }
@@ -50,7 +52,7 @@ Status CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, c
   if (rows == 0) return Status();
   return dispatch_float(out.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    rms_norm_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream_>>>(
+    rms_norm_kernel<T><<<static_cast<unsigned>(rows), rows <= kFewRows ? 1024 : 256, 0, stream_>>>(
         nullptr, const_cast<T*>(x.ptr<const T>()), weight.ptr<const T>(), out.ptr<T>(), x.size(1), eps);
     return check_launch("rms_norm");
   });
@@ -63,7 +65,7 @@ Status CudaBackend::add_rms_norm(const Tensor& x, const Tensor& residual, const 
   if (rows == 0) return Status();
   return dispatch_float(out.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    rms_norm_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream_>>>(
+    rms_norm_kernel<T><<<static_cast<unsigned>(rows), rows <= kFewRows ? 1024 : 256, 0, stream_>>>(
         x.ptr<const T>(), residual.ptr<T>(), weight.ptr<const T>(), out.ptr<T>(), x.size(1), eps);
     return check_launch("add_rms_norm");
   });

@@ -64,9 +64,10 @@ Status CudaBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const
   const int64_t num_slots = cache.k.size(0) * cache.k.size(1);
   return dispatch_float(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    // NOTE: one block per token; at decode that one block is the whole kernel, so it gets enough threads to
+    // NOTE: one block per token; at decode those few blocks are the whole kernel, so they get enough threads to
     // rotate every (head, pair) of Llama-3-8B (40 heads x 64 pairs) in five strided steps.
-    rope_cache_kernel<T><<<static_cast<unsigned>(num_tokens), 512, q.size(2) * sizeof(float), stream_>>>(
+    const unsigned threads = num_tokens <= 8 ? 512 : 128;
+    rope_cache_kernel<T><<<static_cast<unsigned>(num_tokens), threads, q.size(2) * sizeof(float), stream_>>>(
         q.ptr<const T>(), k.ptr<T>(), v.ptr<const T>(), q_out.ptr<T>(), positions.ptr<const int32_t>(),
         slot_mapping.ptr<const int32_t>(), inv_freq.ptr<const float>(), cache.k.ptr<T>(), cache.v.ptr<T>(),
         static_cast<int>(q.size(1)), static_cast<int>(k.size(1)), static_cast<int>(q.size(2)),
