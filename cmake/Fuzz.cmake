@@ -15,6 +15,7 @@ foreach(fuzz_src ${ANVIL_FUZZ_SOURCES})
   add_custom_command(OUTPUT ${fuzz_bin}
     COMMAND ${CCACHE_PROGRAM} ${CLANGXX} -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined
             -I${CMAKE_SOURCE_DIR}/include -I${CMAKE_SOURCE_DIR}/src -I${PCRE2_INCLUDE_DIR} -DPCRE2_CODE_UNIT_WIDTH=8
+            -DFMT_HEADER_ONLY
             ${fuzz_src} ${fuzz_dep_paths} ${PCRE2_STATIC_LIBRARY} -o ${fuzz_bin}
     DEPENDS ${fuzz_src} ${fuzz_dep_paths}
     COMMENT "Building fuzz target ${fuzz_name} (clang, libFuzzer)")
