@@ -118,6 +118,7 @@ class CudaBackend final : public Backend {
     void operator()(SampleWorkspace* workspace) const;
   };
   std::unique_ptr<SampleWorkspace, SampleWorkspaceDeleter> sample_workspace_;
+  Buffer greedy_partials_;  // greedy_sample's per-chunk partial results
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
   // Step marks: (begin, end) event pairs in flight, and spare events to reuse.

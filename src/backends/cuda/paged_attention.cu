@@ -163,25 +163,47 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(AttnArgs<T> a
 }
 
 // Merges key splits: out = sum_s acc_s * exp(m_s - M) / sum_s l_s * exp(m_s - M). One block per (token, head).
+// NOTE: every split's (m, l) is read in one parallel pass and turned into a weight in shared memory; the
+// accumulators are then read only for splits that saw keys. A decode graph keeps the split count of the longest
+// context, so most splits of a short context are empty (m = -inf): skipping them is what keeps this cheap.
 template <typename T>
 __global__ void merge_splits_kernel(const float* __restrict__ part_acc, const float* __restrict__ part_ml,
                                     T* __restrict__ out, int num_splits, int num_tokens, int num_heads, int head_dim) {
+  extern __shared__ float weight[];  // [num_splits]
+  __shared__ float s_max, s_denom;
   const int64_t row = blockIdx.x;  // token * num_heads + head
   const int64_t stride = static_cast<int64_t>(num_tokens) * num_heads;
-  float mx = -INFINITY;
-  for (int s = 0; s < num_splits; ++s) mx = fmaxf(mx, part_ml[(s * stride + row) * 2]);
-  float denom = 0.0f;
-  for (int s = 0; s < num_splits; ++s) {
-    const float m = part_ml[(s * stride + row) * 2];
-    if (m != -INFINITY) denom += part_ml[(s * stride + row) * 2 + 1] * __expf(m - mx);
+  for (int s = threadIdx.x; s < num_splits; s += blockDim.x) weight[s] = part_ml[(s * stride + row) * 2];
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float mx = -INFINITY;
+    for (int s = threadIdx.x; s < num_splits; s += 32) mx = fmaxf(mx, weight[s]);
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    float denom = 0.0f;
+    for (int s = threadIdx.x; s < num_splits; s += 32) {
+      const float m = weight[s];
+      if (m != -INFINITY) denom += part_ml[(s * stride + row) * 2 + 1] * __expf(m - mx);
+    }
+    for (int o = 16; o > 0; o >>= 1) denom += __shfl_xor_sync(0xffffffffu, denom, o);
+    if (threadIdx.x == 0) {
+      s_max = mx;
+      s_denom = denom;
+    }
   }
+  __syncthreads();
+  const float mx = s_max, denom = s_denom;
+  for (int s = threadIdx.x; s < num_splits; s += blockDim.x) {
+    const float m = weight[s];
+    weight[s] = (m == -INFINITY || !(denom > 0.0f)) ? 0.0f : __expf(m - mx) / denom;
+  }
+  __syncthreads();
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
     float v = 0.0f;
     for (int s = 0; s < num_splits; ++s) {
-      const float m = part_ml[(s * stride + row) * 2];
-      if (m != -INFINITY) v += part_acc[(s * stride + row) * head_dim + d] * __expf(m - mx);
+      const float w = weight[s];
+      if (w != 0.0f) v += part_acc[(s * stride + row) * head_dim + d] * w;
     }
-    out[row * head_dim + d] = from_float<T>(denom > 0.0f ? v / denom : 0.0f);
+    out[row * head_dim + d] = from_float<T>(v);
   }
 }
 
@@ -227,8 +249,8 @@ Status CudaBackend::decode(const Tensor& q, const KvCacheView& cache, const Atte
   if (num_splits == 1) return Status();
   return dispatch_float(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    merge_splits_kernel<T><<<meta.num_seqs * num_heads, 64, 0, stream_>>>(part_acc, part_ml, out.ptr<T>(), num_splits,
-                                                                          meta.num_seqs, num_heads, head_dim);
+    merge_splits_kernel<T><<<meta.num_seqs * num_heads, 128, num_splits * sizeof(float), stream_>>>(
+        part_acc, part_ml, out.ptr<T>(), num_splits, meta.num_seqs, num_heads, head_dim);
     return check_launch("decode_attention (merge)");
   });
 }
@@ -293,8 +315,8 @@ Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, c
     paged_attention_kernel<T><<<grid, kThreads, smem, stream_>>>(a);
     ANVIL_RETURN_IF_ERROR(check_launch("paged_attention"));
     if (num_splits > 1) {
-      merge_splits_kernel<T><<<num_tokens * num_heads, 64, 0, stream_>>>(part_acc, part_ml, out.ptr<T>(), num_splits,
-                                                                           num_tokens, num_heads, head_dim);
+      merge_splits_kernel<T><<<num_tokens * num_heads, 128, num_splits * sizeof(float), stream_>>>(
+          part_acc, part_ml, out.ptr<T>(), num_splits, num_tokens, num_heads, head_dim);
       ANVIL_RETURN_IF_ERROR(check_launch("paged_attention (merge)"));
     }
     return Status();
