@@ -2,7 +2,7 @@
 # One bounded GPU-machine session (< 10 min), steps chosen by STEPS (default: all): tests (kernel/model tests),
 # w1 (W1/W2 with graphs and with --enforce-eager), w3 (W3 up to the largest batch), w4, w5 (direct), prefix,
 # http (W5 through HTTP vs. the direct engine on one shared plan), hf (HF transformers baseline, same run).
-# Binaries and Debian libraries come prebuilt in .carry/ (see tests/gpu/RESULTS.md). Results land in $OUT.
+# Binaries and Debian libraries come prebuilt in .carry/ (bash bench/make_carry.sh). Results land in $OUT.
 set -uo pipefail
 STEPS=${STEPS:-tests,w1,w3,w4,w5,prefix,http,hf}
 has() { [[ ",$STEPS," == *",$1,"* ]]; }
