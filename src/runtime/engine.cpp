@@ -308,11 +308,15 @@ Expected<RequestId> Engine::add_request(std::span<const int32_t> prompt_ids, con
     std::random_device rd;
     seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
   }
+  // The completion continues the prompt's text unless the prompt is only BOS: then it starts the text.
+  const bool continues_prompt =
+      m.tokenizer && std::any_of(prompt_ids.begin(), prompt_ids.end(),
+                                 [&](int32_t id) { return id != m.tokenizer->bos_id(); });
   r.samples.resize(static_cast<size_t>(options.n));
   for (int32_t i = 0; i < options.n; ++i) {
     SampleState& s = r.samples[i];
     s.seed = sample_seed(seed, i);
-    if (m.tokenizer) s.detokenizer = std::make_unique<IncrementalDetokenizer>(*m.tokenizer);
+    if (m.tokenizer) s.detokenizer = std::make_unique<IncrementalDetokenizer>(*m.tokenizer, continues_prompt);
     s.stops.emplace(params.stop);
   }
   r.samples[0].seq_id = seq_id;

@@ -13,7 +13,11 @@ namespace anvil {
 
 class IncrementalDetokenizer {
  public:
-  explicit IncrementalDetokenizer(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+  // `continues_text`: the stream continues text already there (a prompt), so a SentencePiece vocabulary's
+  // leading space on the first piece is kept ("Once" -> " upon a time", as vLLM streams it); otherwise the
+  // stream equals Tokenizer::decode of its ids, which drops that space.
+  explicit IncrementalDetokenizer(const Tokenizer& tokenizer, bool continues_text = false)
+      : tokenizer_(tokenizer), at_start_(!continues_text) {}
   // Appends a token; returns the newly completed text (possibly empty while a character is incomplete;
   // bytes that can never form a character come out as U+FFFD).
   std::string push(int32_t token_id);
@@ -23,7 +27,7 @@ class IncrementalDetokenizer {
  private:
   const Tokenizer& tokenizer_;
   std::string pending_;
-  bool at_start_ = true;
+  bool at_start_;
 };
 
 class StopChecker {

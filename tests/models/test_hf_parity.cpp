@@ -134,6 +134,26 @@ TEST(Stories260K, GreedyStoryTextStartsLikeAStory) {
   EXPECT_EQ(out->text.substr(0, 40), expected->substr(0, 40));
 }
 
+// A completion continues its prompt: prompt text + completion text is the decoding of prompt + completion ids
+// (the first generated piece keeps its SentencePiece space: "Once" -> " upon a time", as vLLM returns it).
+TEST(Stories260K, CompletionTextContinuesThePrompt) {
+  auto engine = make_engine(kStories + "/stories260K.bin", kStories + "/tok512.bin");
+  ASSERT_NE(engine, nullptr);
+  SamplingParams params;
+  params.temperature = 0.0f;
+  params.max_tokens = 12;
+  auto out = engine->generate("Once", params);
+  ASSERT_TRUE(out.ok()) << out.status().to_string();
+  auto prompt_ids = engine->tokenize("Once", /*add_bos=*/true);
+  ASSERT_TRUE(prompt_ids.ok());
+  std::vector<int32_t> all = *prompt_ids;
+  all.insert(all.end(), out->token_ids.begin(), out->token_ids.end());
+  auto whole = engine->detokenize(all);
+  ASSERT_TRUE(whole.ok());
+  EXPECT_EQ("Once" + out->text, *whole);
+  EXPECT_EQ(out->text.front(), ' ') << out->text;
+}
+
 TEST(Stories260K, PerplexityOfItsOwnGreedyStoryIsLow) {
   auto engine = make_engine(kStories + "/stories260K.bin", kStories + "/tok512.bin");
   ASSERT_NE(engine, nullptr);

@@ -602,6 +602,18 @@ TEST(TokenizerDetokenizer, InvalidBytesAreReplacedNotHeld) {
   EXPECT_EQ(detok.flush(), kFffd);  // the stream ended inside a character
 }
 
+// A completion continues its prompt's text: the first piece keeps its SentencePiece space ("Once" + " upon"), as
+// vLLM streams it; the engine starts such a stream for every prompt with a token other than BOS.
+TEST(TokenizerDetokenizer, ContinuationKeepsTheFirstLeadingSpace) {
+  auto tok = load_tok512();
+  ASSERT_NE(tok, nullptr);
+  IncrementalDetokenizer detok(*tok, /*continues_text=*/true);
+  EXPECT_EQ(detok.push(407), " upon");
+  EXPECT_EQ(detok.push(261), " a");
+  IncrementalDetokenizer fresh(*tok);
+  EXPECT_EQ(fresh.push(407), "upon");
+}
+
 TEST(TokenizerDetokenizer, LeadingSpaceDroppedOnceAfterSpecials) {
   auto tok = load_tok512();
   ASSERT_NE(tok, nullptr);
