@@ -1,6 +1,7 @@
 // Engine: wires checkpoint -> backend -> model -> model runner, sizes the KV cache, and runs the in-flight
 // batching step: the scheduler plans {sequence -> num_tokens}, the runner executes the block copies and one
-// forward pass over every planned sequence, the sampler picks each finishing sequence's next token, and the
+// forward pass over every planned sequence, the backend samples each finishing sequence's next token (on the
+// device where it can: Backend::sample, or a device argmax for plain greedy steps), and the
 // detokenizer and stop strings turn them into per-request outputs. Blocking helpers live in engine_blocking.cpp.
 #include "anvil/engine.h"
 

@@ -57,7 +57,6 @@ struct Engine::Impl {
   std::unique_ptr<KvCacheManager> kv;
   std::unique_ptr<Scheduler> scheduler;
   std::unique_ptr<Tokenizer> tokenizer;
-  Sampler sampler;
   ModelInfo info;
   std::vector<int32_t> eos_ids;
   std::atomic<RequestId> next_request_id{1};

@@ -1,6 +1,7 @@
 // ModelRunner: owns the paged KV cache memory and turns one step's per-sequence work into flat device
 // inputs (token ids, positions, slot mapping, block tables, sequence lengths), runs the model, and hands
-// back fp32 logits on the host. The host plans once per step; nothing here runs per layer.
+// back fp32 logits on the host, or device argmax picks, or leaves the logits on the device for Backend::sample.
+// The host plans once per step; nothing here runs per layer.
 //
 // Decode steps (one new token per sequence) take a fixed-shape path: the batch is padded up to a bucket size
 // (1, 2, 4, 8, 16, 24, ..., max_graph_batch), every input lives at a fixed device address, and the attention
