@@ -24,8 +24,6 @@ if has w1; then
     echo "== W1/W2 ($mode)"
     timeout 90 $A bench $M $E --prompt-tokens 128 --gen-tokens 128 --repeats 3 --json $OUT/w1_$mode.json 2>&1 | tail -1
   done
-  echo "== W1 (graphs, previous one-warp-per-row GEMV: ANVIL_GEMV=warp)"
-  ANVIL_GEMV=warp timeout 90 $A bench $M --prompt-tokens 128 --gen-tokens 128 --repeats 3 --json /tmp/w1_warp.json 2>&1 | tail -1
   echo "== W1 per-op device times (ANVIL_CUDA_PROFILE=1: op by op, events around each op)"
   ANVIL_CUDA_PROFILE=1 timeout 90 $A bench $M --prompt-tokens 128 --gen-tokens 64 --repeats 1 2> $OUT/w1_profile.txt | tail -1
   grep -vE "^\[|^op " $OUT/w1_profile.txt | awk '{print $(NF-1), $0}' | sort -rn | cut -d' ' -f2- | head -16

@@ -51,8 +51,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attention_kernel(DecodeArg
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int context = a.context_lens[seq];
   // The sequence's own context is divided over the splits in multiples of split_len keys (see decode()).
-  const int seq_split = a.num_splits == 1 ? context : ((context + a.num_splits - 1) / a.num_splits + a.split_len - 1) /
-                                                          a.split_len * a.split_len;
+  const int seq_split = keys_per_split(context, a.num_splits, a.split_len);
   const int key_begin = split * seq_split;
   const int key_end = min(key_begin + seq_split, context);
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks;

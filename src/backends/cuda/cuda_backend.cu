@@ -203,8 +203,7 @@ double CudaBackend::take_step_device_seconds() {
   return seconds;
 }
 
-CudaBackend::OpTimer::OpTimer(CudaBackend* backend, std::string label) : backend_(backend) {
-  if (!backend_->profiling_) return;
+void CudaBackend::OpTimer::start(std::string label) {
   label_ = std::move(label);
   cudaEventCreate(&start_);
   cudaEventRecord(start_, backend_->stream_);

@@ -8,6 +8,7 @@
 
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 #include <tuple>
 
@@ -72,10 +73,19 @@ class CudaBackend final : public Backend {
   // printed to stderr when the backend is destroyed. Off by default: events cost launches.
   class OpTimer {
    public:
-    OpTimer(CudaBackend* backend, std::string label);
+    OpTimer(CudaBackend* backend, const char* label) : backend_(backend) {
+      if (backend_->profiling_) start(label);
+    }
+    // `label` (a callable returning the op's name) runs only when profiling is on, so composing the name costs
+    // nothing on the hot path.
+    template <typename Label, typename = std::enable_if_t<std::is_invocable_r_v<std::string, Label&>>>
+    OpTimer(CudaBackend* backend, Label&& label) : backend_(backend) {
+      if (backend_->profiling_) start(label());
+    }
     ~OpTimer();
 
    private:
+    void start(std::string label);
     CudaBackend* backend_;
     std::string label_;
     cudaEvent_t start_ = nullptr;

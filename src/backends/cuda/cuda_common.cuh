@@ -43,6 +43,14 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { re
 
 inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
+// Keys per key split of one sequence: its own context divided evenly over `num_splits`, rounded up to a multiple
+// of `granularity` (the whole context when there is one split). The grid depends only on the split count, so a
+// CUDA graph captured for a decode bucket replays correctly for any context lengths.
+__device__ __forceinline__ int keys_per_split(int context, int num_splits, int granularity) {
+  if (num_splits == 1) return context;
+  return ((context + num_splits - 1) / num_splits + granularity - 1) / granularity * granularity;
+}
+
 // Calls `fn` with a null pointer of the element type matching `dtype` (fp32, fp16, bf16):
 // dispatch_float(t.dtype, [&](auto* tag) { using T = std::remove_pointer_t<decltype(tag)>; ... }).
 template <typename Fn>

@@ -22,7 +22,7 @@ __global__ void embedding_kernel(const int32_t* __restrict__ ids, const T* __res
 }  // namespace
 
 Status CudaBackend::embedding(const Tensor& ids, const Tensor& table, const Tensor& out) {
-  OpTimer timer(this, "embedding T=" + std::to_string(ids.size(0)));
+  OpTimer timer(this, [&] { return "embedding T=" + std::to_string(ids.size(0)); });
   const int64_t num_tokens = ids.size(0);
   if (num_tokens == 0) return Status();
   if (table.dtype != out.dtype) return internal_error("embedding: table and out dtypes differ");

@@ -4,11 +4,8 @@
 // (k_proj/v_proj of Llama-3-8B) spreads over 256 CTAs with 8 loads in flight per thread; partial sums reduce by
 // warp shuffles and then across the 8 warps in shared memory. Weights stream past L1 (__ldcs); x is re-read
 // from L1/L2. The SwiGLU variant reads the gate row n and the up row n + N of a fused [2N, in] weight and writes
-// silu(gate) * up, rounding as the unfused linear -> silu_mul path does.
-// ANVIL_GEMV=warp selects the previous one-warp-per-row kernel (for A/B measurements).
-#include <cstdlib>
-#include <cstring>
-
+// silu(gate) * up, rounding as the unfused linear -> silu_mul path does. (It replaced a one-warp-per-row kernel:
+// W1 196 -> 205 tok/s on an H200, bench/results/2026-11-22_h200_graphs_fusion.md.)
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/cuda/gemv.cuh"
 
@@ -120,72 +117,10 @@ __global__ void __launch_bounds__(kThreads) gemv_split_kernel(const T* __restric
   }
 }
 
-// The previous kernel: one warp per output row (kept for A/B measurements, ANVIL_GEMV=warp).
-template <typename T, typename OutT, int kTokens>
-__global__ void __launch_bounds__(kThreads) gemv_warp_kernel(const T* __restrict__ x, const T* __restrict__ w,
-                                                             const T* __restrict__ bias, OutT* __restrict__ out,
-                                                             int64_t in, int64_t out_features) {
-  constexpr int kUnroll = 4;
-  const int lane = threadIdx.x & 31;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  if (row >= out_features) return;
-  const uint4* wr = reinterpret_cast<const uint4*>(w + row * in);
-  const int64_t chunks = in / 8;
-  float acc[kTokens];
-#pragma unroll
-  for (int t = 0; t < kTokens; ++t) acc[t] = 0.0f;
-  int64_t c = lane;
-  for (; c + 32 * (kUnroll - 1) < chunks; c += 32 * kUnroll) {
-    uint4 wv[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) wv[u] = __ldg(wr + c + 32 * u);
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-      for (int t = 0; t < kTokens; ++t) {
-        float xf[8];
-        unpack8<T>(__ldg(reinterpret_cast<const uint4*>(x + t * in) + c + 32 * u), xf);
-        acc[t] += dot8<T>(wv[u], xf);
-      }
-    }
-  }
-  for (; c < chunks; c += 32) {
-    const uint4 wv = __ldg(wr + c);
-#pragma unroll
-    for (int t = 0; t < kTokens; ++t) {
-      float xf[8];
-      unpack8<T>(__ldg(reinterpret_cast<const uint4*>(x + t * in) + c), xf);
-      acc[t] += dot8<T>(wv, xf);
-    }
-  }
-#pragma unroll
-  for (int t = 0; t < kTokens; ++t) {
-    float v = acc[t];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (lane == 0) {
-      if (bias != nullptr) v += to_float(bias[row]);
-      out[t * out_features + row] = from_float<OutT>(v);
-    }
-  }
-}
-
-bool use_warp_kernel() {
-  static const bool warp = [] {
-    const char* env = std::getenv("ANVIL_GEMV");
-    return env != nullptr && std::strcmp(env, "warp") == 0;
-  }();
-  return warp;
-}
-
 template <typename T, typename OutT, int kTokens>
 void launch(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, cudaStream_t stream) {
   const int64_t n = weight.size(0);
   const T* b = bias.defined() ? bias.ptr<const T>() : nullptr;
-  if (use_warp_kernel()) {
-    gemv_warp_kernel<T, OutT, kTokens><<<static_cast<unsigned>((n + kWarps - 1) / kWarps), kThreads, 0, stream>>>(
-        x.ptr<const T>(), weight.ptr<const T>(), b, out.ptr<OutT>(), weight.size(1), n);
-    return;
-  }
   constexpr int kRows = 4;
   gemv_split_kernel<T, OutT, kTokens, kRows, false><<<static_cast<unsigned>((n + kRows - 1) / kRows), kThreads, 0,
                                                       stream>>>(x.ptr<const T>(), weight.ptr<const T>(), b,

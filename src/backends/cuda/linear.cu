@@ -96,7 +96,10 @@ Expected<CudaBackend::MatmulPlan*> CudaBackend::matmul_plan(int64_t num_tokens, 
 }
 
 Status CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
-  OpTimer timer(this, "linear T=" + std::to_string(x.size(0)) + " " + std::to_string(weight.size(0)) + "x" + std::to_string(weight.size(1)));
+  OpTimer timer(this, [&] {
+    return "linear T=" + std::to_string(x.size(0)) + " " + std::to_string(weight.size(0)) + "x" +
+           std::to_string(weight.size(1));
+  });
   const int64_t num_tokens = x.size(0);
   const int64_t in = x.size(1);
   const int64_t out_features = weight.size(0);

@@ -61,10 +61,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(AttnArgs<T> a
   const int context = a.context_lens[seq];
   const int first_pos = context - num_query + t0;  // absolute position of the tile's first query
   const int last_key = first_pos + tile_tokens - 1;
-  // Each sequence splits its own context evenly (in multiples of split_len keys), so the grid depends only on
-  // the split count: a CUDA graph captured for a bucket replays correctly for any context lengths.
-  const int seq_split =
-      a.num_splits == 1 ? context : ((context + a.num_splits - 1) / a.num_splits + a.split_len - 1) / a.split_len * a.split_len;
+  const int seq_split = keys_per_split(context, a.num_splits, a.split_len);  // (see cuda_common.cuh)
   const int key_begin = split * seq_split;
   const int key_end = min(key_begin + seq_split, last_key + 1);
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks;
@@ -257,7 +254,7 @@ Status CudaBackend::decode(const Tensor& q, const KvCacheView& cache, const Atte
 
 Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
                                     float scale, const Tensor& out) {
-  OpTimer timer(this, "paged_attention T=" + std::to_string(q.size(0)));
+  OpTimer timer(this, [&] { return "paged_attention T=" + std::to_string(q.size(0)); });
   const int num_tokens = static_cast<int>(q.size(0));
   if (num_tokens == 0) return Status();
   const int num_heads = static_cast<int>(q.size(1));

@@ -47,7 +47,7 @@ __global__ void rms_norm_kernel(const T* __restrict__ x, T* __restrict__ residua
 }  // namespace
 
 Status CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) {
-  OpTimer timer(this, "rms_norm T=" + std::to_string(x.size(0)));
+  OpTimer timer(this, [&] { return "rms_norm T=" + std::to_string(x.size(0)); });
   const int64_t rows = x.size(0);
   if (rows == 0) return Status();
   return dispatch_float(out.dtype, [&](auto* tag) {
@@ -60,7 +60,7 @@ Status CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, c
 
 Status CudaBackend::add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, float eps,
                                  const Tensor& out) {
-  OpTimer timer(this, "add_rms_norm T=" + std::to_string(x.size(0)));
+  OpTimer timer(this, [&] { return "add_rms_norm T=" + std::to_string(x.size(0)); });
   const int64_t rows = x.size(0);
   if (rows == 0) return Status();
   return dispatch_float(out.dtype, [&](auto* tag) {

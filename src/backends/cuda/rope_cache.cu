@@ -58,7 +58,7 @@ __global__ void rope_cache_kernel(const T* q, T* k, const T* v, T* q_out, const 
 Status CudaBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                                          const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,
                                          const KvCacheView& cache, const Tensor& q_out) {
-  OpTimer timer(this, "rope_cache_write T=" + std::to_string(q.size(0)));
+  OpTimer timer(this, [&] { return "rope_cache_write T=" + std::to_string(q.size(0)); });
   const int64_t num_tokens = q.size(0);
   if (num_tokens == 0) return Status();
   const int64_t num_slots = cache.k.size(0) * cache.k.size(1);

@@ -32,7 +32,7 @@ __global__ void swiglu_kernel(const T* __restrict__ gate_up, T* __restrict__ out
 }  // namespace
 
 Status CudaBackend::swiglu(const Tensor& gate_up, const Tensor& out) {
-  OpTimer timer(this, "swiglu T=" + std::to_string(out.size(0)));
+  OpTimer timer(this, [&] { return "swiglu T=" + std::to_string(out.size(0)); });
   const int64_t rows = out.size(0), n = out.size(1);
   if (gate_up.size(0) != rows || gate_up.size(1) != 2 * n) return internal_error("swiglu: gate_up must be [rows, 2n]");
   if (rows * n == 0) return Status();
@@ -47,8 +47,10 @@ Status CudaBackend::swiglu(const Tensor& gate_up, const Tensor& out) {
 Status CudaBackend::linear_swiglu(const Tensor& x, const Tensor& gate_up_weight, const Tensor& scratch,
                                   const Tensor& out) {
   if (gemv_supported(x, gate_up_weight) && out.dtype == gate_up_weight.dtype) {
-    OpTimer timer(this, "gemv_swiglu " + std::to_string(x.size(0)) + "x" + std::to_string(gate_up_weight.size(1)) +
-                            "->" + std::to_string(out.size(1)));
+    OpTimer timer(this, [&] {
+      return "gemv_swiglu " + std::to_string(x.size(0)) + "x" + std::to_string(gate_up_weight.size(1)) + "->" +
+             std::to_string(out.size(1));
+    });
     return gemv_swiglu(x, gate_up_weight, out, stream_);
   }
   ANVIL_RETURN_IF_ERROR(linear(x, gate_up_weight, Tensor(), scratch));
@@ -56,7 +58,7 @@ Status CudaBackend::linear_swiglu(const Tensor& x, const Tensor& gate_up_weight,
 }
 
 Status CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
-  OpTimer timer(this, "silu_mul T=" + std::to_string(gate.size(0)));
+  OpTimer timer(this, [&] { return "silu_mul T=" + std::to_string(gate.size(0)); });
   const int64_t n = gate.numel();
   if (n == 0) return Status();
   const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(n, 256), num_sms_ * 8));
