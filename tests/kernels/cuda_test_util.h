@@ -4,8 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "backends/backend.h"
@@ -116,6 +119,56 @@ class OpHarness {
   std::unique_ptr<Backend> cpu_;
   std::unique_ptr<Backend> gpu_;
   std::vector<Buffer> buffers_;
+};
+
+// The paged-cache layout of an attention test batch: sequence s brings seqs[s].first new tokens and has a context
+// of seqs[s].second tokens (the new ones included); its blocks are drawn in a shuffled order from a pool with a
+// few spare blocks, so a wrong block-table lookup reads someone else's keys.
+struct PagedLayout {
+  int num_seqs = 0, num_tokens = 0, max_q = 0, max_ctx = 0, max_blocks = 1, num_blocks = 0;
+  std::vector<int32_t> tables, qstart{0}, ctxs;
+  std::vector<int32_t> positions, slots;  // of the new tokens, in order
+
+  PagedLayout(const std::vector<std::pair<int, int>>& seqs, int block_size, std::mt19937& rng) {
+    for (auto [nq, ctx] : seqs) {
+      max_blocks = std::max(max_blocks, (ctx + block_size - 1) / block_size);
+      num_tokens += nq;
+      max_q = std::max(max_q, nq);
+      max_ctx = std::max(max_ctx, ctx);
+    }
+    num_seqs = static_cast<int>(seqs.size());
+    num_blocks = num_seqs * max_blocks + 3;
+    std::vector<int32_t> perm(num_blocks);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    tables.assign(static_cast<size_t>(num_seqs) * max_blocks, 0);
+    int next = 0;
+    for (int s = 0; s < num_seqs; ++s) {
+      auto [nq, ctx] = seqs[s];
+      for (int b = 0; b < (ctx + block_size - 1) / block_size; ++b) tables[s * max_blocks + b] = perm[next++];
+      for (int i = 0; i < nq; ++i) {
+        const int pos = ctx - nq + i;
+        positions.push_back(pos);
+        slots.push_back(tables[s * max_blocks + pos / block_size] * block_size + pos % block_size);
+      }
+      qstart.push_back(qstart.back() + nq);
+      ctxs.push_back(ctx);
+    }
+  }
+
+  // The batch's AttentionMetadata on the harness's CPU (gpu = false) or GPU.
+  AttentionMetadata metadata(OpHarness& h, int block_size, bool gpu) const {
+    AttentionMetadata m;
+    m.num_seqs = num_seqs;
+    m.max_blocks_per_seq = max_blocks;
+    m.block_size = block_size;
+    m.max_query_len = max_q;
+    m.max_context_len = max_ctx;
+    m.query_start = gpu ? h.device_i32(qstart, {num_seqs + 1}) : h.host_i32(qstart, {num_seqs + 1});
+    m.context_lens = gpu ? h.device_i32(ctxs, {num_seqs}) : h.host_i32(ctxs, {num_seqs});
+    m.block_tables = gpu ? h.device_i32(tables, {num_seqs, max_blocks}) : h.host_i32(tables, {num_seqs, max_blocks});
+    return m;
+  }
 };
 
 }  // namespace anvil::test

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "backends/cuda/cuda_backend.h"
+#include "../models/runner_test_util.h"
 #include "cuda_test_util.h"
 #include "formats/checkpoint.h"
 #include "models/model.h"
@@ -23,26 +24,11 @@ std::string source_dir() {
 }
 const std::string kStories = source_dir() + "/../shared/models/stories260K/stories260K.bin";
 
-struct Rig {
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<Model> model;
-  std::unique_ptr<ModelRunner> runner;
-};
-
-Rig make_rig(const Checkpoint& ckpt, DType dtype, int32_t num_blocks, const RunnerConfig& config) {
-  Rig rig;
+test::RunnerRig make_rig(const Checkpoint& ckpt, DType dtype, int32_t num_blocks, const RunnerConfig& config) {
   auto backend = make_cuda_backend(CudaBackendOptions{.device_id = 0, .dtype = dtype});
   EXPECT_TRUE(backend.ok()) << backend.status().to_string();
-  if (!backend.ok()) return rig;
-  rig.backend = std::move(backend).value();
-  auto model = create_model(ckpt, *rig.backend);
-  EXPECT_TRUE(model.ok()) << model.status().to_string();
-  rig.model = std::move(model).value();
-  auto runner = ModelRunner::create(*rig.backend, *rig.model,
-                                    KvCacheConfig{.num_blocks = num_blocks, .block_size = 16}, config);
-  EXPECT_TRUE(runner.ok()) << runner.status().to_string();
-  if (runner.ok()) rig.runner = std::move(runner).value();
-  return rig;
+  return test::make_runner_rig(backend.ok() ? std::move(backend).value() : nullptr, ckpt, num_blocks,
+                               /*block_size=*/16, config);
 }
 
 // stories260K (head_dim 8: the generic attention kernel) and a random model with head_dim 128 and GQA (the
@@ -72,8 +58,8 @@ TEST_P(CudaGraphs, ReplayedDecodeMatchesOpByOp) {
   const int32_t max_len = static_cast<int32_t>(std::min<int64_t>(ckpt.config.max_position_embeddings, 1024));
   constexpr int kSeqs = 11;
   const int32_t blocks_per_seq = max_len / 16;
-  Rig eager = make_rig(ckpt, dtype, kSeqs * blocks_per_seq, RunnerConfig{});
-  Rig graphs = make_rig(ckpt, dtype, kSeqs * blocks_per_seq,
+  auto eager = make_rig(ckpt, dtype, kSeqs * blocks_per_seq, RunnerConfig{});
+  auto graphs = make_rig(ckpt, dtype, kSeqs * blocks_per_seq,
                         RunnerConfig{.max_model_len = max_len, .max_num_tokens = 4096, .max_graph_batch = 16});
   ASSERT_TRUE(eager.runner && graphs.runner);
 
@@ -97,13 +83,7 @@ TEST_P(CudaGraphs, ReplayedDecodeMatchesOpByOp) {
     for (int s = 0; s < kSeqs; ++s) order[s] = s;
     std::shuffle(order.begin(), order.end(), rng);
     const int n = 1 + (iter * 7) % kSeqs;  // batch sizes cycle through 1..11: buckets 1, 2, 4, 8, 16
-    std::vector<SequenceStep> steps;
-    for (int k = 0; k < n; ++k) {
-      const int s = order[k];
-      steps.push_back(SequenceStep{.token_ids = std::span<const int32_t>(tokens[s]).subspan(computed[s], 1),
-                                   .num_computed = computed[s],
-                                   .block_ids = blocks[s]});
-    }
+    const std::vector<SequenceStep> steps = test::decode_steps(order, n, tokens, computed, blocks);
     auto a = eager.runner->step(steps);
     ASSERT_TRUE(a.ok()) << a.status().to_string();
     const std::vector<float> want(a->begin(), a->end());

@@ -135,31 +135,10 @@ class CudaAttention : public CudaOps {
  protected:
   void run_case(const PagedCase& c, RopePairing pairing) {
     const int nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, bs = c.block_size;
-    int max_blocks = 1, num_tokens = 0, max_q = 0, max_ctx = 0;
-    for (auto [nq, ctx] : c.seqs) {
-      max_blocks = std::max(max_blocks, (ctx + bs - 1) / bs);
-      num_tokens += nq;
-      max_q = std::max(max_q, nq);
-      max_ctx = std::max(max_ctx, ctx);
-    }
-    const int num_seqs = static_cast<int>(c.seqs.size());
-    const int num_blocks = num_seqs * max_blocks + 3;
-    std::vector<int32_t> perm(num_blocks);
-    std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), rng_);
-    std::vector<int32_t> tables(num_seqs * max_blocks, 0), qstart{0}, ctxs, positions, slots;
-    int next = 0;
-    for (int s = 0; s < num_seqs; ++s) {
-      auto [nq, ctx] = c.seqs[s];
-      for (int b = 0; b < (ctx + bs - 1) / bs; ++b) tables[s * max_blocks + b] = perm[next++];
-      for (int i = 0; i < nq; ++i) {
-        const int pos = ctx - nq + i;
-        positions.push_back(pos);
-        slots.push_back(tables[s * max_blocks + pos / bs] * bs + pos % bs);
-      }
-      qstart.push_back(qstart.back() + nq);
-      ctxs.push_back(ctx);
-    }
+    const PagedLayout layout(c.seqs, bs, rng_);
+    const int num_tokens = layout.num_tokens, num_blocks = layout.num_blocks;
+    const std::vector<int32_t>& positions = layout.positions;
+    const std::vector<int32_t>& slots = layout.slots;
     // The cache holds the earlier context; this step's tokens are written by rope_and_cache_write.
     const size_t cache_elems = static_cast<size_t>(num_blocks) * bs * nkv * hd;
     auto kc = rnd(cache_elems), vc = rnd(cache_elems);
@@ -168,18 +147,7 @@ class CudaAttention : public CudaOps {
     mc.rope.theta = 10000.0f;
     auto inv = rope_inv_freq(mc.rope, hd);
 
-    auto meta_for = [&](bool gpu) {
-      AttentionMetadata m;
-      m.num_seqs = num_seqs;
-      m.max_blocks_per_seq = max_blocks;
-      m.block_size = bs;
-      m.max_query_len = max_q;
-      m.max_context_len = max_ctx;
-      m.query_start = gpu ? h_->device_i32(qstart, {num_seqs + 1}) : h_->host_i32(qstart, {num_seqs + 1});
-      m.context_lens = gpu ? h_->device_i32(ctxs, {num_seqs}) : h_->host_i32(ctxs, {num_seqs});
-      m.block_tables = gpu ? h_->device_i32(tables, {num_seqs, max_blocks}) : h_->host_i32(tables, {num_seqs, max_blocks});
-      return m;
-    };
+    auto meta_for = [&](bool gpu) { return layout.metadata(*h_, bs, gpu); };
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     // CPU
     KvCacheView ccache{h_->host(kc, {num_blocks, bs, nkv, hd}), h_->host(vc, {num_blocks, bs, nkv, hd})};

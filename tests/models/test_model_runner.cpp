@@ -11,29 +11,16 @@
 #include "formats/checkpoint.h"
 #include "models/model.h"
 #include "runtime/model_runner.h"
+#include "runner_test_util.h"
 
 namespace anvil {
 namespace {
 
 const std::string kStories = std::string(ANVIL_SOURCE_DIR) + "/../shared/models/stories260K/stories260K.bin";
 
-struct Rig {
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<Model> model;
-  std::unique_ptr<ModelRunner> runner;
-};
-
-Rig make_rig(const Checkpoint& ckpt, int32_t num_blocks, const RunnerConfig& config) {
-  Rig rig;
-  rig.backend = make_cpu_backend(CpuBackendOptions{.num_threads = 1});
-  auto model = create_model(ckpt, *rig.backend);
-  EXPECT_TRUE(model.ok()) << model.status().to_string();
-  rig.model = std::move(model).value();
-  auto runner = ModelRunner::create(*rig.backend, *rig.model,
-                                    KvCacheConfig{.num_blocks = num_blocks, .block_size = 4}, config);
-  EXPECT_TRUE(runner.ok()) << runner.status().to_string();
-  rig.runner = std::move(runner).value();
-  return rig;
+test::RunnerRig make_rig(const Checkpoint& ckpt, int32_t num_blocks, const RunnerConfig& config) {
+  return test::make_runner_rig(make_cpu_backend(CpuBackendOptions{.num_threads = 1}), ckpt, num_blocks,
+                               /*block_size=*/4, config);
 }
 
 // max |a - b| / max |b|
@@ -53,8 +40,9 @@ TEST(ModelRunnerStatic, PaddedDecodeMatchesEager) {
   constexpr int kSeqs = 6;
   constexpr int32_t kMaxLen = 48;
   constexpr int32_t kBlocksPerSeq = kMaxLen / 4;
-  Rig eager = make_rig(*ckpt, kSeqs * kBlocksPerSeq, RunnerConfig{});
-  Rig fixed = make_rig(*ckpt, kSeqs * kBlocksPerSeq, RunnerConfig{.max_model_len = kMaxLen, .max_graph_batch = 8});
+  auto eager = make_rig(*ckpt, kSeqs * kBlocksPerSeq, RunnerConfig{});
+  auto fixed = make_rig(*ckpt, kSeqs * kBlocksPerSeq, RunnerConfig{.max_model_len = kMaxLen, .max_graph_batch = 8});
+  ASSERT_TRUE(eager.runner && fixed.runner);
 
   std::mt19937 rng(1234);
   std::vector<std::vector<int32_t>> tokens(kSeqs), blocks(kSeqs);
@@ -82,13 +70,7 @@ TEST(ModelRunnerStatic, PaddedDecodeMatchesEager) {
     for (int s = 0; s < kSeqs; ++s) order[s] = s;
     std::shuffle(order.begin(), order.end(), rng);
     const int n = 1 + iter % kSeqs;  // batch sizes 1..6: buckets 1, 2, 4, 4, 8, 8 (padding rows)
-    std::vector<SequenceStep> steps;
-    for (int k = 0; k < n; ++k) {
-      const int s = order[k];
-      steps.push_back(SequenceStep{.token_ids = std::span<const int32_t>(tokens[s]).subspan(computed[s], 1),
-                                   .num_computed = computed[s],
-                                   .block_ids = blocks[s]});
-    }
+    const std::vector<SequenceStep> steps = test::decode_steps(order, n, tokens, computed, blocks);
     auto a = eager.runner->step(steps);
     auto b = fixed.runner->step(steps);
     ASSERT_TRUE(a.ok()) << a.status().to_string();
@@ -134,7 +116,8 @@ TEST(ModelRunnerStatic, PaddedDecodeMatchesEager) {
 TEST(ModelRunnerStatic, LongBlockTablesAndPrefillTakeThePlainPath) {
   auto ckpt = load_checkpoint(kStories);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status().to_string();
-  Rig fixed = make_rig(*ckpt, 64, RunnerConfig{.max_model_len = 16, .max_graph_batch = 4});
+  auto fixed = make_rig(*ckpt, 64, RunnerConfig{.max_model_len = 16, .max_graph_batch = 4});
+  ASSERT_TRUE(fixed.runner);
   std::vector<int32_t> toks{1, 2, 3, 4, 5};
   std::vector<int32_t> short_table{0, 1, 2, 3};
   std::vector<int32_t> long_table{4, 5, 6, 7, 8, 9};  // wider than max_model_len / block_size: plain path
