@@ -23,9 +23,11 @@ struct EngineConfig {
   std::string tokenizer_path;        // empty: the tokenizer found beside the model
   std::string load_format = "auto";  // "auto" or "dummy" (random weights from config.json alone)
   std::string dummy_dtype = "auto";  // dtype of dummy weights: "auto" (config's), float32, float16, bfloat16
+  bool check_weights = true;         // scan every loaded weight for NaN/Inf and fail naming the tensor (not for dummy)
   std::string device = "cpu";
   std::string cuda_dtype = "auto";       // CUDA compute/weight dtype: float16, bfloat16, or auto (= bfloat16)
-  float gpu_memory_utilization = 0.90f;  // CUDA: share of the memory left after weights given to the KV cache
+  float gpu_memory_utilization = 0.90f;  // CUDA: share of the memory free after the weights that the KV cache
+                                         // and the runner's buffers (activations, logits, sampling) may take
   int num_threads = 0;                   // CPU threads; 0 = all
   int block_size = 16;                   // tokens per KV cache block
   int max_model_len = 0;                 // 0: the model's max_position_embeddings

@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "cli/serve.h"
 #include "cli/tokenize.h"
+#include "core/build_info.h"
 #include "core/logging.h"
 
 namespace anvil::cli {
@@ -44,6 +45,8 @@ void add_engine_options(CLI::App* cmd, EngineConfig* config) {
                   "GiB of host memory for preempted sequences' KV blocks (0 = recompute them)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-caching{false}", config->enable_prefix_caching, "do not reuse shared prompt prefixes");
+  cmd->add_flag("--skip-weight-check{false}", config->check_weights,
+                "do not scan the loaded weights for NaN/Inf (a damaged file then loads and prints garbage)");
   cmd->add_flag("--enforce-eager", config->enforce_eager, "CUDA: run every step op by op (no CUDA graphs)");
   cmd->add_option("--max-graph-batch", config->max_graph_batch,
                   "CUDA: decode batches up to this size replay captured graphs")
@@ -70,6 +73,13 @@ int main(int argc, char** argv) {
   bool quiet = false;
   app.add_flag("-v,--verbose", verbose, "debug logging");
   app.add_flag("-q,--quiet", quiet, "warnings and errors only");
+  app.set_version_flag(
+      "--version",
+      [] {
+        const BuildInfo& b = build_info();
+        return std::string("anvil ") + b.version + " (commit " + b.commit + ")\nbackends: " + b.backends;
+      },
+      "print the version, commit and backends built, then exit");
 
   GenerateOptions gen;
   CLI::App* generate = app.add_subcommand("generate", "generate text from a prompt, streamed to stdout");
@@ -161,11 +171,19 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "error: generate needs --prompt or --prompts-file\n");
       return 2;
     }
+    // One prompt is one sequence (n of them with --num-samples): size the KV cache for that, not for 256.
+    if (prompt_opt->count() > 0 && generate->get_option("--max-num-seqs")->count() == 0) {
+      gen.engine.max_num_seqs = gen.num_samples;
+    }
     return run_generate(gen);
   }
-  if (*perplexity) return run_perplexity(ppl);
+  if (*perplexity) {
+    if (perplexity->get_option("--max-num-seqs")->count() == 0) ppl.engine.max_num_seqs = 1;
+    return run_perplexity(ppl);
+  }
   if (*chat_cmd) {
     apply_dtype(&chat.engine);
+    if (chat_cmd->get_option("--max-num-seqs")->count() == 0) chat.engine.max_num_seqs = 1;
     return run_chat(chat);
   }
   if (*tokenize) return run_tokenize(tokenize_options);

@@ -119,6 +119,11 @@ class LlamaModel final : public Model {
   size_t weight_bytes() const override { return weight_bytes_; }
   void set_debug_hook(DebugHook hook) override { hook_ = std::move(hook); }
   Status reserve(int64_t num_tokens, int64_t num_logits) override { return ensure_scratch(num_tokens, num_logits); }
+  size_t scratch_bytes(int64_t num_tokens, int64_t num_logits) const override {
+    const ScratchSizes z = scratch_sizes();
+    return static_cast<size_t>(num_tokens * z.per_token + num_logits * z.per_logit) *
+           dtype_size(backend_.activation_dtype());
+  }
   uint64_t scratch_epoch() const override { return scratch_epoch_; }
 
   Status forward(const ForwardInputs& in, std::span<const KvCacheView> kv_cache, const Tensor& logits) override {
@@ -199,16 +204,29 @@ class LlamaModel final : public Model {
     if (hook_) hook_(name, layer, t);
   }
 
+  // Elements of activation scratch per token row and per logits row (ensure_scratch allocates exactly these).
+  struct ScratchSizes {
+    int64_t h, qd, kvd, inter, per_token, per_logit;
+  };
+  ScratchSizes scratch_sizes() const {
+    ScratchSizes z{};
+    z.h = config_.hidden_size;
+    z.qd = config_.num_heads * config_.head_dim;
+    z.kvd = config_.num_kv_heads * config_.head_dim;
+    z.inter = config_.intermediate_size;
+    // residual, normed, block_out (h each); q, attn (qd each); qkv; gate (inter); gate_up (2 inter).
+    z.per_token = 3 * z.h + 2 * z.qd + (z.qd + 2 * z.kvd) + 3 * z.inter;
+    z.per_logit = z.h;
+    return z;
+  }
+
   // Grows the activation buffers to hold `num_tokens` rows (never shrinks).
   Status ensure_scratch(int64_t num_tokens, int64_t num_logits) {
     if (num_tokens <= scratch_tokens_ && num_logits <= scratch_logits_) return Status();
     const int64_t n = std::max(num_tokens, scratch_tokens_);
     const int64_t nl = std::max(num_logits, scratch_logits_);
     const size_t e = dtype_size(backend_.activation_dtype());
-    const int64_t h = config_.hidden_size;
-    const int64_t qd = config_.num_heads * config_.head_dim;
-    const int64_t kvd = config_.num_kv_heads * config_.head_dim;
-    const int64_t inter = config_.intermediate_size;
+    const auto [h, qd, kvd, inter, per_token, per_logit] = scratch_sizes();
     ANVIL_ASSIGN_OR_RETURN(residual_, backend_.allocate(n * h * e));
     ANVIL_ASSIGN_OR_RETURN(normed_, backend_.allocate(n * h * e));
     ANVIL_ASSIGN_OR_RETURN(q_, backend_.allocate(n * qd * e));
@@ -217,7 +235,7 @@ class LlamaModel final : public Model {
     ANVIL_ASSIGN_OR_RETURN(block_out_, backend_.allocate(n * h * e));
     ANVIL_ASSIGN_OR_RETURN(gate_, backend_.allocate(n * inter * e));
     ANVIL_ASSIGN_OR_RETURN(gate_up_, backend_.allocate(n * 2 * inter * e));
-    ANVIL_ASSIGN_OR_RETURN(last_, backend_.allocate(nl * h * e));
+    ANVIL_ASSIGN_OR_RETURN(last_, backend_.allocate(nl * per_logit * e));
     scratch_tokens_ = n;
     scratch_logits_ = nl;
     ++scratch_epoch_;

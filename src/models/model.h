@@ -38,6 +38,8 @@ class Model {
   // Sizes the activation scratch for steps of up to `num_tokens` tokens and `num_logits` logits rows, so that
   // steps within those limits never reallocate it.
   virtual Status reserve(int64_t num_tokens, int64_t num_logits) = 0;
+  // Bytes reserve(num_tokens, num_logits) allocates on the backend (for the KV-cache memory plan).
+  virtual size_t scratch_bytes(int64_t num_tokens, int64_t num_logits) const = 0;
   // Changes whenever the activation scratch is reallocated (a captured graph over the old buffers is stale).
   virtual uint64_t scratch_epoch() const = 0;
 };

@@ -47,36 +47,29 @@ Status check_weights_fit(const EngineConfig& config, int64_t num_params) {
   return Status();
 }
 
-Expected<int32_t> plan_kv_blocks(const EngineConfig& config, const ModelConfig& model, int64_t max_model_len,
-                                 Backend& backend) {
+Expected<KvPlan> plan_kv_blocks(const EngineConfig& config, const ModelConfig& model, int64_t max_model_len,
+                                Backend& backend, const RunnerMemory& runner) {
   const int64_t blocks_per_seq = (max_model_len + config.block_size - 1) / config.block_size;
+  const size_t block_bytes =
+      static_cast<size_t>(2 * model.num_layers * config.block_size * model.num_kv_heads * model.head_dim) *
+      dtype_size(backend.activation_dtype());
   if (backend.device() == Device::kCpu) {
-    // NOTE: room for max_num_seqs full-length sequences, but at most 2 GiB of host memory (pages are only
-    // touched when used), and never less than one full-length sequence.
-    constexpr int64_t kCpuKvBudgetBytes = int64_t{2} << 30;
-    const int64_t block_bytes = std::max<int64_t>(2 * model.num_layers * config.block_size * model.num_kv_heads *
-                                                      model.head_dim *
-                                                      static_cast<int64_t>(dtype_size(backend.activation_dtype())),
-                                                  1);
-    const int64_t wanted = blocks_per_seq * std::max(config.max_num_seqs, 1);
-    const int64_t blocks = std::max(blocks_per_seq, std::min(wanted, kCpuKvBudgetBytes / block_bytes));
-    return static_cast<int32_t>(std::clamp<int64_t>(blocks, 1, int64_t{1} << 24));
+    return plan_cpu_kv(CpuKvPlanInput{.available_bytes = host_available_bytes(),
+                                      .kv_block_bytes = block_bytes,
+                                      .blocks_per_seq = blocks_per_seq,
+                                      .max_num_seqs = config.max_num_seqs,
+                                      .max_model_len = max_model_len});
   }
 #ifdef ANVIL_HAS_CUDA
   size_t free_bytes = 0, total_bytes = 0;
   ANVIL_RETURN_IF_ERROR(cuda_memory_info(0, &free_bytes, &total_bytes));
-  // NOTE: 1 GiB stays free for activations, cuBLASLt workspace, attention scratch and CUDA graphs.
-  const double reserve = 1024.0 * 1024.0 * 1024.0;
-  const double budget = static_cast<double>(free_bytes) * config.gpu_memory_utilization - reserve;
-  const double block_bytes = 2.0 * static_cast<double>(model.num_layers) * config.block_size * model.num_kv_heads *
-                             model.head_dim * dtype_size(backend.activation_dtype());
-  const int64_t blocks = budget > 0 ? static_cast<int64_t>(budget / block_bytes) : 0;
-  if (blocks < blocks_per_seq) {
-    return resource_exhausted("the KV cache gets " + std::to_string(blocks) + " blocks but one sequence of " +
-                              std::to_string(max_model_len) + " tokens needs " + std::to_string(blocks_per_seq) +
-                              " (lower --max-model-len or raise --gpu-memory-utilization)");
-  }
-  return static_cast<int32_t>(std::min<int64_t>(blocks, 1 << 24));
+  return plan_gpu_kv(GpuKvPlanInput{.free_bytes = free_bytes,
+                                    .total_bytes = total_bytes,
+                                    .gpu_memory_utilization = config.gpu_memory_utilization,
+                                    .runner = runner,
+                                    .kv_block_bytes = block_bytes,
+                                    .blocks_per_seq = blocks_per_seq,
+                                    .max_model_len = max_model_len});
 #else
   return unsupported("cuda backend not built");
 #endif

@@ -7,6 +7,7 @@
 #include "anvil/engine.h"
 #include "backends/backend.h"
 #include "formats/model_config.h"
+#include "runtime/memory_plan.h"
 
 namespace anvil {
 
@@ -17,9 +18,10 @@ Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config);
 // Fails before any weight is uploaded when the model cannot fit in the device's free memory.
 Status check_weights_fit(const EngineConfig& config, int64_t num_params);
 
-// Number of KV blocks for `model` on `backend`. CPU: enough for max_num_seqs sequences of max_model_len tokens
-// (at least one full-length sequence). CUDA: gpu_memory_utilization of the memory left after the weights.
-Expected<int32_t> plan_kv_blocks(const EngineConfig& config, const ModelConfig& model, int64_t max_model_len,
-                                 Backend& backend);
+// The KV cache for `model` on `backend` (memory_plan.h). CPU: room for max_num_seqs sequences of max_model_len
+// tokens within a share of the available host memory. CUDA: gpu_memory_utilization of the memory free after the
+// weights, less what the runner reserves (`runner`) and a fixed overhead.
+Expected<KvPlan> plan_kv_blocks(const EngineConfig& config, const ModelConfig& model, int64_t max_model_len,
+                                Backend& backend, const RunnerMemory& runner);
 
 }  // namespace anvil

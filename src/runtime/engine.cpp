@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "core/logging.h"
+#include "formats/weight_check.h"
 #include "runtime/backend_factory.h"
 #include "runtime/engine_impl.h"
 #include "tokenizer/vocab_spec.h"
@@ -133,6 +134,11 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
     return invalid_argument("load format must be 'auto' or 'dummy' (got '" + config.load_format + "')");
   }
   const ModelConfig& mc = impl->checkpoint.config;
+  if (config.check_weights && config.load_format != "dummy") {
+    const auto t_check = Clock::now();
+    ANVIL_RETURN_IF_ERROR(check_weights_finite(impl->checkpoint.weights));
+    ANVIL_LOG_DEBUG("weights checked for NaN/Inf in {:.3f} s", seconds_since(t_check));
+  }
 
   int64_t num_params = 0;
   for (const auto& [name, t] : impl->checkpoint.weights.tensors()) num_params += t.numel();
@@ -143,9 +149,29 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
 
   int64_t max_len = mc.max_position_embeddings;
   if (config.max_model_len > 0) max_len = std::min<int64_t>(max_len, config.max_model_len);
+  RunnerConfig runner_config;
+  runner_config.max_model_len = static_cast<int32_t>(std::min<int64_t>(max_len, std::numeric_limits<int32_t>::max()));
+  if (!config.enforce_eager && impl->backend->supports_graphs()) {
+    runner_config.max_graph_batch = std::min(config.max_graph_batch, config.max_num_seqs);
+    runner_config.max_num_tokens = config.max_num_batched_tokens;
+  }
   int32_t num_blocks = config.num_kv_blocks;
   if (num_blocks == 0) {
-    ANVIL_ASSIGN_OR_RETURN(num_blocks, plan_kv_blocks(config, mc, max_len, *impl->backend));
+    // What the runner reserves up front (ModelRunner::create) and what sampling may take at the most.
+    const size_t vocab_f32 = static_cast<size_t>(mc.vocab_size) * sizeof(float);
+    const RunnerMemory runner_memory{
+        .activations =
+            runner_config.max_num_tokens > 0 || runner_config.max_graph_batch > 0
+                ? impl->model->scratch_bytes(std::max(runner_config.max_num_tokens, runner_config.max_graph_batch),
+                                             std::max(runner_config.max_graph_batch, 1))
+                : 0,
+        .graph_logits = static_cast<size_t>(runner_config.max_graph_batch) * vocab_f32,
+        .eager_logits = static_cast<size_t>(config.max_num_seqs) * vocab_f32,
+        .sampling =
+            impl->backend->device() == Device::kCpu ? 0 : static_cast<size_t>(config.max_num_seqs) * 2 * vocab_f32};
+    ANVIL_ASSIGN_OR_RETURN(KvPlan plan, plan_kv_blocks(config, mc, max_len, *impl->backend, runner_memory));
+    num_blocks = static_cast<int32_t>(plan.num_blocks);
+    ANVIL_LOG_INFO("{} ({})", plan.summary, impl->backend->name());
   }
   const double block_bytes = 2.0 * static_cast<double>(mc.num_layers) * config.block_size * mc.num_kv_heads *
                              mc.head_dim * dtype_size(impl->backend->activation_dtype());
@@ -159,12 +185,6 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
     }
   }
   KvCacheConfig kv{.num_blocks = num_blocks, .block_size = config.block_size, .num_host_blocks = num_host_blocks};
-  RunnerConfig runner_config;
-  runner_config.max_model_len = static_cast<int32_t>(std::min<int64_t>(max_len, std::numeric_limits<int32_t>::max()));
-  if (!config.enforce_eager && impl->backend->supports_graphs()) {
-    runner_config.max_graph_batch = std::min(config.max_graph_batch, config.max_num_seqs);
-    runner_config.max_num_tokens = config.max_num_batched_tokens;
-  }
   ANVIL_ASSIGN_OR_RETURN(impl->runner, ModelRunner::create(*impl->backend, *impl->model, kv, runner_config));
   impl->kv =
       std::make_unique<KvCacheManager>(KvCacheManagerConfig{.num_blocks = num_blocks,
@@ -220,7 +240,9 @@ bool Engine::has_tokenizer() const {
   return impl_->tokenizer != nullptr;
 }
 
-const std::string& Engine::chat_template() const { return impl_->chat_template; }
+const std::string& Engine::chat_template() const {
+  return impl_->chat_template;
+}
 
 std::string Engine::special_token_text(SpecialToken which) const {
   if (!impl_->tokenizer) return "";
@@ -310,9 +332,8 @@ Expected<RequestId> Engine::add_request(std::span<const int32_t> prompt_ids, con
     seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
   }
   // The completion continues the prompt's text unless the prompt is only BOS: then it starts the text.
-  const bool continues_prompt =
-      m.tokenizer && std::any_of(prompt_ids.begin(), prompt_ids.end(),
-                                 [&](int32_t id) { return id != m.tokenizer->bos_id(); });
+  const bool continues_prompt = m.tokenizer && std::any_of(prompt_ids.begin(), prompt_ids.end(),
+                                                           [&](int32_t id) { return id != m.tokenizer->bos_id(); });
   r.samples.resize(static_cast<size_t>(options.n));
   for (int32_t i = 0; i < options.n; ++i) {
     SampleState& s = r.samples[i];
@@ -415,8 +436,8 @@ Expected<std::vector<RequestOutput>> Engine::step() {
 namespace {
 
 bool is_plain_greedy(const SamplingParams& p) {
-  return !(p.temperature >= sampling::kGreedyTemperature) && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
-         p.frequency_penalty == 0.0f && p.logprobs == 0;
+  return !(p.temperature >= sampling::kGreedyTemperature) && p.repetition_penalty == 1.0f &&
+         p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f && p.logprobs == 0;
 }
 
 }  // namespace
@@ -472,7 +493,7 @@ Status Engine::Impl::sample_all(const StepPlan& plan, const StepResults& results
     SampleResult result;
   };
   std::vector<Draw> draws;
-  const size_t num_rows = results.is_greedy                 ? results.picks.token_ids.size()
+  const size_t num_rows = results.is_greedy          ? results.picks.token_ids.size()
                           : results.logits.defined() ? static_cast<size_t>(results.logits.size(0))
                                                      : 0;
   size_t row = 0;
