@@ -45,8 +45,10 @@ CudaBackend::~CudaBackend() {
   for (auto& [key, plan] : plans_) {
     cublasLtMatmulDescDestroy(plan.op);
     cublasLtMatrixLayoutDestroy(plan.a);
-    cublasLtMatrixLayoutDestroy(plan.b);
-    cublasLtMatrixLayoutDestroy(plan.d);
+  }
+  for (auto& [key, l] : layouts_) {
+    cublasLtMatrixLayoutDestroy(l.b);
+    cublasLtMatrixLayoutDestroy(l.d);
   }
   if (lt_) cublasLtDestroy(lt_);
   if (lt_workspace_) cudaFree(lt_workspace_);
@@ -61,6 +63,9 @@ Status CudaBackend::init() {
   ANVIL_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_id_), "cudaSetDevice");
   ANVIL_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   if (cublasLtCreate(&lt_) != CUBLAS_STATUS_SUCCESS) return internal_error("cublasLtCreate failed");
+  gemm_algos_ = GemmAlgoCache(default_gemm_cache_path(), info.name + " sm_" + std::to_string(info.compute_major) +
+                                                             std::to_string(info.compute_minor) + " | cuBLASLt " +
+                                                             std::to_string(cublasLtGetVersion()));
   const char* profile = std::getenv("ANVIL_CUDA_PROFILE");
   profiling_ = profile != nullptr && std::string(profile) == "1";
   ANVIL_RETURN_IF_ERROR(configure_paged_attention());

@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "backends/cuda/cuda_backend.h"
+#include "backends/gemm_algo_cache.h"
 #include "backends/cuda/cuda_common.cuh"
 
 namespace anvil::cuda {
@@ -96,13 +97,19 @@ class CudaBackend final : public Backend {
   Expected<void*> scratch(size_t nbytes);
 
  private:
-  // A cached cuBLASLt plan for one GEMM shape.
+  // A cuBLASLt plan for one GEMM shape with the token count rounded up to its bucket (gemm_m_bucket): the
+  // operation, the weight's layout and the algorithm chosen for the bucket (persisted in gemm_algos_).
   struct MatmulPlan {
     cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    cublasLtMatrixLayout_t a = nullptr;
     cublasLtMatmulAlgo_t algo{};
+    std::map<int64_t, cublasLtMatmulAlgo_t> fallback;  // exact token counts the bucket's algorithm cannot run
   };
-  using MatmulKey = std::tuple<int64_t, int64_t, int64_t, int, int, bool>;  // tokens, in, out, w/out dtype, bias
+  // The activation and output layouts of one exact token count.
+  struct MatmulLayouts {
+    cublasLtMatrixLayout_t b = nullptr, d = nullptr;
+  };
+  using LayoutKey = std::tuple<int64_t, int64_t, int64_t, int, int>;  // tokens, in, out, w/out dtype
   // Buffers a new plan's candidate algorithms are timed on (the call's own x, weight and out).
   struct TuneBuffers {
     const void* x;
@@ -110,8 +117,13 @@ class CudaBackend final : public Backend {
     void* out;
     const void* bias;
   };
+  // The plan of the bucket of `num_tokens` and the algorithm to run for exactly num_tokens; a bucket not yet
+  // tuned (in this process or in the cache file) times every heuristic candidate on `tune` first.
   Expected<MatmulPlan*> matmul_plan(int64_t num_tokens, int64_t in, int64_t out_features, DType weight_dtype,
-                                    DType out_dtype, bool has_bias, const TuneBuffers* tune);
+                                    DType out_dtype, bool has_bias, const TuneBuffers* tune,
+                                    const MatmulLayouts& layouts, const cublasLtMatmulAlgo_t** algo);
+  Expected<MatmulLayouts> matmul_layouts(int64_t num_tokens, int64_t in, int64_t out_features, DType weight_dtype,
+                                         DType out_dtype);
 
   int device_id_;
   DType dtype_;
@@ -120,7 +132,9 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t lt_ = nullptr;
   void* lt_workspace_ = nullptr;
   size_t lt_workspace_bytes_ = 0;
-  std::map<MatmulKey, MatmulPlan> plans_;
+  std::map<GemmShapeKey, MatmulPlan> plans_;
+  std::map<LayoutKey, MatmulLayouts> layouts_;
+  GemmAlgoCache gemm_algos_;
   // Device and pinned host buffers of sample() (sample.cu), kept apart from scratch_ so that sampling never
   // reallocates memory a captured graph uses.
   struct SampleWorkspace;

@@ -1,7 +1,9 @@
 // Dense linear through cuBLASLt: out[num_tokens, out] = x[num_tokens, in] @ W[out, in]^T (+ bias epilogue).
 // In cuBLAS's column-major terms this is D^T[out, T] = op_T(W as [in, out]) * (x as [in, T]). The heuristic's
-// best algorithm is chosen once per shape and cached with its descriptors. Output may be the activation dtype
-// or fp32 (the LM head writes fp32 logits).
+// best algorithm is chosen once per shape bucket (gemm_m_bucket) and persisted (gemm_algo_cache.h). Output may be the
+// activation dtype or fp32 (the LM head writes fp32 logits).
+#include <cstring>
+
 #include "backends/cuda/cuda_backend.cuh"
 #include "backends/cuda/gemv.cuh"
 
@@ -10,9 +12,12 @@ namespace {
 
 cudaDataType_t cuda_type(DType dtype) {
   switch (dtype) {
-    case DType::kF16: return CUDA_R_16F;
-    case DType::kBF16: return CUDA_R_16BF;
-    default: return CUDA_R_32F;
+    case DType::kF16:
+      return CUDA_R_16F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    default:
+      return CUDA_R_32F;
   }
 }
 
@@ -23,13 +28,69 @@ Status lt_status(cublasStatus_t s, const char* what) {
 
 }  // namespace
 
+Expected<CudaBackend::MatmulLayouts> CudaBackend::matmul_layouts(int64_t num_tokens, int64_t in, int64_t out_features,
+                                                                 DType weight_dtype, DType out_dtype) {
+  const LayoutKey key{num_tokens, in, out_features, static_cast<int>(weight_dtype), static_cast<int>(out_dtype)};
+  auto it = layouts_.find(key);
+  if (it != layouts_.end()) return it->second;
+  MatmulLayouts l;
+  ANVIL_RETURN_IF_ERROR(
+      lt_status(cublasLtMatrixLayoutCreate(&l.b, cuda_type(weight_dtype), in, num_tokens, in), "layout B"));
+  ANVIL_RETURN_IF_ERROR(lt_status(
+      cublasLtMatrixLayoutCreate(&l.d, cuda_type(out_dtype), out_features, num_tokens, out_features), "layout D"));
+  return layouts_.emplace(key, l).first->second;
+}
+
 Expected<CudaBackend::MatmulPlan*> CudaBackend::matmul_plan(int64_t num_tokens, int64_t in, int64_t out_features,
                                                             DType weight_dtype, DType out_dtype, bool has_bias,
-                                                            const TuneBuffers* tune) {
-  const MatmulKey key{num_tokens, in, out_features, static_cast<int>(weight_dtype), static_cast<int>(out_dtype),
-                      has_bias};
+                                                            const TuneBuffers* tune, const MatmulLayouts& layouts,
+                                                            const cublasLtMatmulAlgo_t** algo_out) {
+  const GemmShapeKey key{.m_bucket = gemm_m_bucket(num_tokens),
+                         .k = in,
+                         .n = out_features,
+                         .weight_dtype = static_cast<int>(weight_dtype),
+                         .out_dtype = static_cast<int>(out_dtype),
+                         .has_bias = has_bias};
+  auto heuristic = [&](cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, cublasLtMatmulHeuristicResult_t* results,
+                       int max_results, int* found) -> Status {
+    cublasLtMatmulPreference_t pref = nullptr;
+    cublasLtMatmulPreferenceCreate(&pref);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &lt_workspace_bytes_,
+                                         sizeof(lt_workspace_bytes_));
+    const cublasStatus_t hs =
+        cublasLtMatmulAlgoGetHeuristic(lt_, op, a, layouts.b, layouts.d, layouts.d, pref, max_results, results, found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (hs != CUBLAS_STATUS_SUCCESS || *found == 0) {
+      return internal_error("cuBLASLt has no algorithm for linear [" + std::to_string(num_tokens) + ", " +
+                            std::to_string(in) + "] x [" + std::to_string(out_features) + ", " + std::to_string(in) +
+                            "]^T");
+    }
+    return Status();
+  };
+  // Whether `algo` runs this exact shape (an algorithm tuned at one M of a bucket may refuse another M).
+  auto runs = [&](cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, const cublasLtMatmulAlgo_t& algo) {
+    cublasLtMatmulHeuristicResult_t check{};
+    return cublasLtMatmulAlgoCheck(lt_, op, a, layouts.b, layouts.d, layouts.d, &algo, &check) ==
+               CUBLAS_STATUS_SUCCESS &&
+           check.workspaceSize <= lt_workspace_bytes_;
+  };
+
   auto it = plans_.find(key);
-  if (it != plans_.end()) return &it->second;
+  if (it != plans_.end()) {
+    MatmulPlan& plan = it->second;
+    if (auto f = plan.fallback.find(num_tokens); f != plan.fallback.end()) {
+      *algo_out = &f->second;
+    } else if (runs(plan.op, plan.a, plan.algo)) {
+      *algo_out = &plan.algo;
+    } else {
+      cublasLtMatmulHeuristicResult_t first{};
+      int found = 0;
+      ANVIL_RETURN_IF_ERROR(heuristic(plan.op, plan.a, &first, 1, &found));
+      *algo_out = &plan.fallback.emplace(num_tokens, first.algo).first->second;
+    }
+    return &plan;
+  }
+
   MatmulPlan plan;
   ANVIL_RETURN_IF_ERROR(lt_status(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc"));
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
@@ -41,25 +102,29 @@ Expected<CudaBackend::MatmulPlan*> CudaBackend::matmul_plan(int64_t num_tokens, 
     const cudaDataType_t bias_type = cuda_type(weight_dtype);
     cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type));
   }
-  ANVIL_RETURN_IF_ERROR(lt_status(cublasLtMatrixLayoutCreate(&plan.a, cuda_type(weight_dtype), in, out_features, in), "layout A"));
-  ANVIL_RETURN_IF_ERROR(lt_status(cublasLtMatrixLayoutCreate(&plan.b, cuda_type(weight_dtype), in, num_tokens, in), "layout B"));
-  ANVIL_RETURN_IF_ERROR(lt_status(cublasLtMatrixLayoutCreate(&plan.d, cuda_type(out_dtype), out_features, num_tokens, out_features), "layout D"));
-  cublasLtMatmulPreference_t pref = nullptr;
-  cublasLtMatmulPreferenceCreate(&pref);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &lt_workspace_bytes_,
-                                       sizeof(lt_workspace_bytes_));
+  ANVIL_RETURN_IF_ERROR(
+      lt_status(cublasLtMatrixLayoutCreate(&plan.a, cuda_type(weight_dtype), in, out_features, in), "layout A"));
+
+  // A choice persisted by this or an earlier process on the same GPU and cuBLASLt version.
+  if (std::optional<GemmAlgo> saved = gemm_algos_.find(key)) {
+    static_assert(sizeof(cublasLtMatmulAlgo_t) == sizeof(GemmAlgo));
+    std::memcpy(&plan.algo, saved->data(), sizeof(plan.algo));
+    if (runs(plan.op, plan.a, plan.algo)) {
+      MatmulPlan& kept = plans_.emplace(key, plan).first->second;
+      *algo_out = &kept.algo;
+      return &kept;
+    }
+    log_gemm_cache_warning("GEMM algorithm cache " + gemm_algos_.path() + ": the saved algorithm for " + key.str() +
+                           " no longer runs; tuning it again");
+  }
+
   constexpr int kCandidates = 8;
   cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
   int found = 0;
-  const cublasStatus_t hs =
-      cublasLtMatmulAlgoGetHeuristic(lt_, plan.op, plan.a, plan.b, plan.d, plan.d, pref, kCandidates, results, &found);
-  cublasLtMatmulPreferenceDestroy(pref);
-  if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
-    return internal_error("cuBLASLt has no algorithm for linear [" + std::to_string(num_tokens) + ", " +
-                          std::to_string(in) + "] x [" + std::to_string(out_features) + ", " + std::to_string(in) + "]^T");
-  }
+  ANVIL_RETURN_IF_ERROR(heuristic(plan.op, plan.a, results, kCandidates, &found));
   // NOTE: the heuristic's first choice was 7x off the best for [128..2048, 4096] x [4096, 4096]^T bf16 on H200
-  // (bench/results/), so every candidate is timed once per shape on the call's own buffers and the fastest kept.
+  // (bench/results/), so every candidate is timed once per shape bucket on the call's own buffers and the
+  // fastest kept, in memory and in the cache file (so later processes choose the same without timing).
   int best = 0;
   if (found > 1 && tune != nullptr) {
     if (has_bias) {
@@ -75,8 +140,8 @@ Expected<CudaBackend::MatmulPlan*> CudaBackend::matmul_plan(int64_t num_tokens, 
       bool ok = true;
       for (int rep = 0; rep < 4 && ok; ++rep) {
         if (rep == 1) cudaEventRecord(start, stream_);
-        ok = cublasLtMatmul(lt_, plan.op, &alpha, tune->weight, plan.a, tune->x, plan.b, &beta, tune->out, plan.d,
-                            tune->out, plan.d, &results[i].algo, lt_workspace_, lt_workspace_bytes_,
+        ok = cublasLtMatmul(lt_, plan.op, &alpha, tune->weight, plan.a, tune->x, layouts.b, &beta, tune->out, layouts.d,
+                            tune->out, layouts.d, &results[i].algo, lt_workspace_, lt_workspace_bytes_,
                             stream_) == CUBLAS_STATUS_SUCCESS;
       }
       cudaEventRecord(end, stream_);
@@ -90,9 +155,13 @@ Expected<CudaBackend::MatmulPlan*> CudaBackend::matmul_plan(int64_t num_tokens, 
     cudaEventDestroy(start);
     cudaEventDestroy(end);
   }
-  cublasLtMatmulHeuristicResult_t& result = results[best];
-  plan.algo = result.algo;
-  return &plans_.emplace(key, plan).first->second;
+  plan.algo = results[best].algo;
+  GemmAlgo saved{};
+  std::memcpy(saved.data(), &plan.algo, sizeof(plan.algo));
+  if (Status s = gemm_algos_.put(key, saved); !s.ok()) log_gemm_cache_warning(s.to_string());
+  MatmulPlan& kept = plans_.emplace(key, plan).first->second;
+  *algo_out = &kept.algo;
+  return &kept;
 }
 
 Status CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
@@ -104,23 +173,26 @@ Status CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& 
   const int64_t in = x.size(1);
   const int64_t out_features = weight.size(0);
   if (weight.size(1) != in || out.size(0) != num_tokens || out.size(1) != out_features || x.dtype != weight.dtype) {
-    return internal_error("linear: shapes or dtypes do not match: x " + x.describe() + ", weight " +
-                          weight.describe() + ", out " + out.describe());
+    return internal_error("linear: shapes or dtypes do not match: x " + x.describe() + ", weight " + weight.describe() +
+                          ", out " + out.describe());
   }
   if (num_tokens == 0) return Status();
   // NOTE: for decode-sized batches a bandwidth-bound GEMV beats cuBLASLt's GEMM kernels (measured on H200,
   // bench/results/): every weight byte is read exactly once with 16-byte loads.
   if (gemv_supported(x, weight)) return gemv(x, weight, bias, out, stream_);
   const TuneBuffers tune{x.data, weight.data, out.data, bias.data};
-  ANVIL_ASSIGN_OR_RETURN(MatmulPlan * plan,
-                         matmul_plan(num_tokens, in, out_features, weight.dtype, out.dtype, bias.defined(), &tune));
+  ANVIL_ASSIGN_OR_RETURN(const MatmulLayouts layouts,
+                         matmul_layouts(num_tokens, in, out_features, weight.dtype, out.dtype));
+  const cublasLtMatmulAlgo_t* algo = nullptr;
+  ANVIL_ASSIGN_OR_RETURN(MatmulPlan * plan, matmul_plan(num_tokens, in, out_features, weight.dtype, out.dtype,
+                                                        bias.defined(), &tune, layouts, &algo));
   if (bias.defined()) {
     const void* bias_ptr = bias.data;
     cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr));
   }
   const float alpha = 1.0f, beta = 0.0f;
-  return lt_status(cublasLtMatmul(lt_, plan->op, &alpha, weight.data, plan->a, x.data, plan->b, &beta, out.data,
-                                  plan->d, out.data, plan->d, &plan->algo, lt_workspace_, lt_workspace_bytes_, stream_),
+  return lt_status(cublasLtMatmul(lt_, plan->op, &alpha, weight.data, plan->a, x.data, layouts.b, &beta, out.data,
+                                  layouts.d, out.data, layouts.d, algo, lt_workspace_, lt_workspace_bytes_, stream_),
                    "matmul");
 }
 
