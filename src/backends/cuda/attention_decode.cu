@@ -1,9 +1,11 @@
 // Decode attention (one new token per sequence) over the paged KV cache. A CTA takes one (sequence, kv head,
-// key split) and streams its keys in tiles of 32 through shared memory with cp.async (16-byte copies, two
-// stages); all q heads of the GQA group share each K/V tile. q.k: each lane owns one key of the tile, q is
-// broadcast from shared memory; fp32 online softmax per warp (exp2); P.V: each thread owns 8 dims x a key
-// subset. Splits over keys are merged by a second kernel; a sequence that needs one split is written in the
-// same pass. Developed in dev/kernels/decode_attention/ (the variants and their timings are recorded there).
+// key split) and streams its keys in tiles of 32 through shared memory with cp.async (16-byte copies, three
+// stages); all q heads of the GQA group share each K/V tile. q.k and P.V run on the tensor cores (mma.sync
+// m16n8k16, fp32 accumulate) with the group's q heads as the rows of A (padded to 16); every warp computes the
+// tile's scores and fp32 online softmax (a row per lane quad), then its quarter of head_dim of P.V, taking P
+// (rounded to the input dtype) straight from the score fragments. Splits over keys are merged by a second
+// kernel; a sequence that needs one split is written in the same pass. Developed in dev/kernels/decode_attention/
+// (v3 there; the variants and their timings are recorded beside it).
 #include <algorithm>
 
 #include "backends/cuda/attention_decode.cuh"
@@ -14,14 +16,12 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
-constexpr int kTileKeys = 32;  // keys per shared-memory tile: one per lane in q.k
-// NOTE: two stages at 6 CTAs per SM beat three at 4 (and four at 3) by 5-20% at every batch x context of the
-// lab grid (dev/kernels/decode_attention, H200): resident warps hide more latency than a deeper pipeline.
-constexpr int kStages = 2;
+constexpr int kTileKeys = 32;  // keys per shared-memory tile: four n-tiles of q.k, two k-steps of P.V
+constexpr int kStages = 3;
 // NOTE: no split shorter than 128 keys. At batch 1-8 and 1k-4k keys, 128 ran 1.2-1.6x faster than 256 (more
 // CTAs in flight); shorter splits only add merge traffic.
 constexpr int kMinSplitKeys = 128;
-constexpr int kMaxGroup = 8;
+constexpr int kMaxGroup = 8;  // q heads per kv head: rows 0-7 of the 16-row A tiles
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool is_valid) {
   const auto s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -36,27 +36,50 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-// One 16-byte chunk (8 x fp16/bf16) to fp32.
+// D += A B for one m16n8k16 tile: A 16x16 (4 registers), B 16x8 (2 registers), D 16x8 fp32.
 template <typename T>
-__device__ __forceinline__ void chunk_to_float(const uint4& u, float (&f)[8]);
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
 template <>
-__device__ __forceinline__ void chunk_to_float<__nv_bfloat16>(const uint4& u, float (&f)[8]) {
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(w[i] << 16);
-    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
+__device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                        uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 template <>
-__device__ __forceinline__ void chunk_to_float<__half>(const uint4& u, float (&f)[8]) {
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 t = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
-    f[2 * i] = t.x;
-    f[2 * i + 1] = t.y;
-  }
+__device__ __forceinline__ void mma16816<__half>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// Four 8x8 16-bit matrices from shared memory (lane l gives the address of row l % 8 of matrix l / 8).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  const auto s = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
 }
 
 // Keys per split of a sequence with `context` keys when the grid has `num_splits` splits: the context divided
@@ -68,13 +91,11 @@ __device__ __forceinline__ int split_keys(int context, int num_splits) {
   return max(kMinSplitKeys, (even + kTileKeys - 1) / kTileKeys * kTileKeys);
 }
 
-template <int HD, int G>
+template <int HD>
 struct Smem {
-  static constexpr int kKStride = HD + 8;  // elements; the 16-byte pad puts 32 lanes' rows on distinct banks
-  static constexpr int kKStage = kTileKeys * kKStride;
-  static constexpr int kVStage = kTileKeys * HD;
-  static constexpr size_t kKvBytes = static_cast<size_t>(kStages) * (kKStage + kVStage) * 2;
-  static constexpr size_t kBytes = kKvBytes + (G * HD + G * kTileKeys + 3 * G) * sizeof(float);
+  static constexpr int kStride = HD + 8;  // elements; the 16-byte pad puts ldmatrix's 8 rows on distinct banks
+  static constexpr int kStage = kTileKeys * kStride;
+  static constexpr size_t kBytes = static_cast<size_t>(kStages) * 2 * kStage * 2;  // K and V
 };
 
 struct DecodeArgs {
@@ -90,24 +111,20 @@ struct DecodeArgs {
   float scale_log2;  // softmax scale * log2(e)
 };
 
-// grid (num_seqs, num_kv_heads, num_splits). G: the group size rounded up to 1, 2, 4 or 8.
-template <typename T, int HD, int G>
+// grid (num_seqs, num_kv_heads, num_splits).
+template <typename T, int HD>
 __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a) {
-  using L = Smem<HD, G>;
-  constexpr int kChunks = HD / 8;                 // 16-byte chunks per row
-  constexpr int kKeyGroups = kThreads / kChunks;  // P.V: threads sharing one dim chunk, each a key subset
-  constexpr int kRowsPerWarp = (G + kWarps - 1) / kWarps;
-  constexpr int kCopies = kTileKeys * kChunks / kThreads;  // 16-byte copies per thread per tile, K and V each
-  static_assert(kTileKeys * kChunks % kThreads == 0 && kKeyGroups <= kTileKeys);
-  static_assert(static_cast<size_t>(kWarps) * G * HD * sizeof(float) <= L::kKvBytes);
+  using L = Smem<HD>;
+  constexpr int S = kStages;
+  constexpr int kChunks = HD / 8;
+  constexpr int kCopies = kTileKeys * kChunks / kThreads;
+  constexpr int kKSteps = HD / 16;      // q.k reduction steps
+  constexpr int kDims = HD / kWarps;    // P.V dims per warp
+  constexpr int kDimTiles = kDims / 8;  // n-tiles of P.V per warp
+  static_assert(kDimTiles % 2 == 0 && kKSteps % 2 == 0);
   extern __shared__ uint4 smem_raw[];
-  T* k_s = reinterpret_cast<T*>(smem_raw);                            // [kStages][kTileKeys][kKStride]
-  T* v_s = k_s + kStages * L::kKStage;                                // [kStages][kTileKeys][HD]
-  float* q_s = reinterpret_cast<float*>(v_s + kStages * L::kVStage);  // [G][HD], times scale_log2
-  float* p_s = q_s + G * HD;                                          // [G][kTileKeys] probabilities of the tile
-  float* corr_s = p_s + G * kTileKeys;                                // [G] rescale of the accumulators
-  float* m_s = corr_s + G;                                            // [G]
-  float* l_s = m_s + G;                                               // [G]
+  T* k_s = reinterpret_cast<T*>(smem_raw);  // [S][kTileKeys][kStride]
+  T* v_s = k_s + S * L::kStage;             // [S][kTileKeys][kStride]
 
   const int seq = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -123,12 +140,11 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
   const T* kc = static_cast<const T*>(a.k_cache);
   const T* vc = static_cast<const T*>(a.v_cache);
   const int64_t slot_stride = static_cast<int64_t>(a.num_kv_heads) * HD;
-
-  const int copy_col = tid % kChunks;  // this thread's 16-byte column in every tile copy
+  const int copy_col = tid % kChunks;
   auto issue = [&](int tile, int stage) {
     const int kt = key_begin + tile * kTileKeys;
-    T* ks = k_s + stage * L::kKStage;
-    T* vs = v_s + stage * L::kVStage;
+    T* ks = k_s + stage * L::kStage;
+    T* vs = v_s + stage * L::kStage;
 #pragma unroll
     for (int i = 0; i < kCopies; ++i) {
       const int j = tid / kChunks + i * (kThreads / kChunks);
@@ -140,153 +156,123 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
         off = (static_cast<int64_t>(block) * a.block_size + p % a.block_size) * slot_stride +
               static_cast<int64_t>(kv_head) * HD + copy_col * 8;
       }
-      cp_async16(ks + j * L::kKStride + copy_col * 8, kc + off, is_valid);
-      cp_async16(vs + j * HD + copy_col * 8, vc + off, is_valid);
+      cp_async16(ks + j * L::kStride + copy_col * 8, kc + off, is_valid);
+      cp_async16(vs + j * L::kStride + copy_col * 8, vc + off, is_valid);
     }
   };
-
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
+  for (int s = 0; s < S - 1; ++s) {
     if (s < num_tiles) issue(s, s);
     cp_async_commit();
   }
+  // A fragments of q: row g = lane / 4 (rows 8..15 and g >= group are zero), cols 2 * (lane % 4) + {0, 1} (+ 8).
+  const int g_row = lane >> 2, quad = lane & 3;
+  uint32_t qa[kKSteps][2];
   {
-    const T* qg = static_cast<const T*>(a.q) + (static_cast<int64_t>(seq) * a.num_heads + kv_head * group) * HD;
-    for (int i = tid; i < G * HD; i += kThreads) q_s[i] = i / HD < group ? to_float(qg[i]) * a.scale_log2 : 0.0f;
-  }
-
-  float m[kRowsPerWarp], l[kRowsPerWarp];
+    const T* qg = static_cast<const T*>(a.q) + (static_cast<int64_t>(seq) * a.num_heads + kv_head * group + g_row) * HD;
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
-    m[r] = -INFINITY;
-    l[r] = 0.0f;
+    for (int ks = 0; ks < kKSteps; ++ks) {
+      qa[ks][0] = g_row < group ? *reinterpret_cast<const uint32_t*>(qg + ks * 16 + 2 * quad) : 0u;
+      qa[ks][1] = g_row < group ? *reinterpret_cast<const uint32_t*>(qg + ks * 16 + 8 + 2 * quad) : 0u;
+    }
   }
-  float acc[G][8];
+  float m = -INFINITY, l = 0.0f;  // of row g_row (the lane's quad)
+  float o[kDimTiles][4];
 #pragma unroll
-  for (int g = 0; g < G; ++g) {
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[g][e] = 0.0f;
-  }
-  const int dc = tid % kChunks, kg = tid / kChunks;
+  for (int n = 0; n < kDimTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
 
   for (int t = 0; t < num_tiles; ++t) {
-    cp_async_wait<kStages - 2>();
-    __syncthreads();  // tile t has landed for every thread, and every thread is done with tile t-1 and p_s
-    if (t + kStages - 1 < num_tiles) issue(t + kStages - 1, (t + kStages - 1) % kStages);
+    cp_async_wait<S - 2>();
+    __syncthreads();
+    if (t + S - 1 < num_tiles) issue(t + S - 1, (t + S - 1) % S);
     cp_async_commit();
-    const T* ks = k_s + (t % kStages) * L::kKStage;
-    const T* vs = v_s + (t % kStages) * L::kVStage;
+    const T* k_tile = k_s + (t % S) * L::kStage;
+    const T* v_tile = v_s + (t % S) * L::kStage;
     const int tile_keys = min(kTileKeys, key_end - (key_begin + t * kTileKeys));
 
-    // q.k: lane = key; warp w takes the group's rows w (and w + 4 when G = 8), then their online softmax.
-    float sc[kRowsPerWarp];
+    // S = q K^T for the tile's 4 key n-tiles.
+    float s[4][4];
 #pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) sc[r] = 0.0f;
-    const T* krow = ks + lane * L::kKStride;
+    for (int n = 0; n < 4; ++n) {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-    for (int c = 0; c < kChunks; ++c) {
-      float kf[8];
-      chunk_to_float<T>(*reinterpret_cast<const uint4*>(krow + c * 8), kf);
-#pragma unroll
-      for (int r = 0; r < kRowsPerWarp; ++r) {
-        const int g = warp + r * kWarps;
-        if (g < G) {
-          const float4 q0 = *reinterpret_cast<const float4*>(q_s + g * HD + c * 8);
-          const float4 q1 = *reinterpret_cast<const float4*>(q_s + g * HD + c * 8 + 4);
-          sc[r] += q0.x * kf[0] + q0.y * kf[1] + q0.z * kf[2] + q0.w * kf[3] + q1.x * kf[4] + q1.y * kf[5] +
-                   q1.z * kf[6] + q1.w * kf[7];
-        }
+      for (int kk = 0; kk < kKSteps; kk += 2) {
+        uint32_t b[4];
+        ldmatrix_x4(b, k_tile + (n * 8 + (lane & 7)) * L::kStride + kk * 16 + (lane >> 3) * 8);
+        const uint32_t a0[4] = {qa[kk][0], 0u, qa[kk][1], 0u};
+        const uint32_t a1[4] = {qa[kk + 1][0], 0u, qa[kk + 1][1], 0u};
+        mma16816<T>(s[n], a0, b[0], b[1]);
+        mma16816<T>(s[n], a1, b[2], b[3]);
       }
     }
+    // Online softmax of row g_row: this lane holds keys 8n + 2 * quad + {0, 1}.
+    float mx = -INFINITY;
 #pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) {
-      const int g = warp + r * kWarps;
-      if (g < G) {
-        const float s = lane < tile_keys ? sc[r] : -INFINITY;
-        float mx = s;
+    for (int n = 0; n < 4; ++n) {
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-        const float m_new = fmaxf(m[r], mx);  // finite: every tile holds at least one key
-        const float corr = exp2f(m[r] - m_new);
-        const float p = exp2f(s - m_new);
-        float sum = p;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        l[r] = l[r] * corr + sum;
-        m[r] = m_new;
-        p_s[g * kTileKeys + lane] = p;
-        if (lane == 0) corr_s[g] = corr;
+      for (int e = 0; e < 2; ++e) {
+        const int key = n * 8 + 2 * quad + e;
+        s[n][e] = key < tile_keys ? s[n][e] * a.scale_log2 : -INFINITY;
+        mx = fmaxf(mx, s[n][e]);
       }
     }
-    __syncthreads();
-
-    // P.V: thread = (dim chunk dc, key group kg) over keys kg, kg + kKeyGroups, ...; keys past the end were
-    // zero-filled and have p = 0.
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_new = fmaxf(m, mx);
+    const float corr = exp2f(m - m_new);
+    float sum = 0.0f;
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-      const float cr = corr_s[g];
+    for (int n = 0; n < 4; ++n) {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) acc[g][e] *= cr;
+      for (int e = 0; e < 2; ++e) {
+        s[n][e] = exp2f(s[n][e] - m_new);
+        sum += s[n][e];
+      }
     }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    l = l * corr + sum;
+    m = m_new;
 #pragma unroll
-    for (int j0 = 0; j0 < kTileKeys; j0 += kKeyGroups) {
-      const int j = j0 + kg;
-      float vf[8];
-      chunk_to_float<T>(*reinterpret_cast<const uint4*>(vs + j * HD + dc * 8), vf);
+    for (int n = 0; n < kDimTiles; ++n) {
+      o[n][0] *= corr;
+      o[n][1] *= corr;
+    }
+    // O += P V over this warp's dims; P's A fragments come from the score fragments of n-tiles 2j, 2j + 1.
 #pragma unroll
-      for (int g = 0; g < G; ++g) {
-        const float p = p_s[g * kTileKeys + j];
+    for (int j = 0; j < 2; ++j) {
+      const uint32_t pa[4] = {pack2<T>(s[2 * j][0], s[2 * j][1]), 0u, pack2<T>(s[2 * j + 1][0], s[2 * j + 1][1]), 0u};
 #pragma unroll
-        for (int e = 0; e < 8; ++e) acc[g][e] += p * vf[e];
+      for (int n = 0; n < kDimTiles; n += 2) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, v_tile + (j * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * L::kStride + warp * kDims +
+                                 n * 8 + (lane >> 4) * 8);
+        mma16816<T>(o[n], pa, b[0], b[1]);
+        mma16816<T>(o[n + 1], pa, b[2], b[3]);
       }
     }
   }
   cp_async_wait<0>();
-  __syncthreads();
-
-  // Sum the key groups: inside the warp (lanes kChunks apart), then over the warps in shared memory (reusing
-  // the K/V stages).
+  if (g_row >= group) return;
+  const int head = kv_head * group + g_row;
+  const int num_seqs = gridDim.x;
+  if (num_active == 1) {
+    const float inv = 1.0f / l;
+    T* out = static_cast<T*>(a.out) + (static_cast<int64_t>(seq) * a.num_heads + head) * HD + warp * kDims;
 #pragma unroll
-  for (int o = kChunks; o < 32; o <<= 1) {
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+    for (int n = 0; n < kDimTiles; ++n) {
+      *reinterpret_cast<uint32_t*>(out + n * 8 + 2 * quad) = pack2<T>(o[n][0] * inv, o[n][1] * inv);
     }
-  }
-  float* red = reinterpret_cast<float*>(smem_raw);  // [kWarps][G][HD]
-  if (lane < kChunks) {
+  } else {
+    const int64_t row = (static_cast<int64_t>(split) * num_seqs + seq) * a.num_heads + head;
+    float* acc = a.part_acc + row * HD + warp * kDims;
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-      float4* dst = reinterpret_cast<float4*>(red + (warp * G + g) * HD + dc * 8);
-      dst[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
-      dst[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
+    for (int n = 0; n < kDimTiles; ++n) {
+      *reinterpret_cast<float2*>(acc + n * 8 + 2 * quad) = make_float2(o[n][0], o[n][1]);
     }
-  }
-#pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
-    const int g = warp + r * kWarps;
-    if (g < G && lane == 0) {
-      m_s[g] = m[r];
-      l_s[g] = l[r];
-    }
-  }
-  __syncthreads();
-  for (int i = tid; i < group * HD; i += kThreads) {
-    const int g = i / HD, d = i % HD;
-    float v = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) v += red[(w * G + g) * HD + d];
-    const int head = kv_head * group + g;
-    if (num_active == 1) {
-      static_cast<T*>(a.out)[(static_cast<int64_t>(seq) * a.num_heads + head) * HD + d] = from_float<T>(v / l_s[g]);
-    } else {
-      const int64_t row = (static_cast<int64_t>(split) * gridDim.x + seq) * a.num_heads + head;
-      a.part_acc[row * HD + d] = v;
-      if (d == 0) {
-        a.part_ml[row * 2] = m_s[g];
-        a.part_ml[row * 2 + 1] = l_s[g];
-      }
+    if (warp == 0 && quad == 0) {
+      a.part_ml[row * 2] = m;
+      a.part_ml[row * 2 + 1] = l;
     }
   }
 }
@@ -316,23 +302,13 @@ __global__ void merge_splits_kernel(DecodeArgs a, int num_seqs, int num_splits, 
   }
 }
 
-// Calls fn(T*, integral_constant<HD>, integral_constant<G>) for the instantiation serving (dtype, head_dim, group).
+// Calls fn(T*, integral_constant<HD>) for the instantiation serving (dtype, head_dim).
 template <typename Fn>
-void dispatch(DType dtype, int head_dim, int group, Fn&& fn) {
-  auto by_group = [&](auto* tag, auto hd) {
-    if (group <= 1)
-      fn(tag, hd, std::integral_constant<int, 1>{});
-    else if (group <= 2)
-      fn(tag, hd, std::integral_constant<int, 2>{});
-    else if (group <= 4)
-      fn(tag, hd, std::integral_constant<int, 4>{});
-    else
-      fn(tag, hd, std::integral_constant<int, 8>{});
-  };
+void dispatch(DType dtype, int head_dim, Fn&& fn) {
   auto by_dim = [&](auto* tag) {
-    if (head_dim == 64) by_group(tag, std::integral_constant<int, 64>{});
-    if (head_dim == 128) by_group(tag, std::integral_constant<int, 128>{});
-    if (head_dim == 256) by_group(tag, std::integral_constant<int, 256>{});
+    if (head_dim == 64) fn(tag, std::integral_constant<int, 64>{});
+    if (head_dim == 128) fn(tag, std::integral_constant<int, 128>{});
+    if (head_dim == 256) fn(tag, std::integral_constant<int, 256>{});
   };
   if (dtype == DType::kF16) {
     by_dim(static_cast<__half*>(nullptr));
@@ -352,16 +328,14 @@ Status configure_decode_attention() {
   cudaError_t err = cudaSuccess;
   for (DType dtype : {DType::kF16, DType::kBF16}) {
     for (int head_dim : {64, 128, 256}) {
-      for (int group : {1, 2, 4, 8}) {
-        dispatch(dtype, head_dim, group, [&](auto* tag, auto hd, auto g) {
-          using T = std::remove_pointer_t<decltype(tag)>;
-          constexpr int kHd = decltype(hd)::value, kG = decltype(g)::value;
-          if (err == cudaSuccess) {
-            err = cudaFuncSetAttribute(decode_attention_kernel<T, kHd, kG>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(Smem<kHd, kG>::kBytes));
-          }
-        });
-      }
+      dispatch(dtype, head_dim, [&](auto* tag, auto hd) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        constexpr int kHd = decltype(hd)::value;
+        if (err == cudaSuccess) {
+          err = cudaFuncSetAttribute(decode_attention_kernel<T, kHd>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(Smem<kHd>::kBytes));
+        }
+      });
     }
   }
   return cuda_status(err, "decode_attention (shared memory limit)");
@@ -371,13 +345,13 @@ int decode_attention_splits(DType dtype, int head_dim, int group, int num_seqs, 
                             int num_sms) {
   // NOTE: the occupancy of each instantiation is a property of the binary and the device, read once.
   int ctas_per_sm = 1;
-  dispatch(dtype, head_dim, group, [&](auto* tag, auto hd, auto g) {
+  dispatch(dtype, head_dim, [&](auto* tag, auto hd) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    constexpr int kHd = decltype(hd)::value, kG = decltype(g)::value;
+    constexpr int kHd = decltype(hd)::value;
     static const int occupancy = [] {
       int n = 1;
-      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_attention_kernel<T, kHd, kG>, kThreads,
-                                                        Smem<kHd, kG>::kBytes) != cudaSuccess) {
+      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_attention_kernel<T, kHd>, kThreads,
+                                                        Smem<kHd>::kBytes) != cudaSuccess) {
         (void)cudaGetLastError();
         n = 1;
       }
@@ -409,11 +383,11 @@ Status decode_attention(const Tensor& q, const KvCacheView& cache, const Attenti
                         num_kv_heads,
                         meta.block_size,
                         scale * 1.4426950408889634f};
-  dispatch(q.dtype, head_dim, num_heads / num_kv_heads, [&](auto* tag, auto hd, auto g) {
+  dispatch(q.dtype, head_dim, [&](auto* tag, auto hd) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    constexpr int kHd = decltype(hd)::value, kG = decltype(g)::value;
+    constexpr int kHd = decltype(hd)::value;
     const dim3 grid(meta.num_seqs, num_kv_heads, num_splits);
-    decode_attention_kernel<T, kHd, kG><<<grid, kThreads, Smem<kHd, kG>::kBytes, stream>>>(args);
+    decode_attention_kernel<T, kHd><<<grid, kThreads, Smem<kHd>::kBytes, stream>>>(args);
     if (num_splits > 1) {
       merge_splits_kernel<T><<<meta.num_seqs * num_heads, kHd, 0, stream>>>(args, meta.num_seqs, num_splits, kHd);
     }
