@@ -11,9 +11,10 @@
 //       own context fills with >= min_chunk keys; a sequence with one split is written in the same pass.
 //       v1_s3 / v1_s4 / v1_s2: 3 / 4 / 2 stages (4 / 3 / 6 CTAs per SM), min_chunk 256; _c128: min_chunk 128;
 //       _graph: split count planned for a 32k context (as a decode graph does) while the contexts are shorter.
-//   v2_engine: v1 with 2 stages and min_chunk 128 (the best of run 1's axes combined): the engine's kernel.
+//   v2_engine: v1 with 2 stages and min_chunk 128 (the best of run 1's axes combined): the engine kernel at 7fe65fb.
 //   v3: v1's tiles with q.k and P.V on the tensor cores (mma.sync m16n8k16; see the namespace's comment);
-//       _s2 / _s3 / _s4: stages; _graph: split count planned for a 32k context.
+//       _s2 / _s3 / _s4: stages; _graph: split count planned for a 32k context. v3_mma_s3 is the engine kernel
+//       since de9a8c0 (src/backends/cuda/attention_decode.cu).
 // Build: nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a -lineinfo -Xptxas -v -o decode_attention \
 //        decode_attention.cu
 // Run:   ./decode_attention [--quick]
