@@ -62,18 +62,21 @@ TEST_P(CudaOps, RmsNormAndFusedAdd) {
 }
 
 TEST_P(CudaOps, LinearWithAndWithoutBiasAndFp32Output) {
-  for (auto [tokens, in, out] : {std::tuple{1, 19, 7}, std::tuple{7, 111, 19}, std::tuple{19, 64, 111},
-                                 std::tuple{111, 256, 130}, std::tuple{1, 4096, 1000},
-                                 std::tuple{3, 64, 111}, std::tuple{4, 256, 130}, std::tuple{2, 14336, 9}}) {
+  for (auto [tokens, in, out] :
+       {std::tuple{1, 19, 7}, std::tuple{7, 111, 19}, std::tuple{19, 64, 111}, std::tuple{111, 256, 130},
+        std::tuple{1, 4096, 1000}, std::tuple{3, 64, 111}, std::tuple{4, 256, 130}, std::tuple{2, 14336, 9}}) {
     for (bool with_bias : {false, true}) {
       auto x = rnd(tokens * in), w = rnd(out * in, 0.05f), b = rnd(out);
       auto cpu_out = h_->host(std::vector<float>(tokens * out), {tokens, out});
-      ASSERT_TRUE(h_->cpu().linear(h_->host(x, {tokens, in}), h_->host(w, {out, in}),
-                                   with_bias ? h_->host(b, {out}) : Tensor(), cpu_out).ok());
+      ASSERT_TRUE(h_->cpu()
+                      .linear(h_->host(x, {tokens, in}), h_->host(w, {out, in}),
+                              with_bias ? h_->host(b, {out}) : Tensor(), cpu_out)
+                      .ok());
       auto gpu_out = h_->device(std::vector<float>(tokens * out, NAN), {tokens, out});
       const Tensor gx = h_->device(x, {tokens, in}), gw = h_->device(w, {out, in});
       ASSERT_TRUE(h_->gpu().linear(gx, gw, with_bias ? h_->device(b, {out}) : Tensor(), gpu_out).ok());
-      expect_close(h_->download(gpu_out), h_->read_host(cpu_out), "linear " + std::to_string(in) + "->" + std::to_string(out));
+      expect_close(h_->download(gpu_out), h_->read_host(cpu_out),
+                   "linear " + std::to_string(in) + "->" + std::to_string(out));
       if (!with_bias) {  // the LM-head form: 16-bit inputs, fp32 output
         auto gpu_f32 = h_->device_f32(std::vector<float>(tokens * out, NAN), {tokens, out});
         ASSERT_TRUE(h_->gpu().linear(gx, gw, Tensor(), gpu_f32).ok());
@@ -98,7 +101,8 @@ TEST_P(CudaOps, SwigluAndFusedProjection) {
     auto x = rnd(tokens * in), w = rnd(2 * inter * in, 0.05f);
     auto cpu_mid = h_->host(std::vector<float>(tokens * 2 * inter), {tokens, 2 * inter});
     auto cpu_res = h_->host(std::vector<float>(tokens * inter), {tokens, inter});
-    ASSERT_TRUE(h_->cpu().linear_swiglu(h_->host(x, {tokens, in}), h_->host(w, {2 * inter, in}), cpu_mid, cpu_res).ok());
+    ASSERT_TRUE(
+        h_->cpu().linear_swiglu(h_->host(x, {tokens, in}), h_->host(w, {2 * inter, in}), cpu_mid, cpu_res).ok());
     auto gpu_mid = h_->device(std::vector<float>(tokens * 2 * inter, NAN), {tokens, 2 * inter});
     auto gpu_res = h_->device(std::vector<float>(tokens * inter, NAN), {tokens, inter});
     ASSERT_TRUE(
@@ -129,6 +133,7 @@ TEST_P(CudaOps, SiluMulAndGatherRows) {
 struct PagedCase {
   int num_heads, num_kv_heads, head_dim, block_size;
   std::vector<std::pair<int, int>> seqs;
+  int gpu_max_context_len = 0;  // > 0: the GPU metadata claims this longest context (a decode graph's model length)
 };
 
 class CudaAttention : public CudaOps {
@@ -147,14 +152,20 @@ class CudaAttention : public CudaOps {
     mc.rope.theta = 10000.0f;
     auto inv = rope_inv_freq(mc.rope, hd);
 
-    auto meta_for = [&](bool gpu) { return layout.metadata(*h_, bs, gpu); };
+    auto meta_for = [&](bool gpu) {
+      AttentionMetadata m = layout.metadata(*h_, bs, gpu);
+      if (gpu && c.gpu_max_context_len > 0) m.max_context_len = c.gpu_max_context_len;
+      return m;
+    };
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     // CPU
     KvCacheView ccache{h_->host(kc, {num_blocks, bs, nkv, hd}), h_->host(vc, {num_blocks, bs, nkv, hd})};
     Tensor cq = h_->host(q, {num_tokens, nh, hd}), ck = h_->host(k, {num_tokens, nkv, hd});
-    ASSERT_TRUE(h_->cpu().rope_and_cache_write(cq, ck, h_->host(v, {num_tokens, nkv, hd}),
-                                               h_->host_i32(positions, {num_tokens}), h_->host_i32(slots, {num_tokens}),
-                                               h_->host(inv, {hd / 2}), pairing, ccache, cq).ok());
+    ASSERT_TRUE(h_->cpu()
+                    .rope_and_cache_write(cq, ck, h_->host(v, {num_tokens, nkv, hd}),
+                                          h_->host_i32(positions, {num_tokens}), h_->host_i32(slots, {num_tokens}),
+                                          h_->host(inv, {hd / 2}), pairing, ccache, cq)
+                    .ok());
     auto cout = h_->host(std::vector<float>(num_tokens * nh * hd), {num_tokens, nh * hd});
     ASSERT_TRUE(h_->cpu().paged_attention(cq, ccache, meta_for(false), scale, cout).ok());
     // GPU
@@ -176,11 +187,12 @@ class CudaAttention : public CudaOps {
       return t;
     };
     Tensor gq = h_->device(std::vector<float>(q.size(), 0.0f), {num_tokens, nh, hd});
-    ASSERT_TRUE(h_->gpu().rope_and_cache_write(column_view(0, nh), column_view(nh * hd, nkv),
-                                               column_view((nh + nkv) * hd, nkv),
-                                               h_->device_i32(positions, {num_tokens}),
-                                               h_->device_i32(slots, {num_tokens}), h_->device_f32(inv, {hd / 2}),
-                                               pairing, gcache, gq).ok());
+    ASSERT_TRUE(h_->gpu()
+                    .rope_and_cache_write(column_view(0, nh), column_view(nh * hd, nkv),
+                                          column_view((nh + nkv) * hd, nkv), h_->device_i32(positions, {num_tokens}),
+                                          h_->device_i32(slots, {num_tokens}), h_->device_f32(inv, {hd / 2}), pairing,
+                                          gcache, gq)
+                    .ok());
     expect_close(h_->download(gq), h_->read_host(cq), "rope q");
     expect_close(h_->download(gcache.k), h_->read_host(ccache.k), "k cache");
     EXPECT_EQ(h_->download(gcache.v), h_->read_host(ccache.v)) << "v cache";
@@ -209,6 +221,29 @@ TEST_P(CudaAttention, MhaMqaSmallHeadsAndAdjacentPairs) {
 TEST_P(CudaAttention, LongContextDecodeSplitsOverKeys) {
   run_case({32, 8, 128, 16, {{1, 2000}}}, RopePairing::kRotateHalf);
   run_case({8, 2, 64, 16, {{1, 1111}, {1, 7}, {1, 555}}}, RopePairing::kRotateHalf);
+}
+
+// The decode kernel (attention_decode.cu): odd batches, GQA groups 1, 4, 8 (and 3, 7, padded up), contexts
+// that cross block and key-split boundaries (splits of 128+ keys in tiles of 32), and a decode graph's metadata
+// (the split count planned for a 32k context while every sequence is short).
+TEST_P(CudaAttention, DecodeKernelOddBatchesGroupsAndSplits) {
+  auto decode_batch = [&](int n, int seed) {
+    std::mt19937 r(seed);
+    std::vector<std::pair<int, int>> seqs;
+    const int lengths[] = {1, 15, 16, 17, 31, 32, 33, 127, 128, 129, 255, 256, 257, 1000, 4097};
+    for (int i = 0; i < n; ++i) seqs.push_back({1, lengths[r() % std::size(lengths)] + static_cast<int>(r() % 3)});
+    return seqs;
+  };
+  run_case({32, 8, 128, 16, {{1, 4097}}}, RopePairing::kRotateHalf);  // batch 1: many splits
+  run_case({32, 8, 128, 16, decode_batch(7, 1)}, RopePairing::kRotateHalf);
+  run_case({32, 8, 128, 16, decode_batch(19, 2)}, RopePairing::kRotateHalf);
+  run_case({8, 8, 128, 16, decode_batch(7, 3)}, RopePairing::kRotateHalf);                    // group 1
+  run_case({64, 8, 128, 16, decode_batch(7, 4)}, RopePairing::kRotateHalf);                   // group 8
+  run_case({24, 8, 64, 16, decode_batch(19, 5)}, RopePairing::kAdjacentPairs);                // group 3, head_dim 64
+  run_case({28, 4, 128, 7, decode_batch(7, 6)}, RopePairing::kRotateHalf);                    // group 7, block size 7
+  run_case({16, 2, 256, 32, decode_batch(7, 7)}, RopePairing::kRotateHalf);                   // head_dim 256, group 8
+  run_case({32, 8, 128, 16, {{1, 1}, {1, 130}, {1, 300}}, 32768}, RopePairing::kRotateHalf);  // graph-style
+  run_case({32, 8, 128, 16, decode_batch(19, 8), 32768}, RopePairing::kRotateHalf);
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaOps, ::testing::Values(DType::kF16, DType::kBF16),

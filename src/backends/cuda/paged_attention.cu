@@ -19,15 +19,15 @@ constexpr int kMaxRows = 64;  // query rows (tokens x heads of a group) per CTA
 
 template <typename T>
 struct AttnArgs {
-  const T* q;             // [num_tokens, num_heads, head_dim]
-  const T* k_cache;       // [num_blocks, block_size, num_kv_heads, head_dim]
-  const T* v_cache;       // [num_blocks, block_size, num_kv_heads, head_dim]
+  const T* q;                   // [num_tokens, num_heads, head_dim]
+  const T* k_cache;             // [num_blocks, block_size, num_kv_heads, head_dim]
+  const T* v_cache;             // [num_blocks, block_size, num_kv_heads, head_dim]
   const int32_t* query_start;   // [num_seqs + 1]
   const int32_t* context_lens;  // [num_seqs]
   const int32_t* block_tables;  // [num_seqs, max_blocks]
-  T* out;                 // [num_tokens, num_heads * head_dim] (single split)
-  float* part_acc;        // [num_splits, num_tokens, num_heads, head_dim] (several splits)
-  float* part_ml;         // [num_splits, num_tokens, num_heads, 2]
+  T* out;                       // [num_tokens, num_heads * head_dim] (single split)
+  float* part_acc;              // [num_splits, num_tokens, num_heads, head_dim] (several splits)
+  float* part_ml;               // [num_splits, num_tokens, num_heads, 2]
   int max_blocks, num_heads, num_kv_heads, head_dim, block_size;
   int q_tile, num_q_tiles, num_splits, split_len, num_tokens;
   float scale;
@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(AttnArgs<T> a
   const int group = a.num_heads / a.num_kv_heads;
   const int rows = a.q_tile * group;
   const int hd = a.head_dim;
-  const int k_stride = hd + 2;  // padded row: avoids bank conflicts when threads read different keys
+  const int k_stride = hd + 2;                // padded row: avoids bank conflicts when threads read different keys
   float* q_s = smem;                          // [rows][hd], pre-scaled
   float* acc = q_s + rows * hd;               // [rows][hd]
   float* s_s = acc + rows * hd;               // [rows][kKeyTile]
@@ -216,7 +216,7 @@ Status configure_paged_attention() {
         cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMaxSmemBytes)),
         "paged_attention (shared memory limit)");
   }
-  return Status();
+  return configure_decode_attention();
 }
 
 Status CudaBackend::decode(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
@@ -224,14 +224,10 @@ Status CudaBackend::decode(const Tensor& q, const KvCacheView& cache, const Atte
   const int num_heads = static_cast<int>(q.size(1));
   const int head_dim = static_cast<int>(q.size(2));
   const int num_kv_heads = static_cast<int>(cache.k.size(2));
-  const int ctas = meta.num_seqs * num_kv_heads;
-  const int max_ctx = std::max(meta.max_context_len, 1);
-  // NOTE: split over keys until the grid covers the SMs twice, at most one split per 64 keys of the longest
-  // context. Each sequence then divides its own context over the splits in multiples of 16 keys (in the kernel),
-  // so a graph captured with max_context_len = the model's context replays for any context length.
-  int num_splits = ctas < 2 * num_sms_ ? std::min(ceil_div(2 * num_sms_, ctas), ceil_div(max_ctx, 64)) : 1;
-  num_splits = std::max(num_splits, 1);
-  const int split_len = 16;
+  // NOTE: the split count is planned here, per step, from max_context_len; in a decode graph that is the model's
+  // context, and each sequence uses only the splits its own context fills (see attention_decode.cuh).
+  const int num_splits = decode_attention_splits(q.dtype, head_dim, num_heads / num_kv_heads, meta.num_seqs,
+                                                 num_kv_heads, meta.max_context_len, num_sms_);
   float* part_acc = nullptr;
   float* part_ml = nullptr;
   if (num_splits > 1) {
@@ -241,15 +237,7 @@ Status CudaBackend::decode(const Tensor& q, const KvCacheView& cache, const Atte
     part_acc = static_cast<float*>(buf);
     part_ml = part_acc + acc_elems;
   }
-  ANVIL_RETURN_IF_ERROR(
-      decode_attention(q, cache, meta, scale, num_splits, split_len, part_acc, part_ml, out, stream_));
-  if (num_splits == 1) return Status();
-  return dispatch_float(q.dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    merge_splits_kernel<T><<<meta.num_seqs * num_heads, 128, num_splits * sizeof(float), stream_>>>(
-        part_acc, part_ml, out.ptr<T>(), num_splits, meta.num_seqs, num_heads, head_dim);
-    return check_launch("decode_attention (merge)");
-  });
+  return decode_attention(q, cache, meta, scale, num_splits, part_acc, part_ml, out, stream_);
 }
 
 Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
@@ -272,8 +260,7 @@ Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, c
     return prefill_attention(q, cache, meta, scale, num_sms_, static_cast<float*>(prefill_buf), prefill_bytes, out,
                              stream_);
   }
-  if (meta.max_query_len == 1 && num_tokens == meta.num_seqs &&
-      decode_attention_supported(q.dtype, head_dim, group)) {
+  if (meta.max_query_len == 1 && num_tokens == meta.num_seqs && decode_attention_supported(q.dtype, head_dim, group)) {
     return decode(q, cache, meta, scale, out);
   }
   if (group > kMaxRows) return unsupported("paged_attention: more than 64 query heads per kv head");
@@ -302,12 +289,28 @@ Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, c
   }
   return dispatch_float(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    AttnArgs<T> a{q.ptr<const T>(), cache.k.ptr<const T>(), cache.v.ptr<const T>(),
-                  meta.query_start.ptr<const int32_t>(), meta.context_lens.ptr<const int32_t>(),
-                  meta.block_tables.ptr<const int32_t>(), out.ptr<T>(), part_acc, part_ml, meta.max_blocks_per_seq,
-                  num_heads, num_kv_heads, head_dim, meta.block_size, q_tile, num_q_tiles, num_splits, split_len,
-                  num_tokens, scale};
-    if (smem > kMaxSmemBytes) return unsupported("paged_attention: head_dim " + std::to_string(head_dim) + " too large");
+    AttnArgs<T> a{q.ptr<const T>(),
+                  cache.k.ptr<const T>(),
+                  cache.v.ptr<const T>(),
+                  meta.query_start.ptr<const int32_t>(),
+                  meta.context_lens.ptr<const int32_t>(),
+                  meta.block_tables.ptr<const int32_t>(),
+                  out.ptr<T>(),
+                  part_acc,
+                  part_ml,
+                  meta.max_blocks_per_seq,
+                  num_heads,
+                  num_kv_heads,
+                  head_dim,
+                  meta.block_size,
+                  q_tile,
+                  num_q_tiles,
+                  num_splits,
+                  split_len,
+                  num_tokens,
+                  scale};
+    if (smem > kMaxSmemBytes)
+      return unsupported("paged_attention: head_dim " + std::to_string(head_dim) + " too large");
     dim3 grid(meta.num_seqs * num_q_tiles, num_kv_heads, num_splits);
     paged_attention_kernel<T><<<grid, kThreads, smem, stream_>>>(a);
     ANVIL_RETURN_IF_ERROR(check_launch("paged_attention"));
