@@ -620,13 +620,13 @@ void HttpSession::drain(const std::shared_ptr<Generation>& g) {
 void HttpSession::complete_generation() {
   std::shared_ptr<Generation> g = std::move(gen_);
   gen_.reset();
-  if (!g->failure && g->builder->is_aborted()) {
+  if (g->builder->is_aborted() && ctx_.is_draining) {
     // NOTE: OpenAI has no "abort" finish reason: a stream cut short ends with "length" and an error event that
-    // says why; a whole response has no room for both, so it is this error instead.
-    g->failure =
-        ctx_.is_draining
-            ? simple_error(503, "the server shut down before the request finished", "server_error", "shutting_down")
-            : simple_error(503, "the request was aborted before it finished", "server_error", "request_aborted");
+    // says why; a whole response has no room for both, so it is this error instead. (The engine's own status for
+    // a request its shutdown aborted says less than this.)
+    g->failure = simple_error(503, "the server shut down before the request finished", "server_error", "shutting_down");
+  } else if (g->builder->is_aborted() && !g->failure) {
+    g->failure = simple_error(503, "the request was aborted before it finished", "server_error", "request_aborted");
   }
   if (g->is_stream) {
     queue_body(g->failure ? g->builder->stream_error(*g->failure) : g->builder->finish());

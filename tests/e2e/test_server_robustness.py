@@ -254,7 +254,15 @@ def test_sigterm_aborts_what_outlives_the_timeout(anvil_bin, tmp_path, tmp_path_
     s = Server(anvil_bin, [*slow_model_dir(tmp_path_factory), "--shutdown-timeout", "0.5"], tmp_path / "server.log")
     out = {}
     t = stream_in_thread(s, {"prompt": "Once", "max_tokens": 2000, "ignore_eos": True}, out)
-    s.wait_metric("anvil:num_requests_running", lambda v: v == 1)
+    whole = {}
+
+    def post_whole():
+        r = httpx.post(s.base + "/v1/completions", json={"prompt": "Once", "max_tokens": 2000, "ignore_eos": True},
+                       timeout=60)
+        whole["status"], whole["body"] = r.status_code, r.json()
+    w = threading.Thread(target=post_whole)
+    w.start()
+    s.wait_metric("anvil:num_requests_running", lambda v: v == 2)
     t0 = time.time()
     s.proc.send_signal(15)
     assert s.proc.wait(timeout=20) == 0
@@ -266,3 +274,7 @@ def test_sigterm_aborts_what_outlives_the_timeout(anvil_bin, tmp_path, tmp_path_
     assert finish_reasons(out["events"])[-1] == "length"
     error = json.loads(out["events"][-2][6:])["error"]
     assert error["code"] == "shutting_down" and error["type"] == "server_error" and "shut down" in error["message"]
+    # A whole response has no room for both: the aborted one is a 503 saying why.
+    w.join(10)
+    assert whole["status"] == 503, whole
+    assert whole["body"]["error"]["code"] == "shutting_down"
