@@ -52,6 +52,8 @@ CLI::App* add_serve_command(CLI::App* app, ServeOptions* o) {
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
   cmd->add_option("--api-key", s.api_key, "require 'Authorization: Bearer KEY' on /v1/*");
+  cmd->add_flag("--metrics-require-key", s.is_metrics_key_required,
+                "require the --api-key on /metrics too (default: /metrics is open)");
   cmd->add_option("--served-model-name", o->served_model_name,
                   "the model's name in the API (default: the model's file or directory name)");
   cmd->add_option("--chat-template", o->chat_template_path,

@@ -151,6 +151,9 @@ Expected<std::unique_ptr<HttpServer>> HttpServer::create(const ServerOptions& op
   if (options.port < 0 || options.port > 65535) {
     return invalid_argument("--port must be in [0, 65535] (got " + std::to_string(options.port) + ")");
   }
+  if (options.is_metrics_key_required && options.api_key.empty()) {
+    return invalid_argument("--metrics-require-key needs --api-key (there is no key to require)");
+  }
   ANVIL_ASSIGN_OR_RETURN(asio::ip::address address, parse_host(options.host));
   auto impl = std::make_unique<Impl>(options, engine);
   ApiContext api{.engine = &engine,
@@ -235,7 +238,7 @@ Status HttpServer::run() {
   if (m.ctx->num_active.load() > 0) {
     ANVIL_LOG_INFO("aborting {} requests still in flight", m.ctx->num_active.load());
   }
-  m.engine->shutdown();  // aborts what is left; the streams end with finish_reason "abort"
+  m.engine->shutdown();  // aborts what is left; streams end with "length" and an error event
   m.wait_for_idle(Clock::now() + kFlushGrace);
   m.stop_threads();
   ANVIL_LOG_INFO("anvil serve: stopped");

@@ -20,8 +20,9 @@ namespace anvil::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8000;      // 0: any free port (see HttpServer::port())
-  std::string api_key;  // non-empty: /v1/* needs "Authorization: Bearer <api_key>"
+  int port = 8000;                       // 0: any free port (see HttpServer::port())
+  std::string api_key;                   // non-empty: /v1/* needs "Authorization: Bearer <api_key>"
+  bool is_metrics_key_required = false;  // /metrics needs the API key too (needs api_key); /health stays open
   // Requests submitted to the engine that have produced no output yet; one more is answered 429. 0 = no limit.
   int32_t max_waiting = 1024;
   size_t max_body_bytes = size_t{4} << 20;  // a larger request body is answered 413

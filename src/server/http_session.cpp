@@ -30,6 +30,8 @@ constexpr size_t kMaxWriteBatchBytes = 256 * 1024;     // and bytes (the write d
 constexpr double kClosingSeconds = 3.0;                // a graceful close waits this long for the client's FIN
 constexpr size_t kMaxDiscardBytes = size_t{64} << 20;  // and reads (and drops) at most this much meanwhile
 constexpr size_t kDiscardChunk = 64 * 1024;
+constexpr size_t kReadChunk = 4096;    // bytes read at once while skipping empty lines between requests
+constexpr int kRetryAfterSeconds = 1;  // in every 429
 
 const char* reason_phrase(int status) {
   switch (status) {
@@ -45,6 +47,10 @@ const char* reason_phrase(int status) {
       return "Not Found";
     case 405:
       return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 411:
+      return "Length Required";
     case 413:
       return "Payload Too Large";
     case 429:
@@ -53,6 +59,8 @@ const char* reason_phrase(int status) {
       return "Request Header Fields Too Large";
     case 500:
       return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
     case 503:
       return "Service Unavailable";
     default:
@@ -68,6 +76,12 @@ std::string_view to_std(beast::string_view v) {
   return {v.data(), v.size()};
 }
 
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text;
+}
+
 bool iequals_prefix(std::string_view text, std::string_view prefix) {
   if (text.size() < prefix.size()) return false;
   for (size_t i = 0; i < prefix.size(); ++i) {
@@ -76,6 +90,10 @@ bool iequals_prefix(std::string_view text, std::string_view prefix) {
     }
   }
   return true;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && iequals_prefix(a, b);
 }
 
 // Compares in time independent of where the strings first differ.
@@ -131,7 +149,9 @@ struct HttpSession::Generation {
   }
 
   ServerContext& ctx;
-  std::weak_ptr<HttpSession> session;
+  // NOTE: a strong reference: while a pipelined request waits its turn the session reads nothing, writes nothing
+  // and sets no timer, so the generation is what keeps it alive. The cycle ends when the session drops gen_.
+  std::shared_ptr<HttpSession> session;
   std::vector<std::unique_ptr<RequestStream>> streams;
   std::vector<uint8_t> is_started;
   std::vector<uint8_t> is_done;
@@ -165,6 +185,21 @@ void HttpSession::start() {
 
 void HttpSession::start_read() {
   if (is_reading_ || is_closed_) return;
+  // RFC 9112 §2.2: empty lines (CRLF, or a bare LF) before a request line are ignored. Beast would read them as a
+  // request line with no method, so they are dropped here, and read past when nothing else has arrived yet.
+  const auto* data = static_cast<const char*>(buffer_.data().data());
+  size_t num_empty = 0;
+  while (num_empty < buffer_.size() && (data[num_empty] == '\r' || data[num_empty] == '\n')) ++num_empty;
+  buffer_.consume(num_empty);
+  if (buffer_.size() == 0) {
+    is_reading_ = true;
+    socket_.async_read_some(buffer_.prepare(kReadChunk), [self = shared_from_this()](error_code ec, std::size_t n) {
+      self->buffer_.commit(n);
+      if (!self->finish_read(ec)) return;
+      self->start_read();
+    });
+    return;
+  }
   parser_.emplace();
   parser_->header_limit(kHeaderLimitBytes);
   parser_->body_limit(static_cast<std::uint64_t>(ctx_.options.max_body_bytes));
@@ -202,6 +237,15 @@ void HttpSession::on_header(error_code ec) {
 }
 
 void HttpSession::continue_body() {
+  if (std::optional<ApiError> error = check_framing(parser_->get())) {
+    // The body cannot be told from the next request: answer and close without reading it.
+    is_keep_alive_ = false;
+    is_busy_ = true;
+    is_head_ = parser_->get().method() == http::verb::head;
+    http_version_ = parser_->get().version();
+    send_error(*error);
+    return finish_request();
+  }
   if (parser_->is_done()) {
     Request req = parser_->release();
     handle_request(std::move(req));
@@ -224,6 +268,27 @@ void HttpSession::on_body(error_code ec) {
   handle_request(std::move(req));
 }
 
+std::optional<ApiError> HttpSession::check_framing(const Request::header_type& header) const {
+  const size_t num_transfer_encodings = header.count(http::field::transfer_encoding);
+  if (num_transfer_encodings > 0) {
+    const auto te = header.find(http::field::transfer_encoding);
+    if (num_transfer_encodings > 1 || !iequals(trim(to_std(te->value())), "chunked")) {
+      return simple_error(501, "the only Transfer-Encoding this server reads is 'chunked'", "invalid_request_error",
+                          "unsupported_transfer_encoding");
+    }
+    return std::nullopt;
+  }
+  const http::verb method = header.method();
+  const bool is_body_method = method == http::verb::post || method == http::verb::put || method == http::verb::patch;
+  if (is_body_method && header.find(http::field::content_length) == header.end()) {
+    return simple_error(411,
+                        fmt::format("a {} request needs a Content-Length (or Transfer-Encoding: chunked)",
+                                    to_std(header.method_string())),
+                        "invalid_request_error", "length_required");
+  }
+  return std::nullopt;
+}
+
 void HttpSession::on_read_error(error_code ec) {
   if (ec == asio::error::operation_aborted) return;
   if (is_busy_ || gen_ || is_writing_) {
@@ -239,6 +304,7 @@ void HttpSession::on_read_error(error_code ec) {
   }
   is_keep_alive_ = false;
   is_busy_ = true;
+  is_head_ = false;
   if (ec == http::error::body_limit) {
     send_error(simple_error(
         413, fmt::format("the request body is larger than the limit of {} bytes", ctx_.options.max_body_bytes),
@@ -282,15 +348,43 @@ void HttpSession::handle_request(Request&& req) {
   std::string_view target = to_std(req.target());
   if (const size_t q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
   const http::verb method = req.method();
+  is_head_ = method == http::verb::head;
+  const bool is_get = method == http::verb::get || is_head_;  // HEAD: GET's headers, no body
   auto method_not_allowed = [&](const char* allow) {
     send_error(simple_error(405, fmt::format("{} does not accept {}", target, to_std(req.method_string())),
                             "invalid_request_error"),
                fmt::format("Allow: {}\r\n", allow));
   };
 
+  // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host.
+  const size_t num_hosts = req.count(http::field::host);
+  if ((http_version_ >= 11 && num_hosts == 0) || num_hosts > 1) {
+    send_error(simple_error(400,
+                            num_hosts == 0 ? "an HTTP/1.1 request needs a Host header" : "more than one Host header",
+                            "invalid_request_error"));
+    return finish_request();
+  }
+  if (req.count(http::field::authorization) > 1) {
+    send_error(simple_error(400, "more than one Authorization header", "invalid_request_error"));
+    return finish_request();
+  }
+  auto is_authorized = [&] {
+    if (ctx_.options.api_key.empty()) return true;
+    const auto auth = req.find(http::field::authorization);
+    std::string_view given;
+    if (auth != req.end() && iequals_prefix(to_std(auth->value()), "Bearer ")) given = to_std(auth->value()).substr(7);
+    while (!given.empty() && given.front() == ' ') given.remove_prefix(1);
+    return equal_constant_time(given, ctx_.options.api_key);
+  };
+  auto unauthorized = [&] {
+    send_error(simple_error(401, "missing or incorrect API key; send it as 'Authorization: Bearer KEY'",
+                            "invalid_request_error", "invalid_api_key"),
+               "WWW-Authenticate: Bearer\r\n");
+  };
+
   if (target == "/health") {
-    if (method != http::verb::get) {
-      method_not_allowed("GET");
+    if (!is_get) {
+      method_not_allowed("GET, HEAD");
     } else if (!ctx_.engine->is_alive()) {
       send_response(503, "application/json", R"({"status":"unhealthy","reason":"the engine loop has stopped"})");
     } else if (ctx_.is_draining) {
@@ -301,8 +395,10 @@ void HttpSession::handle_request(Request&& req) {
     return finish_request();
   }
   if (target == "/metrics") {
-    if (method != http::verb::get) {
-      method_not_allowed("GET");
+    if (!is_get) {
+      method_not_allowed("GET, HEAD");
+    } else if (ctx_.options.is_metrics_key_required && !is_authorized()) {
+      unauthorized();
     } else {
       ServerGauges gauges{.num_open_connections = ctx_.num_connections.load(),
                           .num_pending_requests = ctx_.num_pending.load(),
@@ -316,17 +412,9 @@ void HttpSession::handle_request(Request&& req) {
     send_error(simple_error(404, fmt::format("no route {}", target), "invalid_request_error", "not_found"));
     return finish_request();
   }
-  if (!ctx_.options.api_key.empty()) {
-    const auto auth = req.find(http::field::authorization);
-    std::string_view given;
-    if (auth != req.end() && iequals_prefix(to_std(auth->value()), "Bearer ")) given = to_std(auth->value()).substr(7);
-    while (!given.empty() && given.front() == ' ') given.remove_prefix(1);
-    if (!equal_constant_time(given, ctx_.options.api_key)) {
-      send_error(simple_error(401, "missing or incorrect API key; send it as 'Authorization: Bearer KEY'",
-                              "invalid_request_error", "invalid_api_key"),
-                 "WWW-Authenticate: Bearer\r\n");
-      return finish_request();
-    }
+  if (!is_authorized()) {
+    unauthorized();
+    return finish_request();
   }
   if (target == "/v1/completions" || target == "/v1/chat/completions") {
     if (method != http::verb::post) {
@@ -342,8 +430,8 @@ void HttpSession::handle_request(Request&& req) {
     return;
   }
   if (target == "/v1/models" || target.substr(0, 11) == "/v1/models/") {
-    if (method != http::verb::get) {
-      method_not_allowed("GET");
+    if (!is_get) {
+      method_not_allowed("GET, HEAD");
     } else if (target == "/v1/models") {
       send_response(200, "application/json", models_body(ctx_.api));
     } else if (auto body = model_body(ctx_.api, target.substr(11))) {
@@ -429,7 +517,7 @@ void HttpSession::on_prepared(std::variant<PreparedGeneration, ApiError> result)
   }
   const GenerationRequest& request = prep.request;
   auto g = std::make_shared<Generation>(ctx_, num_prompts);
-  g->session = weak_from_this();
+  g->session = shared_from_this();
   g->is_stream = request.stream;
   g->is_chunked = http_version_ >= 11;
   g->is_started.assign(static_cast<size_t>(num_prompts), 0);
@@ -442,7 +530,7 @@ void HttpSession::on_prepared(std::variant<PreparedGeneration, ApiError> result)
     if (!gen || gen->is_notify_pending.exchange(true)) return;
     asio::post(executor, [gen] {
       gen->is_notify_pending = false;
-      if (auto session = gen->session.lock()) session->drain(gen);
+      if (std::shared_ptr<HttpSession> session = gen->session) session->drain(gen);
     });
   };
   RequestOptions options;
@@ -508,6 +596,10 @@ void HttpSession::drain(const std::shared_ptr<Generation>& g) {
       if (o->request_finished) {
         ctx_.metrics.add_prompt_tokens(o->num_prompt_tokens);
         g->is_done[p] = 1;
+        if (const Status st = stream.status(); !st.ok() && !g->failure) {
+          ANVIL_LOG_WARN("request failed in the engine: {}", st.to_string());
+          g->failure = api_error_from_status(st);
+        }
         break;
       }
     }
@@ -528,6 +620,14 @@ void HttpSession::drain(const std::shared_ptr<Generation>& g) {
 void HttpSession::complete_generation() {
   std::shared_ptr<Generation> g = std::move(gen_);
   gen_.reset();
+  if (g->builder->is_aborted() && ctx_.is_draining) {
+    // NOTE: OpenAI has no "abort" finish reason: a stream cut short ends with "length" and an error event that
+    // says why; a whole response has no room for both, so it is this error instead. (The engine's own status for
+    // a request its shutdown aborted says less than this.)
+    g->failure = simple_error(503, "the server shut down before the request finished", "server_error", "shutting_down");
+  } else if (g->builder->is_aborted() && !g->failure) {
+    g->failure = simple_error(503, "the request was aborted before it finished", "server_error", "request_aborted");
+  }
   if (g->is_stream) {
     queue_body(g->failure ? g->builder->stream_error(*g->failure) : g->builder->finish());
     if (g->is_chunked) queue_raw("0\r\n\r\n");
@@ -550,12 +650,14 @@ void HttpSession::send_response(int status, const char* content_type, std::strin
                       is_keep_alive_ ? "keep-alive" : "close");
   head += extra_headers;
   head += "\r\n";
-  head += body;
+  if (!is_head_) head += body;  // a HEAD answer is GET's, Content-Length included, without the body
   queue_raw(std::move(head));
 }
 
 void HttpSession::send_error(const ApiError& error, const std::string& extra_headers) {
-  send_response(error.http_status, "application/json", error_body(error), extra_headers);
+  std::string headers = extra_headers;
+  if (error.http_status == 429) headers += fmt::format("Retry-After: {}\r\n", kRetryAfterSeconds);
+  send_response(error.http_status, "application/json", error_body(error), headers);
 }
 
 void HttpSession::queue_body(std::string data) {
@@ -668,7 +770,22 @@ void HttpSession::update_deadline() {
   });
 }
 
+bool HttpSession::is_request_partly_read() const {
+  // Beast leaves an incomplete header in the buffer; a body is taken out of it as it arrives.
+  return buffer_.size() > 0 || (is_reading_ && parser_ && parser_->is_header_done() && !parser_->is_done());
+}
+
 void HttpSession::on_deadline(Deadline kind) {
+  if (kind == Deadline::kIdle && !is_busy_ && is_request_partly_read()) {
+    // RFC 9110 §15.5.9: tell the client why, then close (the read in flight is drained by the graceful close).
+    is_keep_alive_ = false;
+    is_busy_ = true;
+    is_head_ = false;
+    send_error(
+        simple_error(408, fmt::format("the request was not received in full within {} s", ctx_.options.idle_timeout_s),
+                     "invalid_request_error", "request_timeout"));
+    return finish_request();
+  }
   if (kind == Deadline::kWrite) {
     ANVIL_LOG_WARN("a client made no progress reading its response for {} s; closing the connection",
                    ctx_.options.write_timeout_s);

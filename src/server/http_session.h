@@ -44,6 +44,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void continue_body();
   void on_body(boost::system::error_code ec);
   void on_read_error(boost::system::error_code ec);
+  // The error to answer a request header with when its body cannot be read safely (no length, an unknown
+  // Transfer-Encoding), or nullopt.
+  std::optional<ApiError> check_framing(const Request::header_type& header) const;
+  // Some of a request has arrived, not all of it (an idle deadline then answers 408).
+  bool is_request_partly_read() const;
   void start_discard();
   // ---- requests ----
   void handle_request(Request&& req);
@@ -82,6 +87,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   bool is_busy_ = false;  // a request is being answered (its response not fully queued)
   bool is_keep_alive_ = true;
+  bool is_head_ = false;  // the request being answered is a HEAD: responses carry no body
   unsigned http_version_ = 11;
   bool is_active_ = false;  // counted in ctx_.num_active
   std::shared_ptr<Generation> gen_;

@@ -1,9 +1,12 @@
-// Request parsing and validation for the OpenAI endpoints. Every field is read through a checked helper that
-// names the field and what was wrong; nlohmann exceptions are caught right at the parse call and never escape.
+// Request parsing and validation for the OpenAI endpoints. Every known field of either endpoint is in one table
+// (kFieldRules) and read through a checked helper that names the field and what was wrong; nlohmann exceptions
+// are caught right at the parse call and never escape.
 #include "server/openai_protocol.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -254,6 +257,15 @@ std::optional<ApiError> read_message_content(const json& msg, const std::string&
   return std::nullopt;
 }
 
+// The roles a chat message may take.
+constexpr std::array<std::string_view, 5> kChatRoles = {"system", "user", "assistant", "tool", "developer"};
+
+// `text` cut to at most 40 bytes for an error message.
+std::string shorten(const std::string& text) {
+  constexpr size_t kMaxQuoted = 40;
+  return text.size() <= kMaxQuoted ? text : text.substr(0, kMaxQuoted) + "...";
+}
+
 std::optional<ApiError> read_messages(const json& obj, const ProtocolLimits& limits, std::vector<ChatMessage>* out) {
   const json* v = member(obj, "messages");
   if (!v) return bad_request("'messages' is required", "messages");
@@ -273,151 +285,348 @@ std::optional<ApiError> read_messages(const json& obj, const ProtocolLimits& lim
     if (!role || !role->is_string() || role->get_ref<const std::string&>().empty()) {
       return bad_request(fmt::format("'{}.role' must be a non-empty string", where), where + ".role");
     }
+    const std::string& role_name = role->get_ref<const std::string&>();
+    if (std::find(kChatRoles.begin(), kChatRoles.end(), role_name) == kChatRoles.end()) {
+      return bad_request(fmt::format("'{}.role' must be one of system, user, assistant, tool, developer (got '{}')",
+                                     where, shorten(role_name)),
+                         where + ".role");
+    }
     const json* tool_calls = member(msg, "tool_calls");
     if (tool_calls && !(tool_calls->is_array() && tool_calls->empty())) {
       return bad_request(fmt::format("'{}.tool_calls' is not supported", where), where + ".tool_calls");
     }
     ChatMessage m;
-    m.role = role->get<std::string>();
+    m.role = role_name;
     if (auto e = read_message_content(msg, where, &m.content)) return e;
     out->push_back(std::move(m));
   }
   return std::nullopt;
 }
 
-// Fields we do not implement: an error when they ask for something, silence when they ask for the default.
-std::optional<ApiError> reject_unsupported(const json& obj, Endpoint endpoint, int32_t n) {
-  if (const json* v = member(obj, "logit_bias"); v && !(v->is_object() && v->empty())) {
-    return bad_request("'logit_bias' is not supported", "logit_bias");
-  }
-  if (const json* v = member(obj, "best_of")) {
-    int64_t best_of = 0;
-    if (auto e = read_int_value(*v, "best_of", 1, 1 << 20, &best_of)) return e;
-    if (best_of != n) return bad_request("'best_of' other than n is not supported", "best_of");
-  }
-  if (endpoint == Endpoint::kCompletions) {
-    if (const json* v = member(obj, "suffix"); v && !(v->is_string() && v->get_ref<const std::string&>().empty())) {
-      return bad_request("'suffix' is not supported", "suffix");
-    }
-    return std::nullopt;
-  }
-  for (const char* name : {"tools", "functions"}) {
-    if (const json* v = member(obj, name); v && !(v->is_array() && v->empty())) {
-      return bad_request(fmt::format("'{}' (tool calling) is not supported", name), name);
-    }
-  }
-  for (const char* name : {"tool_choice", "function_call"}) {
-    if (const json* v = member(obj, name); v && !(v->is_string() && v->get_ref<const std::string&>() == "none")) {
-      return bad_request(fmt::format("'{}' (tool calling) is not supported", name), name);
-    }
-  }
-  if (const json* v = member(obj, "response_format")) {
-    const json* type = v->is_object() ? member(*v, "type") : nullptr;
-    if (!type || !type->is_string() || type->get_ref<const std::string&>() != "text") {
-      return bad_request("'response_format' other than {\"type\": \"text\"} is not supported", "response_format");
-    }
-  }
-  return std::nullopt;
+// What the field readers share while one body is read: the request being filled, and the values that are only
+// checked against each other once every field is read.
+struct ParseState {
+  Endpoint endpoint;
+  const ProtocolLimits& limits;
+  GenerationRequest* r;
+  std::optional<int64_t> best_of = std::nullopt;
+  std::optional<int64_t> max_tokens = std::nullopt;
+  std::optional<int64_t> max_completion_tokens = std::nullopt;
+  std::optional<int64_t> top_logprobs = std::nullopt;
+  bool has_stream_options = false;
+};
+
+// Reads one field of `obj` (present and not null) into the state.
+using FieldReader = std::optional<ApiError> (*)(const json& obj, ParseState& s);
+
+struct FieldRule {
+  RequestField field;
+  FieldReader read;
+};
+
+using Result = std::optional<ApiError>;
+
+// NOTE: one table for both endpoints, so that a field one of them checks is never silently ignored by the other:
+// it is read and checked where its scope says, and answered with a 400 elsewhere. Fields we do not implement are
+// here too: an error when they ask for something, silence when they ask for the default.
+constexpr FieldRule kFieldRules[] = {
+    {{"model", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result {
+       const json& m = obj["model"];
+       if (!m.is_string()) return bad_request(fmt::format("'model' must be a string (got {})", describe(m)), "model");
+       s.r->model = m.get<std::string>();
+       return std::nullopt;
+     }},
+    {{"prompt", FieldScope::kCompletions, true},
+     [](const json& obj, ParseState& s) -> Result { return read_prompts(obj, s.limits, &s.r->prompts); }},
+    {{"echo", FieldScope::kCompletions},
+     [](const json& obj, ParseState& s) -> Result { return read_bool(obj, "echo", &s.r->echo); }},
+    {{"suffix", FieldScope::kCompletions},
+     [](const json& obj, ParseState&) -> Result {
+       const json& v = obj["suffix"];
+       if (v.is_string() && v.get_ref<const std::string&>().empty()) return std::nullopt;
+       return bad_request("'suffix' is not supported", "suffix");
+     }},
+    {{"messages", FieldScope::kChatCompletions, true},
+     [](const json& obj, ParseState& s) -> Result { return read_messages(obj, s.limits, &s.r->messages); }},
+    {{"add_generation_prompt", FieldScope::kChatCompletions},
+     [](const json& obj, ParseState& s) -> Result {
+       return read_bool(obj, "add_generation_prompt", &s.r->add_generation_prompt);
+     }},
+    {{"n", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result {
+       std::optional<int64_t> n;
+       if (auto e = read_int(obj, "n", 1, s.limits.max_n, &n)) return e;
+       s.r->n = static_cast<int32_t>(*n);
+       return std::nullopt;
+     }},
+    {{"best_of", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result { return read_int(obj, "best_of", 1, 1 << 20, &s.best_of); }},
+    {{"logit_bias", FieldScope::kBoth},
+     [](const json& obj, ParseState&) -> Result {
+       const json& v = obj["logit_bias"];
+       if (v.is_object() && v.empty()) return std::nullopt;
+       return bad_request("'logit_bias' is not supported", "logit_bias");
+     }},
+    {{"tools", FieldScope::kChatCompletions},
+     [](const json& obj, ParseState&) -> Result {
+       const json& v = obj["tools"];
+       if (v.is_array() && v.empty()) return std::nullopt;
+       return bad_request("'tools' (tool calling) is not supported", "tools");
+     }},
+    {{"functions", FieldScope::kChatCompletions},
+     [](const json& obj, ParseState&) -> Result {
+       const json& v = obj["functions"];
+       if (v.is_array() && v.empty()) return std::nullopt;
+       return bad_request("'functions' (tool calling) is not supported", "functions");
+     }},
+    {{"tool_choice", FieldScope::kChatCompletions},
+     [](const json& obj, ParseState&) -> Result {
+       const json& v = obj["tool_choice"];
+       if (v.is_string() && v.get_ref<const std::string&>() == "none") return std::nullopt;
+       return bad_request("'tool_choice' (tool calling) is not supported", "tool_choice");
+     }},
+    {{"function_call", FieldScope::kChatCompletions},
+     [](const json& obj, ParseState&) -> Result {
+       const json& v = obj["function_call"];
+       if (v.is_string() && v.get_ref<const std::string&>() == "none") return std::nullopt;
+       return bad_request("'function_call' (tool calling) is not supported", "function_call");
+     }},
+    {{"response_format", FieldScope::kChatCompletions},
+     [](const json& obj, ParseState&) -> Result {
+       const json& v = obj["response_format"];
+       const json* type = v.is_object() ? member(v, "type") : nullptr;
+       if (type && type->is_string() && type->get_ref<const std::string&>() == "text") return std::nullopt;
+       return bad_request("'response_format' other than {\"type\": \"text\"} is not supported", "response_format");
+     }},
+    {{"stream", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result { return read_bool(obj, "stream", &s.r->stream); }},
+    {{"stream_options", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result {
+       const json& so = obj["stream_options"];
+       if (!so.is_object()) {
+         return bad_request(fmt::format("'stream_options' must be an object (got {})", describe(so)), "stream_options");
+       }
+       s.has_stream_options = true;
+       if (const json* iu = member(so, "include_usage")) {
+         if (!iu->is_boolean()) {
+           return bad_request(fmt::format("'stream_options.include_usage' must be a boolean (got {})", describe(*iu)),
+                              "stream_options.include_usage");
+         }
+         s.r->include_usage = iu->get<bool>();
+       }
+       return std::nullopt;
+     }},
+    {{"temperature", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result {
+       return read_float(obj, "temperature", 0.0, 2.0, Bound::kClosed, &s.r->params.temperature);
+     }},
+    {{"top_p", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result {
+       return read_float(obj, "top_p", 0.0, 1.0, Bound::kOpen, &s.r->params.top_p);
+     }},
+    {{"min_p", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result {
+       return read_float(obj, "min_p", 0.0, 1.0, Bound::kClosed, &s.r->params.min_p);
+     }},
+    {{"presence_penalty", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result {
+       return read_float(obj, "presence_penalty", -2.0, 2.0, Bound::kClosed, &s.r->params.presence_penalty);
+     }},
+    {{"frequency_penalty", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result {
+       return read_float(obj, "frequency_penalty", -2.0, 2.0, Bound::kClosed, &s.r->params.frequency_penalty);
+     }},
+    {{"repetition_penalty", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result {
+       return read_float(obj, "repetition_penalty", 0.0, 100.0, Bound::kOpen, &s.r->params.repetition_penalty);
+     }},
+    {{"top_k", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result {
+       std::optional<int64_t> top_k;
+       if (auto e = read_int(obj, "top_k", -1, std::numeric_limits<int32_t>::max(), &top_k)) return e;
+       s.r->params.top_k = static_cast<int32_t>(*top_k);
+       return std::nullopt;
+     }},
+    {{"seed", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result { return read_seed(obj, &s.r->params.seed); }},
+    {{"stop", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result { return read_stop(obj, s.limits, &s.r->params.stop); }},
+    {{"ignore_eos", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result { return read_bool(obj, "ignore_eos", &s.r->params.ignore_eos); }},
+    {{"max_tokens", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result {
+       return read_int(obj, "max_tokens", 1, s.limits.max_tokens_limit, &s.max_tokens);
+     }},
+    // OpenAI's newer name for max_tokens (chat); read on both endpoints so that /v1/completions does not drop it.
+    {{"max_completion_tokens", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result {
+       return read_int(obj, "max_completion_tokens", 1, s.limits.max_tokens_limit, &s.max_completion_tokens);
+     }},
+    {{"logprobs", FieldScope::kBoth},
+     [](const json& obj, ParseState& s) -> Result {
+       if (s.endpoint == Endpoint::kChatCompletions) return read_bool(obj, "logprobs", &s.r->want_logprobs);
+       if (obj["logprobs"].is_boolean()) {
+         return bad_request(fmt::format("'logprobs' must be an integer in [0, {}] for completions (a boolean is the "
+                                        "chat form)",
+                                        s.limits.max_logprobs),
+                            "logprobs");
+       }
+       std::optional<int64_t> logprobs;
+       if (auto e = read_int(obj, "logprobs", 0, s.limits.max_logprobs, &logprobs)) return e;
+       s.r->want_logprobs = true;
+       s.r->top_logprobs = static_cast<int32_t>(*logprobs);
+       return std::nullopt;
+     }},
+    {{"top_logprobs", FieldScope::kChatCompletions},
+     [](const json& obj, ParseState& s) -> Result {
+       return read_int(obj, "top_logprobs", 0, s.limits.max_logprobs, &s.top_logprobs);
+     }},
+    {{"user", FieldScope::kBoth},
+     [](const json& obj, ParseState&) -> Result {
+       const json& v = obj["user"];
+       if (v.is_string()) return std::nullopt;
+       return bad_request(fmt::format("'user' must be a string (got {})", describe(v)), "user");
+     }},
+};
+
+constexpr auto kRequestFields = [] {
+  std::array<RequestField, std::size(kFieldRules)> fields{};
+  for (size_t i = 0; i < fields.size(); ++i) fields[i] = kFieldRules[i].field;
+  return fields;
+}();
+
+const char* endpoint_path(Endpoint endpoint) {
+  return endpoint == Endpoint::kCompletions ? "/v1/completions" : "/v1/chat/completions";
 }
 
-std::optional<ApiError> read_sampling(const json& obj, Endpoint endpoint, const ProtocolLimits& limits,
-                                      GenerationRequest* r) {
-  SamplingParams& p = r->params;
-  if (auto e = read_float(obj, "temperature", 0.0, 2.0, Bound::kClosed, &p.temperature)) return e;
-  if (auto e = read_float(obj, "top_p", 0.0, 1.0, Bound::kOpen, &p.top_p)) return e;
-  if (auto e = read_float(obj, "min_p", 0.0, 1.0, Bound::kClosed, &p.min_p)) return e;
-  if (auto e = read_float(obj, "presence_penalty", -2.0, 2.0, Bound::kClosed, &p.presence_penalty)) return e;
-  if (auto e = read_float(obj, "frequency_penalty", -2.0, 2.0, Bound::kClosed, &p.frequency_penalty)) return e;
-  if (auto e = read_float(obj, "repetition_penalty", 0.0, 100.0, Bound::kOpen, &p.repetition_penalty)) return e;
-  std::optional<int64_t> top_k;
-  if (auto e = read_int(obj, "top_k", -1, std::numeric_limits<int32_t>::max(), &top_k)) return e;
-  if (top_k) p.top_k = static_cast<int32_t>(*top_k);
-  if (auto e = read_seed(obj, &p.seed)) return e;
-  if (auto e = read_stop(obj, limits, &p.stop)) return e;
-  if (auto e = read_bool(obj, "ignore_eos", &p.ignore_eos)) return e;
-
-  std::optional<int64_t> max_tokens;
-  if (auto e = read_int(obj, "max_tokens", 1, limits.max_tokens_limit, &max_tokens)) return e;
-  if (endpoint == Endpoint::kChatCompletions) {
-    std::optional<int64_t> max_completion_tokens;
-    if (auto e = read_int(obj, "max_completion_tokens", 1, limits.max_tokens_limit, &max_completion_tokens)) return e;
-    if (max_completion_tokens) max_tokens = max_completion_tokens;
+// The checks between fields, once every field is read.
+std::optional<ApiError> check_fields_together(const ParseState& s) {
+  GenerationRequest* r = s.r;
+  const int64_t num_prompts = s.endpoint == Endpoint::kCompletions ? static_cast<int64_t>(r->prompts.size()) : 1;
+  if (num_prompts * r->n > s.limits.max_choices) {
+    return bad_request(
+        fmt::format("prompts x n must be at most {} (got {} x {})", s.limits.max_choices, num_prompts, r->n), "n");
   }
-  if (max_tokens) {
-    p.max_tokens = static_cast<int32_t>(*max_tokens);
+  if (s.best_of && *s.best_of != r->n) return bad_request("'best_of' other than n is not supported", "best_of");
+  if (s.has_stream_options && !r->stream) {
+    return bad_request("'stream_options' is only allowed when 'stream' is true", "stream_options");
+  }
+  // max_completion_tokens wins over max_tokens (OpenAI deprecated max_tokens for it).
+  if (const std::optional<int64_t> max_tokens = s.max_completion_tokens ? s.max_completion_tokens : s.max_tokens) {
+    r->params.max_tokens = static_cast<int32_t>(*max_tokens);
     r->is_max_tokens_set = true;
   }
-
-  if (endpoint == Endpoint::kCompletions) {
-    std::optional<int64_t> logprobs;
-    if (const json* v = member(obj, "logprobs"); v && v->is_boolean()) {
-      return bad_request("'logprobs' must be an integer in [0, " + std::to_string(limits.max_logprobs) +
-                             "] for completions (a boolean is the chat form)",
-                         "logprobs");
-    }
-    if (auto e = read_int(obj, "logprobs", 0, limits.max_logprobs, &logprobs)) return e;
-    if (logprobs) {
-      r->want_logprobs = true;
-      r->top_logprobs = static_cast<int32_t>(*logprobs);
-    }
-  } else {
-    if (auto e = read_bool(obj, "logprobs", &r->want_logprobs)) return e;
-    std::optional<int64_t> top;
-    if (auto e = read_int(obj, "top_logprobs", 0, limits.max_logprobs, &top)) return e;
-    if (top) {
-      if (!r->want_logprobs) return bad_request("'top_logprobs' needs 'logprobs' set to true", "top_logprobs");
-      r->top_logprobs = static_cast<int32_t>(*top);
-    }
+  if (s.top_logprobs) {
+    if (!r->want_logprobs) return bad_request("'top_logprobs' needs 'logprobs' set to true", "top_logprobs");
+    r->top_logprobs = static_cast<int32_t>(*s.top_logprobs);
   }
-  p.logprobs = r->top_logprobs;
-  return std::nullopt;
-}
-
-std::optional<ApiError> parse_object(Endpoint endpoint, const json& obj, const ProtocolLimits& limits,
-                                     GenerationRequest* r) {
-  r->endpoint = endpoint;
-  if (const json* m = member(obj, "model")) {
-    if (!m->is_string()) return bad_request(fmt::format("'model' must be a string (got {})", describe(*m)), "model");
-    r->model = m->get<std::string>();
-  }
-  if (endpoint == Endpoint::kCompletions) {
-    if (auto e = read_prompts(obj, limits, &r->prompts)) return e;
-    if (auto e = read_bool(obj, "echo", &r->echo)) return e;
-  } else {
-    if (auto e = read_messages(obj, limits, &r->messages)) return e;
-    if (auto e = read_bool(obj, "add_generation_prompt", &r->add_generation_prompt)) return e;
-  }
-  std::optional<int64_t> n;
-  if (auto e = read_int(obj, "n", 1, limits.max_n, &n)) return e;
-  if (n) r->n = static_cast<int32_t>(*n);
-  const int64_t num_prompts = endpoint == Endpoint::kCompletions ? static_cast<int64_t>(r->prompts.size()) : 1;
-  if (num_prompts * r->n > limits.max_choices) {
-    return bad_request(
-        fmt::format("prompts x n must be at most {} (got {} x {})", limits.max_choices, num_prompts, r->n), "n");
-  }
-  if (auto e = reject_unsupported(obj, endpoint, r->n)) return e;
-  if (auto e = read_bool(obj, "stream", &r->stream)) return e;
-  if (const json* so = member(obj, "stream_options")) {
-    if (!so->is_object()) {
-      return bad_request(fmt::format("'stream_options' must be an object (got {})", describe(*so)), "stream_options");
-    }
-    if (!r->stream) return bad_request("'stream_options' is only allowed when 'stream' is true", "stream_options");
-    if (const json* iu = member(*so, "include_usage")) {
-      if (!iu->is_boolean()) {
-        return bad_request(fmt::format("'stream_options.include_usage' must be a boolean (got {})", describe(*iu)),
-                           "stream_options.include_usage");
-      }
-      r->include_usage = iu->get<bool>();
-    }
-  }
-  if (auto e = read_sampling(obj, endpoint, limits, r)) return e;
+  r->params.logprobs = r->top_logprobs;
   if (r->echo && r->want_logprobs) {
     return bad_request("'echo' together with 'logprobs' is not supported (no prompt logprobs)", "echo");
   }
   return std::nullopt;
 }
 
+std::optional<ApiError> parse_object(Endpoint endpoint, const json& obj, const ProtocolLimits& limits,
+                                     GenerationRequest* r) {
+  r->endpoint = endpoint;
+  ParseState state{.endpoint = endpoint, .limits = limits, .r = r};
+  for (const FieldRule& rule : kFieldRules) {
+    const RequestField& field = rule.field;
+    const bool is_accepted = is_field_accepted(field.scope, endpoint);
+    if (!member(obj, field.name)) {
+      if (is_accepted && field.is_required) return bad_request(fmt::format("'{}' is required", field.name), field.name);
+      continue;
+    }
+    if (!is_accepted) {
+      const Endpoint other = endpoint == Endpoint::kCompletions ? Endpoint::kChatCompletions : Endpoint::kCompletions;
+      return bad_request(fmt::format("'{}' is a {} field; {} does not accept it", field.name, endpoint_path(other),
+                                     endpoint_path(endpoint)),
+                         field.name);
+    }
+    if (auto e = rule.read(obj, state)) return e;
+  }
+  return check_fields_together(state);
+}
+
+bool is_hex_digit(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// The code unit of the escape `\uXXXX` at text[i], or nullopt when there is none there.
+std::optional<uint32_t> u_escape_at(std::string_view text, size_t i) {
+  if (i + 6 > text.size() || text[i] != '\\' || text[i + 1] != 'u') return std::nullopt;
+  uint32_t unit = 0;
+  for (size_t k = i + 2; k < i + 6; ++k) {
+    if (!is_hex_digit(text[k])) return std::nullopt;
+    const char c = text[k];
+    const uint32_t digit = c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+    unit = unit * 16 + digit;
+  }
+  return unit;
+}
+
+bool is_high_surrogate(uint32_t unit) {
+  return unit >= 0xD800 && unit <= 0xDBFF;
+}
+
+bool is_low_surrogate(uint32_t unit) {
+  return unit >= 0xDC00 && unit <= 0xDFFF;
+}
+
 }  // namespace
+
+bool is_field_accepted(FieldScope scope, Endpoint endpoint) {
+  switch (scope) {
+    case FieldScope::kBoth:
+      return true;
+    case FieldScope::kCompletions:
+      return endpoint == Endpoint::kCompletions;
+    case FieldScope::kChatCompletions:
+      return endpoint == Endpoint::kChatCompletions;
+  }
+  return false;
+}
+
+std::span<const RequestField> request_fields() {
+  return kRequestFields;
+}
+
+std::optional<std::string> replace_lone_surrogates(std::string_view text) {
+  std::optional<std::string> out;
+  bool is_in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (!is_in_string) {
+      is_in_string = c == '"';
+      continue;
+    }
+    if (c == '"') {
+      is_in_string = false;
+      continue;
+    }
+    if (c != '\\') continue;
+    const std::optional<uint32_t> unit = u_escape_at(text, i);
+    if (!unit) {
+      ++i;  // a two-character escape (or a malformed one, which the JSON parser reports)
+      continue;
+    }
+    if (is_high_surrogate(*unit)) {
+      const std::optional<uint32_t> next = u_escape_at(text, i + 6);
+      if (next && is_low_surrogate(*next)) {
+        i += 11;  // a valid pair
+        continue;
+      }
+    }
+    if (is_high_surrogate(*unit) || is_low_surrogate(*unit)) {
+      if (!out) out.emplace(text);
+      out->replace(i, 6, "\\uFFFD");
+    }
+    i += 5;
+  }
+  return out;
+}
 
 ApiError bad_request(std::string message, std::string param, std::string code) {
   return ApiError{.http_status = 400,
@@ -502,9 +711,13 @@ std::optional<ApiError> parse_generation_request(Endpoint endpoint, std::string_
   if (json_nesting_depth(body, limits.max_json_depth) > limits.max_json_depth) {
     return bad_request(fmt::format("the request body nests arrays/objects deeper than {}", limits.max_json_depth));
   }
+  // NOTE: JSON allows lone surrogate escapes ("\\uD800"); nlohmann::json refuses them. They become U+FFFD, as
+  // Python's and JavaScript's decoders would show them; the body is copied only when it holds one.
+  const std::optional<std::string> replaced = replace_lone_surrogates(body);
+  const std::string_view text = replaced ? std::string_view(*replaced) : body;
   json obj;
   try {
-    obj = json::parse(body);
+    obj = json::parse(text);
   } catch (const json::exception& e) {
     std::string what = e.what();
     if (const size_t pos = what.find("] "); what.rfind("[json.exception", 0) == 0 && pos != std::string::npos) {

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,10 +71,31 @@ struct ProtocolLimits {
   int32_t max_messages = 4096;
 };
 
+// Which endpoints accept a request field.
+enum class FieldScope { kBoth, kCompletions, kChatCompletions };
+
+// A request field the parser knows. One table serves both endpoints: a known field is read and checked on the
+// endpoints of its scope and answered with a 400 naming it on the other; only fields outside the table are ignored.
+struct RequestField {
+  const char* name = "";
+  FieldScope scope = FieldScope::kBoth;
+  bool is_required = false;  // on the endpoints of its scope
+};
+
+// Every known field, in the order a body's fields are checked.
+std::span<const RequestField> request_fields();
+bool is_field_accepted(FieldScope scope, Endpoint endpoint);
+
 // Parses a request body for `endpoint`. nullopt on success (`*out` filled); otherwise the 400 to send, naming
-// the field: "'temperature' must be a number in [0, 2] (got 3.5)". Unknown fields are ignored.
+// the field: "'temperature' must be a number in [0, 2] (got 3.5)". Fields outside request_fields() are ignored;
+// lone UTF-16 surrogate escapes in strings are read as U+FFFD.
 std::optional<ApiError> parse_generation_request(Endpoint endpoint, std::string_view body, const ProtocolLimits& limits,
                                                  GenerationRequest* out);
+
+// `text` with every lone UTF-16 surrogate escape in its JSON strings ("\\uD800" not followed by a low surrogate
+// escape, or "\\uDC00" not preceded by a high one) replaced by "\\uFFFD" (the same length); nullopt when there is
+// none, so the common body is not copied. Such escapes are valid JSON, but nlohmann::json refuses them.
+std::optional<std::string> replace_lone_surrogates(std::string_view text);
 
 // The deepest nesting of arrays/objects in `text` read as JSON (strings skipped); stops counting past `limit`.
 int32_t json_nesting_depth(std::string_view text, int32_t limit);

@@ -155,7 +155,11 @@ std::string ResponseBuilder::add(size_t prompt_idx, const RequestOutput& output)
   Choice& choice = choices_[choice_idx];
   if (choice.finish_reason) return {};  // nothing follows a finished sample
   choice.num_tokens = std::max(choice.num_tokens, output.num_output_tokens);
-  if (output.finished) choice.finish_reason = output.finish_reason.value_or(FinishReason::kAbort);
+  if (output.finished) {
+    const FinishReason reason = output.finish_reason.value_or(FinishReason::kAbort);
+    choice.is_aborted = reason == FinishReason::kAbort;
+    choice.finish_reason = choice.is_aborted ? FinishReason::kLength : reason;
+  }
   json lp = nullptr;
   if (config_.want_logprobs && !output.token_ids.empty()) lp = logprobs_json(choice, output);
 
@@ -164,15 +168,15 @@ std::string ResponseBuilder::add(size_t prompt_idx, const RequestOutput& output)
     if (!lp.is_null()) append_logprobs(choice, lp);
     return {};
   }
-  const std::optional<FinishReason> finish = output.finished ? choice.finish_reason : std::nullopt;
+  const json finish = output.finished ? reason_json(choice.finish_reason) : json(nullptr);
   // NOTE: a chunk goes out for every output with new tokens, even when their text is held back (a partial UTF-8
   // character, a possible stop string) or there is no tokenizer: clients time tokens by chunks.
   const bool has_news = !output.text.empty() || !output.token_ids.empty() || !lp.is_null();
   std::string out;
   if (config_.endpoint == Endpoint::kCompletions) {
-    if (!has_news && !finish) return {};
-    out += event(chunk(json::array(
-        {{{"index", choice_idx}, {"text", output.text}, {"logprobs", lp}, {"finish_reason", reason_json(finish)}}})));
+    if (!has_news && !output.finished) return {};
+    out += event(chunk(
+        json::array({{{"index", choice_idx}, {"text", output.text}, {"logprobs", lp}, {"finish_reason", finish}}})));
     return out;
   }
   if (has_news) {
@@ -181,13 +185,26 @@ std::string ResponseBuilder::add(size_t prompt_idx, const RequestOutput& output)
                                      {"logprobs", lp},
                                      {"finish_reason", nullptr}}})));
   }
-  if (finish) {
-    out += event(chunk(json::array({{{"index", choice_idx},
-                                     {"delta", json::object()},
-                                     {"logprobs", nullptr},
-                                     {"finish_reason", reason_json(finish)}}})));
-  }
+  if (output.finished) out += finish_event(choice_idx, *choice.finish_reason);
   return out;
+}
+
+std::string ResponseBuilder::finish_event(size_t choice_idx, FinishReason reason) const {
+  if (config_.endpoint == Endpoint::kCompletions) {
+    return event(chunk(json::array(
+        {{{"index", choice_idx}, {"text", ""}, {"logprobs", nullptr}, {"finish_reason", reason_json(reason)}}})));
+  }
+  return event(chunk(json::array({{{"index", choice_idx},
+                                   {"delta", json::object()},
+                                   {"logprobs", nullptr},
+                                   {"finish_reason", reason_json(reason)}}})));
+}
+
+bool ResponseBuilder::is_aborted() const {
+  for (const Choice& c : choices_) {
+    if (c.is_aborted) return true;
+  }
+  return false;
 }
 
 bool ResponseBuilder::all_finished() const {
@@ -222,7 +239,7 @@ std::string ResponseBuilder::finish() {
                                                                    {"text_offset", json::array()}};
       }
     }
-    const json reason = finish_reason_name(c.finish_reason.value_or(FinishReason::kAbort));
+    const json reason = finish_reason_name(c.finish_reason.value_or(FinishReason::kLength));
     if (config_.endpoint == Endpoint::kChatCompletions) {
       choices.push_back({{"index", i},
                          {"message", {{"role", "assistant"}, {"content", c.text}}},
@@ -243,8 +260,19 @@ std::string ResponseBuilder::finish() {
   return dump(j);
 }
 
-std::string ResponseBuilder::stream_error(const ApiError& error) const {
-  return "data: " + error_body(error) + "\n\ndata: [DONE]\n\n";
+std::string ResponseBuilder::stream_error(const ApiError& error) {
+  std::string out;
+  for (size_t i = 0; i < choices_.size(); ++i) {
+    if (choices_[i].finish_reason) continue;
+    choices_[i].finish_reason = FinishReason::kLength;
+    out += finish_event(i, FinishReason::kLength);
+  }
+  if (config_.include_usage) {
+    json j = chunk(json::array());
+    j["usage"] = usage();
+    out += event(j);
+  }
+  return out + "data: " + error_body(error) + "\n\ndata: [DONE]\n\n";
 }
 
 }  // namespace anvil::server

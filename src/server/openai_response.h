@@ -32,7 +32,6 @@ struct ResponseConfig {
 // The text of one token as a client sees it (for logprobs).
 using TokenTextFn = std::function<std::string(int32_t token_id)>;
 
-
 class ResponseBuilder {
  public:
   ResponseBuilder(ResponseConfig config, TokenTextFn token_text);
@@ -48,8 +47,12 @@ class ResponseBuilder {
   bool all_finished() const;
   // Streaming: the usage event (when asked for) and `data: [DONE]`. Otherwise: the whole JSON response.
   std::string finish();
-  // Streaming: an error event and `data: [DONE]`, for a request the engine failed mid-stream.
-  std::string stream_error(const ApiError& error) const;
+  // A choice ended with FinishReason::kAbort (the engine shut down, or failed the request). The client sees
+  // finish_reason "length" for it: OpenAI has no "abort".
+  bool is_aborted() const;
+  // Streaming: the end of a stream cut short (aborted, or failed in the engine): a "length" finish for every
+  // choice still open, the usage event when asked for, an error event `data: {"error": {...}}`, `data: [DONE]`.
+  std::string stream_error(const ApiError& error);
   int64_t num_completion_tokens() const;
   int64_t num_prompt_tokens() const;
 
@@ -57,7 +60,8 @@ class ResponseBuilder {
   struct Choice {
     std::string text;
     int32_t num_tokens = 0;
-    std::optional<FinishReason> finish_reason;
+    std::optional<FinishReason> finish_reason;  // as the client sees it (never kAbort)
+    bool is_aborted = false;
     size_t text_offset = 0;   // completions logprobs: bytes of text before the next token
     nlohmann::json logprobs;  // non-streaming: the logprobs so far (null until the first)
   };
@@ -66,6 +70,8 @@ class ResponseBuilder {
   // Appends the logprobs of one output to a choice's accumulated ones.
   void append_logprobs(Choice& choice, const nlohmann::json& delta) const;
   nlohmann::json chunk(nlohmann::json choices) const;
+  // The stream event that ends choice `choice_idx` with `reason`.
+  std::string finish_event(size_t choice_idx, FinishReason reason) const;
   nlohmann::json usage() const;
 
   ResponseConfig config_;

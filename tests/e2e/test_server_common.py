@@ -135,7 +135,8 @@ def raw_request(method, path, body=b"", headers=None, http_version="1.1"):
 
 
 class ResponseReader:
-    """Reads HTTP responses with Content-Length from a blocking socket, keeping bytes that belong to the next."""
+    """Reads HTTP responses (Content-Length or chunked) from a blocking socket, keeping bytes that belong to the
+    next."""
 
     def __init__(self, sock, timeout=30):
         self.sock = sock
@@ -148,19 +149,50 @@ class ResponseReader:
             raise ConnectionError(f"closed mid-response: {self.data!r}")
         self.data += chunk
 
-    def response(self):
-        """(status, headers, body bytes) of the next response."""
+    def _line(self):
+        while b"\r\n" not in self.data:
+            self._fill()
+        line, self.data = self.data.split(b"\r\n", 1)
+        return line
+
+    def _take(self, n):
+        while len(self.data) < n:
+            self._fill()
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+    def response(self, head_request=False):
+        """(status, headers, body bytes) of the next response (a chunked body de-chunked; none for a HEAD)."""
         while b"\r\n\r\n" not in self.data:
             self._fill()
         head, self.data = self.data.split(b"\r\n\r\n", 1)
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         headers = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
-        length = int(headers.get("content-length", "0"))
-        while len(self.data) < length:
-            self._fill()
-        body, self.data = self.data[:length], self.data[length:]
-        return status, headers, body
+        if head_request:
+            return status, headers, b""
+        if headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size = int(self._line().split(b";")[0], 16)
+                if size == 0:
+                    assert self._line() == b""
+                    return status, headers, body
+                body += self._take(size)
+                assert self._take(2) == b"\r\n"
+        return status, headers, self._take(int(headers.get("content-length", "0")))
+
+    def closed(self, timeout=10):
+        """True when the server closes the connection (what is left unread, if anything, is dropped)."""
+        self.sock.settimeout(timeout)
+        try:
+            while self.sock.recv(65536):
+                pass
+            return True
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
 
 
 def read_response(sock, timeout=30):

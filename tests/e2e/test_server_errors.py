@@ -242,6 +242,7 @@ def test_full_queue_is_a_429(anvil_bin, tmp_path, tmp_path_factory):
         s.wait_metric("anvil:num_requests_pending", lambda v: v == 1)
         r = httpx.post(s.base + "/v1/completions", json={"prompt": "Once", "max_tokens": 2}, timeout=30)
         assert_api_error(r, 429, code="queue_full", type_="rate_limit_error")
+        assert r.headers["retry-after"] == "1"
         with pytest.raises(openai.RateLimitError):
             s.client().completions.create(model=s.client().models.list().data[0].id, prompt="Once", max_tokens=2)
         done.set()

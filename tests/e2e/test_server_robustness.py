@@ -213,7 +213,7 @@ def stream_in_thread(server, body, out):
 
 def finish_reasons(events):
     return [json.loads(e[6:])["choices"][0]["finish_reason"] for e in events
-            if e != "data: [DONE]" and json.loads(e[6:])["choices"]]
+            if e != "data: [DONE]" and json.loads(e[6:]).get("choices")]
 
 
 def test_sigterm_lets_running_requests_finish(anvil_bin, tmp_path, tmp_path_factory):
@@ -254,12 +254,27 @@ def test_sigterm_aborts_what_outlives_the_timeout(anvil_bin, tmp_path, tmp_path_
     s = Server(anvil_bin, [*slow_model_dir(tmp_path_factory), "--shutdown-timeout", "0.5"], tmp_path / "server.log")
     out = {}
     t = stream_in_thread(s, {"prompt": "Once", "max_tokens": 2000, "ignore_eos": True}, out)
-    s.wait_metric("anvil:num_requests_running", lambda v: v == 1)
+    whole = {}
+
+    def post_whole():
+        r = httpx.post(s.base + "/v1/completions", json={"prompt": "Once", "max_tokens": 2000, "ignore_eos": True},
+                       timeout=60)
+        whole["status"], whole["body"] = r.status_code, r.json()
+    w = threading.Thread(target=post_whole)
+    w.start()
+    s.wait_metric("anvil:num_requests_running", lambda v: v == 2)
     t0 = time.time()
     s.proc.send_signal(15)
     assert s.proc.wait(timeout=20) == 0
     assert time.time() - t0 < 5
     t.join(10)
     assert out.get("status") == 200, out
+    # OpenAI's finish reasons only: the cut stream ends "length", then an error event says why, then [DONE].
     assert out["events"][-1] == "data: [DONE]"
-    assert finish_reasons(out["events"])[-1] == "abort"
+    assert finish_reasons(out["events"])[-1] == "length"
+    error = json.loads(out["events"][-2][6:])["error"]
+    assert error["code"] == "shutting_down" and error["type"] == "server_error" and "shut down" in error["message"]
+    # A whole response has no room for both: the aborted one is a 503 saying why.
+    w.join(10)
+    assert whole["status"] == 503, whole
+    assert whole["body"]["error"]["code"] == "shutting_down"

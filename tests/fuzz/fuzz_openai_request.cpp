@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <string_view>
 
 #include "server/openai_protocol.h"
@@ -21,6 +22,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_prompts = 4;
   limits.max_choices = 16;
   limits.max_messages = 32;
+  // Lone surrogate escapes are replaced in place: the same length, and never anything else touched.
+  if (const std::optional<std::string> replaced = replace_lone_surrogates(body)) {
+    if (replaced->size() != body.size()) std::abort();
+    for (size_t i = 0; i < body.size(); ++i) {
+      if ((*replaced)[i] != body[i] && (body[i] == '"' || body[i] == '\\')) std::abort();
+    }
+  }
   GenerationRequest request;
   const std::optional<ApiError> error = parse_generation_request(endpoint, body, limits, &request);
   if (error) {
@@ -46,7 +54,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } else {
     if (request.messages.empty() || static_cast<int32_t>(request.messages.size()) > limits.max_messages) std::abort();
   }
-  if (request.is_max_tokens_set && (request.params.max_tokens < 1 || request.params.max_tokens > limits.max_tokens_limit)) {
+  if (request.is_max_tokens_set &&
+      (request.params.max_tokens < 1 || request.params.max_tokens > limits.max_tokens_limit)) {
     std::abort();
   }
   if (json_nesting_depth(body, limits.max_json_depth) > limits.max_json_depth + 1) std::abort();

@@ -1,8 +1,10 @@
 // The OpenAI request parser of `anvil serve`: every field of both endpoints read into GenerationRequest, every
 // bad value rejected with a 400 naming the field, hostile bodies (deep nesting, huge numbers, invalid UTF-8,
 // seeded random bytes and mutations) answered with an error instead of a crash, and the error JSON's shape.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -171,7 +173,7 @@ TEST(ServerProtocol, NestingIsBoundedBeforeParsing) {
   EXPECT_EQ(json_nesting_depth(deep, 64), 65);  // stops counting past the limit
   const ApiError e = parse_error(Endpoint::kCompletions, "{\"prompt\": " + deep + "}");
   EXPECT_NE(e.message.find("deeper than 64"), std::string::npos) << e.message;
-  std::string ok = "{\"prompt\": \"x\", \"user\": " + std::string(60, '[') + std::string(60, ']') + "}";
+  std::string ok = "{\"prompt\": \"x\", \"metadata\": " + std::string(60, '[') + std::string(60, ']') + "}";
   parse_ok(Endpoint::kCompletions, ok);
 }
 
@@ -191,6 +193,104 @@ TEST(ServerProtocol, ErrorBodyHasOpenAIsShape) {
   EXPECT_EQ(internal.http_status, 500);
   EXPECT_EQ(internal.type, "server_error");
   EXPECT_TRUE(internal.param.empty());
+}
+
+// The one field table: every known field, sent a value no field accepts, is a 400 naming it on both endpoints
+// (checked where its scope says, refused as the other endpoint's field elsewhere); none is silently ignored.
+TEST(ServerProtocol, EveryKnownFieldIsCheckedOnBothEndpoints) {
+  const std::string completion_base = R"("prompt": "x")";
+  const std::string chat_base = R"("messages": [{"role": "user", "content": "x"}])";
+  std::vector<std::string> names;
+  for (const RequestField& field : request_fields()) {
+    names.push_back(field.name);
+    for (const Endpoint endpoint : {Endpoint::kCompletions, Endpoint::kChatCompletions}) {
+      for (const std::string bad : {R"([[[]]])", R"({"a": [1]})"}) {
+        const std::string body = fmt::format(
+            R"({{{}, "{}": {}}})", endpoint == Endpoint::kCompletions ? completion_base : chat_base, field.name, bad);
+        const ApiError e = parse_error(endpoint, body);
+        EXPECT_EQ(e.http_status, 400) << body;
+        EXPECT_EQ(e.param.substr(0, std::string(field.name).size()), field.name) << body << " -> " << e.message;
+        if (!is_field_accepted(field.scope, endpoint)) {
+          EXPECT_NE(e.message.find("does not accept it"), std::string::npos) << e.message;
+        }
+      }
+    }
+  }
+  std::vector<std::string> sorted = names;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end()) << "a field is in the table twice";
+  for (const char* name : {"prompt", "messages", "tools", "response_format", "max_completion_tokens", "user"}) {
+    EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name;
+  }
+  // Fields outside the table are still ignored, on both endpoints.
+  parse_ok(Endpoint::kCompletions, R"({"prompt": "x", "metadata": {"a": 1}, "store": [1]})");
+  parse_ok(Endpoint::kChatCompletions, R"({"messages": [{"role": "user", "content": "x"}], "metadata": 5})");
+}
+
+TEST(ServerProtocol, FieldsOfTheOtherEndpointAreRefused) {
+  const std::vector<std::pair<std::string, std::string>> completions = {
+      {R"({"prompt": "x", "tools": []})", "tools"},
+      {R"({"prompt": "x", "response_format": {"type": "text"}})", "response_format"},
+      {R"({"prompt": "x", "messages": []})", "messages"},
+      {R"({"prompt": "x", "top_logprobs": 1})", "top_logprobs"},
+      {R"({"prompt": "x", "add_generation_prompt": true})", "add_generation_prompt"},
+      {R"({"prompt": "x", "max_completion_tokens": 0})", "max_completion_tokens"},
+      {R"({"prompt": "x", "user": 5})", "user"},
+  };
+  for (const auto& [body, param] : completions) EXPECT_EQ(parse_error(Endpoint::kCompletions, body).param, param);
+  const std::string chat = R"("messages": [{"role": "user", "content": "x"}])";
+  for (const auto& [field, value] : std::vector<std::pair<std::string, std::string>>{{"prompt", R"("x")"},
+                                                                                     {"echo", "false"},
+                                                                                     {"suffix", R"("")"},
+                                                                                     {"max_completion_tokens", "0"},
+                                                                                     {"user", "[]"}}) {
+    const ApiError e = parse_error(Endpoint::kChatCompletions, fmt::format(R"({{{}, "{}": {}}})", chat, field, value));
+    EXPECT_EQ(e.param, field);
+  }
+  const ApiError e = parse_error(Endpoint::kCompletions, R"({"prompt": "x", "messages": []})");
+  EXPECT_EQ(e.message, "'messages' is a /v1/chat/completions field; /v1/completions does not accept it");
+  // max_completion_tokens is read on /v1/completions too, and wins over max_tokens as on chat.
+  const GenerationRequest r =
+      parse_ok(Endpoint::kCompletions, R"({"prompt": "x", "max_tokens": 9, "max_completion_tokens": 4, "user": "u"})");
+  EXPECT_TRUE(r.is_max_tokens_set);
+  EXPECT_EQ(r.params.max_tokens, 4);
+}
+
+TEST(ServerProtocol, ChatRoles) {
+  for (const std::string role : {"system", "user", "assistant", "tool", "developer"}) {
+    const GenerationRequest r =
+        parse_ok(Endpoint::kChatCompletions, R"({"messages": [{"role": ")" + role + R"(", "content": "x"}]})");
+    ASSERT_EQ(r.messages.size(), 1u);
+    EXPECT_EQ(r.messages[0].role, role);
+  }
+  for (const std::string role : {"bot", "User", "function", "system "}) {
+    const ApiError e = parse_error(Endpoint::kChatCompletions, R"({"messages": [{"role": "user", "content": "a"},
+        {"role": ")" + role + R"(", "content": "x"}]})");
+    EXPECT_EQ(e.param, "messages[1].role");
+    EXPECT_NE(e.message.find("'" + role + "'"), std::string::npos) << e.message;
+  }
+}
+
+TEST(ServerProtocol, LoneSurrogateEscapesBecomeReplacementCharacters) {
+  EXPECT_EQ(replace_lone_surrogates(R"({"prompt": "plain \n \u00e9"})"), std::nullopt);
+  EXPECT_EQ(replace_lone_surrogates(R"({"prompt": "\uD83D\uDE00"})"), std::nullopt);  // a valid pair
+  EXPECT_EQ(replace_lone_surrogates(R"({"prompt": "\\uD800"})"), std::nullopt);       // an escaped backslash
+  EXPECT_EQ(replace_lone_surrogates(R"({"prompt": "a\uD800b"})"),
+            std::optional<std::string>(R"({"prompt": "a\uFFFDb"})"));
+  EXPECT_EQ(replace_lone_surrogates(R"(["\udfff", "\uDC00\uD800", "\uD800\u0041", "\uD800"])"),
+            std::optional<std::string>(R"(["\uFFFD", "\uFFFD\uFFFD", "\uFFFD\u0041", "\uFFFD"])"));
+  EXPECT_EQ(replace_lone_surrogates(R"(["\\\uD800"])"), std::optional<std::string>(R"(["\\\uFFFD"])"));
+  EXPECT_EQ(replace_lone_surrogates(R"(["\uD80"])"), std::nullopt);  // malformed: left to the JSON parser
+  // Through the parser: the text holds U+FFFD (EF BF BD in UTF-8) where the lone surrogate was.
+  GenerationRequest r = parse_ok(Endpoint::kCompletions, R"({"prompt": "a\uD800b\uDE00"})");
+  EXPECT_EQ(r.prompts[0].text,
+            "a\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD");
+  r = parse_ok(Endpoint::kChatCompletions, R"({"messages": [{"role": "user", "content": "\uDBFF!"}]})");
+  EXPECT_EQ(r.messages[0].content, "\xEF\xBF\xBD!");
+  r = parse_ok(Endpoint::kCompletions, R"({"prompt": "\uD83D\uDE00"})");
+  EXPECT_EQ(r.prompts[0].text, "\xF0\x9F\x98\x80");
+  EXPECT_EQ(parse_error(Endpoint::kCompletions, R"({"prompt": "\uD80"})").http_status, 400);
 }
 
 // Seeded random bytes and mutations of valid bodies: each gets an answer (accepted, or a 400 with a message).

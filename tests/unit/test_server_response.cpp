@@ -115,7 +115,8 @@ TEST(ServerResponse, StreamedCompletionChunksUsageAndDone) {
   EXPECT_EQ(ev[3]["choices"][0]["text"], "");
   EXPECT_EQ(ev[4]["choices"][0]["text"], "yz");
   EXPECT_EQ(ev[4]["choices"][0]["finish_reason"], "stop");
-  EXPECT_EQ(ev[5]["choices"][0]["finish_reason"], "abort");
+  EXPECT_EQ(ev[5]["choices"][0]["finish_reason"], "length");  // OpenAI has no "abort"
+  EXPECT_TRUE(b.is_aborted());
   EXPECT_TRUE(ev[6]["choices"].empty());
   EXPECT_EQ(ev[6]["usage"], (json{{"prompt_tokens", 7}, {"completion_tokens", 3}, {"total_tokens", 10}}));
   for (const json& e : ev) EXPECT_EQ(e["object"], "text_completion");
@@ -196,6 +197,28 @@ TEST(ServerResponse, BadSampleIndicesAndLateOutputsAreIgnored) {
   const std::string error = b.stream_error(bad_request("boom"));
   EXPECT_NE(error.find("\"message\":\"boom\""), std::string::npos);
   EXPECT_NE(error.find("data: [DONE]"), std::string::npos);
+}
+
+// A stream cut short: every open choice ends "length", then the usage, an error event and [DONE].
+TEST(ServerResponse, StreamErrorClosesOpenChoices) {
+  ResponseConfig c = config(Endpoint::kChatCompletions, true, 2);
+  c.include_usage = true;
+  ResponseBuilder b(c, fake_token_text);
+  std::string sse = b.add(0, output(0, {1}, "x", std::nullopt, 1));
+  sse += b.add(0, output(1, {2}, "y", FinishReason::kStop, 1));
+  EXPECT_FALSE(b.is_aborted());
+  sse += b.stream_error(ApiError{
+      .http_status = 503, .message = "shut down", .type = "server_error", .param = {}, .code = "shutting_down"});
+  bool done = false;
+  const std::vector<json> ev = events(sse, &done);
+  EXPECT_TRUE(done);
+  ASSERT_EQ(ev.size(), 6u);
+  EXPECT_EQ(ev[3]["choices"][0]["index"], 0);
+  EXPECT_EQ(ev[3]["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(ev[4]["usage"]["completion_tokens"], 2);
+  EXPECT_EQ(ev[5]["error"]["code"], "shutting_down");
+  EXPECT_EQ(ev[5]["error"]["message"], "shut down");
+  EXPECT_TRUE(b.all_finished());
 }
 
 TEST(ServerMetrics, PrometheusText) {
