@@ -62,71 +62,60 @@ ANVIL_AVX2 inline __m256i load32(const uint8_t* p) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
-ANVIL_AVX2 float dot_q4_0(const void* w_row, const void* x, int64_t cols) {
-  const auto* w = static_cast<const uint8_t*>(w_row);
-  const auto* a = static_cast<const ActBlock32*>(x);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < cols / 32; ++b, w += 18, ++a) {
-    const __m256i q = _mm256_sub_epi8(unpack_nibbles16(w + 2), _mm256_set1_epi8(8));
-    const __m256 p = _mm256_cvtepi32_ps(dot_i8_i8(q, load32(a->qs)));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w) * a->d), p, acc);
-  }
-  return hsum(acc);
+// The int32 products of one block as 8 floats, per legacy type (the per-block scale is applied by the caller).
+ANVIL_AVX2 inline __m256 products_q4_0(const uint8_t* w, const ActBlock32* a) {
+  const __m256i q = _mm256_sub_epi8(unpack_nibbles16(w + 2), _mm256_set1_epi8(8));
+  return _mm256_cvtepi32_ps(dot_i8_i8(q, load32(a->qs)));
 }
 
-ANVIL_AVX2 float dot_q4_1(const void* w_row, const void* x, int64_t cols) {
-  const auto* w = static_cast<const uint8_t*>(w_row);
-  const auto* a = static_cast<const ActBlock32*>(x);
-  __m256 acc = _mm256_setzero_ps();
-  float offset = 0.0f;
-  for (int64_t b = 0; b < cols / 32; ++b, w += 20, ++a) {
-    const __m256 p = _mm256_cvtepi32_ps(dot_u8_i8(unpack_nibbles16(w + 4), load32(a->qs)));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w) * a->d), p, acc);
-    offset += f16_at(w + 2) * a->s;
-  }
-  return hsum(acc) + offset;
+ANVIL_AVX2 inline __m256 products_q4_1(const uint8_t* w, const ActBlock32* a) {
+  return _mm256_cvtepi32_ps(dot_u8_i8(unpack_nibbles16(w + 4), load32(a->qs)));
 }
 
-ANVIL_AVX2 float dot_q5_0(const void* w_row, const void* x, int64_t cols) {
-  const auto* w = static_cast<const uint8_t*>(w_row);
-  const auto* a = static_cast<const ActBlock32*>(x);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < cols / 32; ++b, w += 22, ++a) {
-    uint32_t qh;
-    std::memcpy(&qh, w + 2, 4);
-    const __m256i q5 = _mm256_or_si256(unpack_nibbles16(w + 6), fifth_bits(qh));
-    const __m256i q = _mm256_sub_epi8(q5, _mm256_set1_epi8(16));
-    const __m256 p = _mm256_cvtepi32_ps(dot_i8_i8(q, load32(a->qs)));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w) * a->d), p, acc);
-  }
-  return hsum(acc);
+ANVIL_AVX2 inline __m256 products_q5_0(const uint8_t* w, const ActBlock32* a) {
+  uint32_t qh;
+  std::memcpy(&qh, w + 2, 4);
+  const __m256i q5 = _mm256_or_si256(unpack_nibbles16(w + 6), fifth_bits(qh));
+  return _mm256_cvtepi32_ps(dot_i8_i8(_mm256_sub_epi8(q5, _mm256_set1_epi8(16)), load32(a->qs)));
 }
 
-ANVIL_AVX2 float dot_q5_1(const void* w_row, const void* x, int64_t cols) {
-  const auto* w = static_cast<const uint8_t*>(w_row);
-  const auto* a = static_cast<const ActBlock32*>(x);
-  __m256 acc = _mm256_setzero_ps();
-  float offset = 0.0f;
-  for (int64_t b = 0; b < cols / 32; ++b, w += 24, ++a) {
-    uint32_t qh;
-    std::memcpy(&qh, w + 4, 4);
-    const __m256i q5 = _mm256_or_si256(unpack_nibbles16(w + 8), fifth_bits(qh));
-    const __m256 p = _mm256_cvtepi32_ps(dot_u8_i8(q5, load32(a->qs)));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w) * a->d), p, acc);
-    offset += f16_at(w + 2) * a->s;
-  }
-  return hsum(acc) + offset;
+ANVIL_AVX2 inline __m256 products_q5_1(const uint8_t* w, const ActBlock32* a) {
+  uint32_t qh;
+  std::memcpy(&qh, w + 4, 4);
+  const __m256i q5 = _mm256_or_si256(unpack_nibbles16(w + 8), fifth_bits(qh));
+  return _mm256_cvtepi32_ps(dot_u8_i8(q5, load32(a->qs)));
 }
 
-ANVIL_AVX2 float dot_q8_0(const void* w_row, const void* x, int64_t cols) {
+ANVIL_AVX2 inline __m256 products_q8_0(const uint8_t* w, const ActBlock32* a) {
+  return _mm256_cvtepi32_ps(dot_i8_i8(load32(w + 2), load32(a->qs)));
+}
+
+using ProductsFn = __m256 (*)(const uint8_t*, const ActBlock32*);
+
+// sum over blocks of d_w * d_x * products (+ m_w * s_x for the types with a min, kHasMin). NOTE: two blocks per
+// iteration into two accumulators: with one, the FMA latency chain bounded the loop (Q4_1 decode 57 -> see the
+// bench results for the gain).
+template <ProductsFn kProducts, size_t kBytes, bool kHasMin>
+ANVIL_AVX2 float legacy_dot(const void* w_row, const void* x, int64_t cols) {
   const auto* w = static_cast<const uint8_t*>(w_row);
   const auto* a = static_cast<const ActBlock32*>(x);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < cols / 32; ++b, w += 34, ++a) {
-    const __m256 p = _mm256_cvtepi32_ps(dot_i8_i8(load32(w + 2), load32(a->qs)));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w) * a->d), p, acc);
+  const int64_t nb = cols / 32;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  float off0 = 0.0f, off1 = 0.0f;
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2, w += 2 * kBytes, a += 2) {
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w) * a[0].d), kProducts(w, a), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w + kBytes) * a[1].d), kProducts(w + kBytes, a + 1), acc1);
+    if (kHasMin) {
+      off0 += f16_at(w + 2) * a[0].s;
+      off1 += f16_at(w + kBytes + 2) * a[1].s;
+    }
   }
-  return hsum(acc);
+  if (b < nb) {
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w) * a->d), kProducts(w, a), acc0);
+    if (kHasMin) off0 += f16_at(w + 2) * a->s;
+  }
+  return hsum(_mm256_add_ps(acc0, acc1)) + (off0 + off1);
 }
 
 // The eight 6-bit scales and mins of a Q4_K/Q5_K super-block (layout in formats/gguf_quant.cpp).
@@ -224,15 +213,15 @@ ANVIL_AVX2 float dot_q6_k(const void* w_row, const void* x, int64_t cols) {
 QuantDotFn quant_dot_fn_avx2(DType weight) {
   switch (weight) {
     case DType::kQ4_0:
-      return dot_q4_0;
+      return legacy_dot<products_q4_0, 18, false>;
     case DType::kQ4_1:
-      return dot_q4_1;
+      return legacy_dot<products_q4_1, 20, true>;
     case DType::kQ5_0:
-      return dot_q5_0;
+      return legacy_dot<products_q5_0, 22, false>;
     case DType::kQ5_1:
-      return dot_q5_1;
+      return legacy_dot<products_q5_1, 24, true>;
     case DType::kQ8_0:
-      return dot_q8_0;
+      return legacy_dot<products_q8_0, 34, false>;
     case DType::kQ4_K:
       return dot_q45_k<false>;
     case DType::kQ5_K:

@@ -15,10 +15,11 @@
 namespace anvil {
 namespace {
 
-// NOTE: up to this many tokens the integer dot kernels beat dequantize + sgemm: the weight row is decoded once
-// per token either way, and sgemm only pays off when it is reused by many tokens (measured on SmolLM2 Q4_1,
-// 2 threads; see bench/results/2026-12-02_cpu_gguf_quant.md).
-constexpr int64_t kDotMaxTokens = 16;
+// NOTE: up to this many tokens the integer dot kernels beat dequantize + sgemm; beyond, sgemm's reuse of each
+// decoded tile wins (SmolLM2 Q4_1, 2 threads, prompt tok/s integer vs sgemm: 4 tokens 193 vs 178, 16: 243 vs 302,
+// 32: 254 vs 431, 128: 215 vs 562; 2026-12-02). The integer path handles each token separately (no register
+// blocking across tokens), which is what a prefill GEMM kernel would add.
+constexpr int64_t kDotMaxTokens = 8;
 constexpr int64_t kTileRows = 128;
 
 // Reused across calls (grown, never shrunk): no heap allocation per token once warm.
