@@ -196,6 +196,12 @@ bool cpu_has_avx2() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
+bool cpu_has_avx512_vnni() {
+  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vnni");
+}
+
 }  // namespace
 
 const char* quant_isa_name(QuantIsa isa) {
@@ -204,13 +210,15 @@ const char* quant_isa_name(QuantIsa isa) {
       return "scalar";
     case QuantIsa::kAvx2:
       return "avx2";
+    case QuantIsa::kAvx512:
+      return "avx512";
   }
   return "unknown";
 }
 
 std::span<const QuantIsa> available_quant_isas() {
-  static const std::array<QuantIsa, 2> kAll = {QuantIsa::kScalar, QuantIsa::kAvx2};
-  static const size_t count = cpu_has_avx2() ? 2 : 1;
+  static const std::array<QuantIsa, 3> kAll = {QuantIsa::kScalar, QuantIsa::kAvx2, QuantIsa::kAvx512};
+  static const size_t count = cpu_has_avx512_vnni() ? 3 : cpu_has_avx2() ? 2 : 1;
   return std::span<const QuantIsa>(kAll.data(), count);
 }
 
@@ -219,6 +227,7 @@ QuantIsa best_quant_isa() {
 }
 
 QuantDotFn quant_dot_fn(DType weight, QuantIsa isa) {
+  if (isa == QuantIsa::kAvx512) return quant_dot_fn_avx512(weight);
   if (isa == QuantIsa::kAvx2) return quant_dot_fn_avx2(weight);
   return scalar_fn(weight);
 }

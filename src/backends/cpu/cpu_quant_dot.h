@@ -1,6 +1,7 @@
 // Dot products of one GGUF block-quantized weight row (dtype.h layout) with activations quantized to 8 bits per
 // block, the inner loop of the CPU quantized linear (cpu_quant_linear.cpp). One scalar reference kernel per
-// weight type (cpu_quant_dot.cpp) and an AVX2 (+FMA/F16C) kernel (cpu_quant_dot_avx2.cpp), chosen at run time.
+// weight type (cpu_quant_dot.cpp), an AVX2 (+FMA/F16C) kernel (cpu_quant_dot_avx2.cpp) and, for the 32-element
+// types, an AVX-512 VNNI kernel (cpu_quant_dot_avx512.cpp); the fastest the CPU runs is chosen at run time.
 #pragma once
 
 #include <cstddef>
@@ -30,6 +31,7 @@ struct ActBlock256 {
 enum class QuantIsa : uint8_t {
   kScalar,  // portable C++; the reference every other variant is tested against
   kAvx2,    // AVX2 + FMA + F16C
+  kAvx512,  // AVX-512 F/BW/VL/DQ + VNNI for Q4_0 ... Q8_0; the AVX2 kernels for the K types
 };
 
 const char* quant_isa_name(QuantIsa isa);
@@ -52,5 +54,7 @@ void quantize_act_row(DType weight, const float* x, int64_t cols, void* dst);
 
 // The AVX2 kernel of `weight` (cpu_quant_dot_avx2.cpp). Precondition: the CPU has AVX2, FMA and F16C.
 QuantDotFn quant_dot_fn_avx2(DType weight);
+// The AVX-512 kernel of `weight` (cpu_quant_dot_avx512.cpp). Precondition: AVX2 and AVX-512 F/BW/VL/DQ/VNNI.
+QuantDotFn quant_dot_fn_avx512(DType weight);
 
 }  // namespace anvil
