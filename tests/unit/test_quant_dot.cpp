@@ -299,3 +299,34 @@ TEST(QuantLinearShapes, IntegerPathMatchesSgemmPathOnModelShapes) {
 
 }  // namespace
 }  // namespace anvil
+
+namespace anvil {
+namespace {
+
+// A logits-sized projection (>= 32000 outputs) runs its decode dots on two 8-bit passes: near the fp32 result.
+TEST(QuantLinearShapes, LogitsProjectionUsesTwoPassActivations) {
+  std::mt19937 rng(12);
+  for (DType type : {DType::kQ8_0, DType::kQ4_1, DType::kQ6_K}) {
+    const int64_t rows = 32003, cols = dtype_block_size(type) == 256 ? 512 : 576;
+    const std::vector<uint8_t> w = random_rows(type, rows, cols, &rng);
+    std::vector<float> x = random_floats(cols, &rng);
+    for (int64_t i = 0; i < cols; i += 97) x[i] *= 20.0f;
+    const Tensor wt = Tensor::make(const_cast<uint8_t*>(w.data()), type, {rows, cols});
+    const Tensor xt = Tensor::make(x.data(), DType::kF32, {1, cols});
+    std::vector<float> a(rows), b(rows);
+    for (auto [buf, path] : {std::pair{&a, QuantLinearPath::kIntegerDot}, {&b, QuantLinearPath::kDequantSgemm}}) {
+      ASSERT_TRUE(
+          cpu_quant_linear(xt, wt, Tensor(), Tensor::make(buf->data(), DType::kF32, {1, rows}), best_quant_isa(), path)
+              .ok());
+    }
+    double err = 0.0, norm = 0.0;
+    for (int64_t r = 0; r < rows; ++r) {
+      err += (a[r] - b[r]) * (a[r] - b[r]);
+      norm += b[r] * b[r];
+    }
+    EXPECT_LT(std::sqrt(err / norm), 2e-4) << dtype_name(type);
+  }
+}
+
+}  // namespace
+}  // namespace anvil

@@ -22,27 +22,61 @@ namespace {
 constexpr int64_t kDotMaxTokens = 8;
 constexpr int64_t kTileRows = 128;
 
+// NOTE: the logits projection (out_features >= this: a vocabulary; no Llama-family MLP is this wide below 405B)
+// gets its activations in two 8-bit passes, x ~ q1 + q2 with q2 the quantized rounding error of q1, so about 15
+// bits: greedy picks are decided there, and with one pass SmolLM2 Q4_1 answered "What is the capital of France?"
+// with "L'Etoile..." where the fp32 weights say "The capital of France is Paris." (a near-tie flipped by the 8-bit
+// rounding of the final hidden state). It costs one more integer dot over the lm_head per token (decode 83 -> see
+// bench/results/2026-12-02_cpu_gguf_quant.md).
+constexpr int64_t kTwoPassMinOutFeatures = 32000;
+
 // Reused across calls (grown, never shrunk): no heap allocation per token once warm.
 thread_local std::vector<uint8_t> t_act;
+thread_local std::vector<float> t_residual;
 thread_local std::vector<float> t_tile;
+
+// x - (the values the activation blocks `act` stand for), the input of the second pass.
+void act_residual(DType weight, const float* x, const uint8_t* act, int64_t cols, float* residual) {
+  if (dtype_block_size(weight) == 256) {
+    const auto* a = reinterpret_cast<const ActBlock256*>(act);
+    for (int64_t i = 0; i < cols; ++i) residual[i] = x[i] - a[i / 256].d * static_cast<float>(a[i / 256].qs[i % 256]);
+  } else {
+    const auto* a = reinterpret_cast<const ActBlock32*>(act);
+    for (int64_t i = 0; i < cols; ++i) residual[i] = x[i] - a[i / 32].d * static_cast<float>(a[i / 32].qs[i % 32]);
+  }
+}
 
 void dot_rows(const Tensor& x, const Tensor& weight, const Tensor& out, QuantIsa isa) {
   const int64_t num_tokens = x.size(0);
   const int64_t cols = x.size(1);
   const int64_t out_features = weight.size(0);
+  const int64_t passes = out_features >= kTwoPassMinOutFeatures ? 2 : 1;
   const size_t act_bytes = quant_act_row_bytes(weight.dtype, cols);
-  if (t_act.size() < act_bytes * num_tokens) t_act.resize(act_bytes * num_tokens);
+  // [passes][num_tokens] activation rows
+  if (t_act.size() < act_bytes * num_tokens * passes) t_act.resize(act_bytes * num_tokens * passes);
   uint8_t* act = t_act.data();
   const float* xp = x.ptr<const float>();
   for (int64_t t = 0; t < num_tokens; ++t) quantize_act_row(weight.dtype, xp + t * cols, cols, act + t * act_bytes);
+  if (passes == 2) {
+    if (t_residual.size() < static_cast<size_t>(cols)) t_residual.resize(static_cast<size_t>(cols));
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      act_residual(weight.dtype, xp + t * cols, act + t * act_bytes, cols, t_residual.data());
+      quantize_act_row(weight.dtype, t_residual.data(), cols, act + (num_tokens + t) * act_bytes);
+    }
+  }
   const QuantDotFn dot = quant_dot_fn(weight.dtype, isa);
   const size_t row_bytes = dtype_row_bytes(weight.dtype, cols);
   const auto* w = static_cast<const uint8_t*>(weight.data);
   float* op = out.ptr<float>();
+  const size_t second = static_cast<size_t>(num_tokens) * act_bytes;
 #pragma omp parallel for schedule(static)
   for (int64_t o = 0; o < out_features; ++o) {
     const uint8_t* row = w + static_cast<size_t>(o) * row_bytes;
-    for (int64_t t = 0; t < num_tokens; ++t) op[t * out_features + o] = dot(row, act + t * act_bytes, cols);
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      float v = dot(row, act + t * act_bytes, cols);
+      if (passes == 2) v += dot(row, act + second + t * act_bytes, cols);
+      op[t * out_features + o] = v;
+    }
   }
 }
 
