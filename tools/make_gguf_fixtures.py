@@ -13,10 +13,11 @@ Writes into --out:
   metadata.gguf / metadata.json   every metadata value type (scalars, arrays of each, arrays of strings, arrays
       nested two and three deep), tokenizer.ggml.* keys, general.alignment 64 and three small tensors; the JSON
       lists each key with its type and value as written.
-  llama_linear_mqa.gguf, qwen2_bias.gguf   the Hugging Face fixtures tests/data/hf/<name> (made by
-      tools/make_hf_fixtures.py) converted as llama.cpp's convert_hf_to_gguf.py does: same dtype (F16 / BF16),
-      tensor names from gguf's TensorNameMap, and for the llama architecture the q/k rows permuted into Meta's
-      interleaved order (LlamaModel.permute). Their reference outputs are the HF fixtures' reference.json.
+  llama_linear_mqa.gguf, qwen2_bias.gguf, llama3_gqa.gguf   the Hugging Face fixtures tests/data/hf/<name> (made
+      by tools/make_hf_fixtures.py) converted as llama.cpp's convert_hf_to_gguf.py does: same dtype (F16 / BF16),
+      tensor names from gguf's TensorNameMap, for the llama architecture the q/k rows permuted into Meta's
+      interleaved order (LlamaModel.permute), and llama3 rope scaling written as the rope_freqs.weight factors
+      (LlamaModel.generate_extra_tensors). Their reference outputs are the HF fixtures' reference.json.
   smollm2_reference.json / smollm2_rows.f32   with --smollm (default: the scripts/fetch_model.sh cache path when
       present): the config, tensor type counts and tokenizer facts gguf-py reads from the real SmolLM2 file, and
       a few dequantized rows of token_embd.weight (Q8_0) and blk.0.attn_q.weight (Q4_1), and, when torch,
@@ -30,6 +31,7 @@ transformers and accelerate. Deterministic for given package versions.
 import argparse
 import importlib.metadata
 import json
+import math
 import os
 import struct
 import sys
@@ -274,6 +276,29 @@ def llama_permute(weights, n_head, n_head_kv):
     )
 
 
+def llama3_rope_factors(rope, theta, head_dim):
+    """rope_freqs.weight as llama.cpp's converter writes it for rope_type llama3 (LlamaModel.generate_extra_tensors
+    in convert_hf_to_gguf.py / conversion/llama.py): per-dimension divisors of the base inverse frequencies."""
+    freqs = 1.0 / (np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)))
+    factor = rope.get("factor", 8.0)
+    low_freq_factor = rope.get("low_freq_factor", 1.0)
+    high_freq_factor = rope.get("high_freq_factor", 4.0)
+    old_context_len = rope.get("original_max_position_embeddings", 8192)
+    low_freq_wavelen = old_context_len / low_freq_factor
+    high_freq_wavelen = old_context_len / high_freq_factor
+    factors = []
+    for freq in freqs.astype(np.float32):
+        wavelen = 2 * math.pi / float(freq)
+        if wavelen < high_freq_wavelen:
+            factors.append(1)
+        elif wavelen > low_freq_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
 def convert_hf_fixture(out_dir, name):
     """tests/data/hf/<name> -> <out>/<name>.gguf, as convert_hf_to_gguf.py writes it (no tokenizer)."""
     src = os.path.join(ROOT, "tests", "data", "hf", name)
@@ -285,6 +310,7 @@ def convert_hf_fixture(out_dir, name):
     n_kv = config.get("num_key_value_heads", n_head)
     rope = config.get("rope_parameters") or {}
     theta = config.get("rope_theta", rope.get("rope_theta", 10000.0))
+    rope_freqs = None
 
     path = os.path.join(out_dir, f"{name}.gguf")
     writer = gguf.GGUFWriter(path, arch=arch_name)
@@ -305,9 +331,13 @@ def convert_hf_fixture(out_dir, name):
     if rope.get("rope_type") == "linear":
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(rope["factor"])
+    elif rope.get("rope_type") == "llama3":
+        rope_freqs = llama3_rope_factors(rope, theta, config.get("head_dim", config["hidden_size"] // n_head))
     elif rope.get("rope_type") not in (None, "default"):
         raise SystemExit(f"{name}: rope type {rope.get('rope_type')} is not converted by this tool")
 
+    if rope_freqs is not None:
+        writer.add_tensor("rope_freqs.weight", rope_freqs, raw_dtype=QT.F32)
     name_map = gguf.get_tensor_name_map(arch, n_layers)
     tensors = read_safetensors(src)
     for hf_name in sorted(tensors):
@@ -453,9 +483,10 @@ def main():
     for qtype in TYPES:
         manifest["quant"].append(write_quant_fixture(args.out, qtype, rng))
     write_metadata_fixture(args.out, rng)
-    for name in ("llama_linear_mqa", "qwen2_bias"):
+    converted = ["llama_linear_mqa", "qwen2_bias", "llama3_gqa"]  # llama3_gqa: rope_freqs.weight (Llama 3.1 style)
+    for name in converted:
         convert_hf_fixture(args.out, name)
-    manifest["converted_hf_fixtures"] = ["llama_linear_mqa", "qwen2_bias"]
+    manifest["converted_hf_fixtures"] = converted
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")

@@ -21,6 +21,11 @@ struct GenerateOptions {
 struct PerplexityOptions {
   EngineConfig engine;
   std::string file;
+  int64_t ctx_size = 0;        // > 0: llama-perplexity's chunked protocol with chunks of this many tokens
+  int64_t num_chunks = 0;      // with ctx_size: score at most this many chunks (0 = all)
+  std::string kl_reference;    // with ctx_size: a second model for KL divergence and top-token agreement
+  double near_tie_nats = 0.1;  // a top-token flip counts as a near-tie when the reference's gap is below this
+  bool show_progress = false;  // with ctx_size: running perplexity per chunk on stderr
 };
 
 struct BenchOptions {
@@ -48,7 +53,7 @@ struct BenchOptions {
 int fail(const Status& status);
 
 int run_generate(GenerateOptions options);
-int run_perplexity(const PerplexityOptions& options);
+int run_perplexity(const PerplexityOptions& options);  // perplexity.cpp
 int run_bench(const BenchOptions& options);
 int run_bench_batch(BenchOptions options);    // throughput (W3), latency (W4), prefix; bench_batch.cpp
 int run_bench_serving(BenchOptions options);  // serving (W5); bench_serving.cpp

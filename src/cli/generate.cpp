@@ -1,5 +1,5 @@
 // `anvil generate` (one prompt streamed to stdout, or every line of --prompts-file run as one in-flight batch,
-// printed as one JSON line per prompt in input order) and `anvil perplexity`.
+// printed as one JSON line per prompt in input order). `anvil perplexity` is in perplexity.cpp.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -124,20 +124,6 @@ int run_generate(GenerateOptions options) {
   std::fprintf(stderr, "prompt: %zu tokens, %.1f tok/s | decode: %zu tokens, %.1f tok/s | finish: %s\n",
                out->prompt_ids.size(), prefill_tps, out->token_ids.size(), decode_tps,
                finish_reason_name(out->finish_reason));
-  return 0;
-}
-
-int run_perplexity(const PerplexityOptions& options) {
-  std::ifstream f(options.file, std::ios::binary);
-  if (!f) return fail(not_found("cannot read text file '" + options.file + "'"));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  auto engine = Engine::create(options.engine);
-  if (!engine.ok()) return fail(engine.status());
-  auto r = (*engine)->perplexity(ss.str());
-  if (!r.ok()) return fail(r.status());
-  std::printf("tokens: %lld\nscored: %lld\nmean_nll: %.6f\nperplexity: %.4f\n", static_cast<long long>(r->num_tokens),
-              static_cast<long long>(r->num_scored), r->mean_nll, r->perplexity);
   return 0;
 }
 

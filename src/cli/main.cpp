@@ -122,6 +122,16 @@ int main(int argc, char** argv) {
   CLI::App* perplexity = app.add_subcommand("perplexity", "perplexity of a text file");
   add_engine_options(perplexity, &ppl.engine);
   perplexity->add_option("--file", ppl.file, "text file")->required();
+  perplexity
+      ->add_option("--ctx-size", ppl.ctx_size,
+                   "llama-perplexity's protocol: chunks of N tokens, each scored on its second half")
+      ->check(CLI::Range(int64_t{4}, int64_t{1} << 20));
+  perplexity->add_option("--chunks", ppl.num_chunks, "with --ctx-size: at most this many chunks (0 = all)")
+      ->check(CLI::NonNegativeNumber);
+  perplexity->add_option("--kl-reference", ppl.kl_reference,
+                         "with --ctx-size: a second model (e.g. the same weights in fp32) for KL divergence");
+  perplexity->add_option("--near-tie", ppl.near_tie_nats, "nats below which a top-token flip is a near-tie");
+  perplexity->add_flag("--progress", ppl.show_progress, "with --ctx-size: running perplexity per chunk");
 
   BenchOptions bench;
   CLI::App* bench_cmd =

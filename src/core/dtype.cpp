@@ -3,33 +3,114 @@
 
 #include <cassert>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 
 namespace anvil {
 
 size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return 4;
-    case DType::kF16: return 2;
-    case DType::kBF16: return 2;
-    case DType::kFP8E4M3: return 1;
-    case DType::kInt8: return 1;
-    case DType::kInt4: return 1;
-    case DType::kI32: return 4;
-    case DType::kI64: return 8;
+    case DType::kF32:
+      return 4;
+    case DType::kF16:
+      return 2;
+    case DType::kBF16:
+      return 2;
+    case DType::kFP8E4M3:
+      return 1;
+    case DType::kInt8:
+      return 1;
+    case DType::kInt4:
+      return 1;
+    case DType::kI32:
+      return 4;
+    case DType::kI64:
+      return 8;
+    default:
+      break;
   }
-  return 0;
+  // NOTE: aborting (not returning a block size or 0) makes any code that still treats a quantized weight as
+  // elements fail loudly at its first use instead of reading the wrong bytes.
+  std::fprintf(stderr, "anvil: dtype_size(%s): quantized types have no per-element size\n",
+               std::string(dtype_name(dtype)).c_str());
+  std::abort();
+}
+
+int64_t dtype_block_size(DType dtype) {
+  switch (dtype) {
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ5_0:
+    case DType::kQ5_1:
+    case DType::kQ8_0:
+      return 32;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return 256;
+    default:
+      return 1;
+  }
+}
+
+size_t dtype_block_bytes(DType dtype) {
+  switch (dtype) {
+    case DType::kQ4_0:
+      return 18;
+    case DType::kQ4_1:
+      return 20;
+    case DType::kQ5_0:
+      return 22;
+    case DType::kQ5_1:
+      return 24;
+    case DType::kQ8_0:
+      return 34;
+    case DType::kQ4_K:
+      return 144;
+    case DType::kQ5_K:
+      return 176;
+    case DType::kQ6_K:
+      return 210;
+    default:
+      return dtype_size(dtype);
+  }
 }
 
 std::string_view dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "float32";
-    case DType::kF16: return "float16";
-    case DType::kBF16: return "bfloat16";
-    case DType::kFP8E4M3: return "float8_e4m3";
-    case DType::kInt8: return "int8";
-    case DType::kInt4: return "int4";
-    case DType::kI32: return "int32";
-    case DType::kI64: return "int64";
+    case DType::kF32:
+      return "float32";
+    case DType::kF16:
+      return "float16";
+    case DType::kBF16:
+      return "bfloat16";
+    case DType::kFP8E4M3:
+      return "float8_e4m3";
+    case DType::kInt8:
+      return "int8";
+    case DType::kInt4:
+      return "int4";
+    case DType::kI32:
+      return "int32";
+    case DType::kI64:
+      return "int64";
+    case DType::kQ4_0:
+      return "q4_0";
+    case DType::kQ4_1:
+      return "q4_1";
+    case DType::kQ5_0:
+      return "q5_0";
+    case DType::kQ5_1:
+      return "q5_1";
+    case DType::kQ8_0:
+      return "q8_0";
+    case DType::kQ4_K:
+      return "q4_k";
+    case DType::kQ5_K:
+      return "q5_k";
+    case DType::kQ6_K:
+      return "q6_k";
   }
   return "unknown";
 }

@@ -1,5 +1,6 @@
 // Element types of Anvil tensors and the scalar conversions the CPU backend needs.
 // fp32/fp16/bf16 are computed on today; fp8/int8/int4 are named and reserved for the quantization work.
+// The GGUF block types (Q4_0 ... Q6_K) are weight types that stay quantized in memory (see the contract below).
 #pragma once
 
 #include <cstddef>
@@ -18,9 +19,39 @@ enum class DType : uint8_t {
   kInt4,     // reserved: two values per byte
   kI32,      // indices (token ids, positions, block tables)
   kI64,
+  // GGUF (ggml) block-quantized weights. Contract, for every backend:
+  //  - a tensor of these types is a matrix with logical shape [rows, cols] (cols = elements per row, a multiple
+  //    of dtype_block_size); ndim 2 (or 1 for a single row), contiguous, no column slicing;
+  //  - its data is each row's cols / dtype_block_size blocks back to back, row after row, each block in GGUF's
+  //    own byte layout (src/formats/gguf_quant.cpp documents every layout and holds the exact fp32 decoders);
+  //    rows are dtype_row_bytes(dtype, cols) apart and the data is only 2-byte aligned (it is an mmap view);
+  //  - dtype_size() is meaningless for them and aborts: size memory with Tensor::nbytes / dtype_row_bytes;
+  //  - a backend that has no kernel for a type dequantizes it at upload (dequantize_rows in formats/gguf_quant.h).
+  kQ4_0,  // 32 elements in 18 bytes
+  kQ4_1,  // 32 elements in 20 bytes
+  kQ5_0,  // 32 elements in 22 bytes
+  kQ5_1,  // 32 elements in 24 bytes
+  kQ8_0,  // 32 elements in 34 bytes
+  kQ4_K,  // 256 elements in 144 bytes
+  kQ5_K,  // 256 elements in 176 bytes
+  kQ6_K,  // 256 elements in 210 bytes
 };
 
+// True for the GGUF block-quantized types (kQ4_0 ... kQ6_K).
+inline bool is_quantized(DType dtype) {
+  return dtype >= DType::kQ4_0 && dtype <= DType::kQ6_K;
+}
+// Elements per block: 32 or 256 for the quantized types, 1 for every other type.
+int64_t dtype_block_size(DType dtype);
+// Bytes per block: the block's bytes for the quantized types, dtype_size for every other type.
+size_t dtype_block_bytes(DType dtype);
+// Bytes of one row of `cols` elements (cols a multiple of dtype_block_size).
+inline size_t dtype_row_bytes(DType dtype, int64_t cols) {
+  return static_cast<size_t>(cols / dtype_block_size(dtype)) * dtype_block_bytes(dtype);
+}
+
 // Bytes per element; kInt4 reports 1 for a packed pair and callers must halve counts themselves.
+// Precondition: !is_quantized(dtype) (a quantized type has no per-element size: the call aborts with a message).
 size_t dtype_size(DType dtype);
 std::string_view dtype_name(DType dtype);
 // Parses "float32"/"fp32"/"f32", "float16"/"fp16"/"f16", "bfloat16"/"bf16"; false if unknown.

@@ -32,6 +32,13 @@ int64_t Tensor::numel() const {
   return n;
 }
 
+size_t Tensor::nbytes() const {
+  if (!is_quantized(dtype)) return static_cast<size_t>(numel()) * dtype_size(dtype);
+  if (ndim == 0) return 0;
+  const int64_t cols = shape[ndim - 1];
+  return static_cast<size_t>(numel() / (cols == 0 ? 1 : cols)) * dtype_row_bytes(dtype, cols);
+}
+
 bool Tensor::is_contiguous() const {
   int64_t stride = 1;
   for (int i = ndim - 1; i >= 0; --i) {
@@ -45,6 +52,11 @@ Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
   assert(ndim >= 1 && begin >= 0 && begin <= end && end <= shape[0]);
   Tensor t = *this;
   t.shape[0] = end - begin;
+  if (is_quantized(dtype)) {  // whole rows of blocks
+    assert(ndim == 2);
+    t.data = static_cast<char*>(data) + static_cast<size_t>(begin) * dtype_row_bytes(dtype, shape[1]);
+    return t;
+  }
   t.data = static_cast<char*>(data) + begin * strides[0] * static_cast<int64_t>(dtype_size(dtype));
   return t;
 }

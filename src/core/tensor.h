@@ -32,12 +32,15 @@ struct Tensor {
 
   int64_t size(int dim) const { return shape[dim < 0 ? dim + ndim : dim]; }
   int64_t numel() const;
-  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+  // Bytes of the data; for quantized dtypes, rows of whole blocks (dtype.h).
+  size_t nbytes() const;
   bool is_contiguous() const;
   bool defined() const { return data != nullptr; }
 
   template <typename T>
-  T* ptr() const { return static_cast<T*>(data); }
+  T* ptr() const {
+    return static_cast<T*>(data);
+  }
 
   // Rows [begin, end) of the outermost dimension.
   Tensor slice_rows(int64_t begin, int64_t end) const;

@@ -1,6 +1,7 @@
 // GGUF -> Checkpoint: reads `<arch>.*` metadata into a ModelConfig, renames llama.cpp tensor names to the
-// Hugging Face names every model reads (checkpoint.h), views or dequantizes each tensor, and attaches the
-// tokenizer metadata and chat template. GGUF dims are innermost-first, so dims [in, out] become shape [out, in].
+// Hugging Face names every model reads (checkpoint.h), views each tensor (block-quantized ones stay quantized,
+// dtype.h), and attaches the tokenizer metadata and chat template. GGUF dims are innermost-first, so dims [in, out]
+// become shape [out, in].
 #include "formats/gguf_checkpoint.h"
 
 #include <unistd.h>
@@ -111,12 +112,16 @@ class MetadataReader {
   std::string arch_;
 };
 
-Status read_rope(const MetadataReader& meta, const GgufFile& file, const std::string& prefix, RopeConfig* rope) {
+Status read_rope(const MetadataReader& meta, const GgufFile& file, const std::string& prefix, int64_t head_dim,
+                 RopeConfig* rope) {
   ANVIL_RETURN_IF_ERROR(meta.get_float("rope.freq_base", &rope->theta));
-  if (file.find_tensor("rope_freqs.weight") != nullptr) {
-    return unsupported(prefix +
-                       ": tensor rope_freqs.weight (per-dimension rotary frequency factors, as written "
-                       "for Llama 3.1+ rope scaling) is not supported yet");
+  if (const GgufTensorInfo* f = file.find_tensor("rope_freqs.weight")) {
+    // Llama 3.1+ rope scaling: llama.cpp's converter writes per-dimension factors instead of the scaling keys;
+    // the model divides its inv_freq by them (models/llama.cpp). [head_dim / 2] float32.
+    if (f->type != GgmlType::kF32 || f->dims.size() != 1 || f->dims[0] * 2 != static_cast<uint64_t>(head_dim)) {
+      return invalid_file(prefix + ": tensor rope_freqs.weight must be float32 [" + std::to_string(head_dim / 2) +
+                          "] (head_dim / 2)");
+    }
   }
   std::string type;
   ANVIL_RETURN_IF_ERROR(meta.get_string("rope.scaling.type", &type));
@@ -195,6 +200,13 @@ Status load_tensor(const GgufTensorInfo& info, const std::string& hf_name, const
   const int ndim = static_cast<int>(info.dims.size());
   for (int d = 0; d < ndim; ++d) shape[d] = static_cast<int64_t>(info.dims[ndim - 1 - d]);
   const uint8_t* src = file->data() + info.data_offset;
+  if (const std::optional<DType> q = quantized_dtype(info.type); q && ndim == 2) {
+    // NOTE: block-quantized matrices stay quantized: a view of the mapping, rows of GGUF blocks (dtype.h), so
+    // resident weight memory is about the file's size. Only 1-D quantized tensors (none in llama.cpp's files)
+    // are dequantized below.
+    store->add_view(hf_name, Tensor::make(const_cast<uint8_t*>(src), *q, shape, ndim));
+    return Status();
+  }
   DType plain = DType::kF32;
   const bool is_plain = info.type == GgmlType::kF32 || info.type == GgmlType::kF16 || info.type == GgmlType::kBF16;
   if (info.type == GgmlType::kF16) plain = DType::kF16;
@@ -270,7 +282,7 @@ Expected<ModelConfig> config_from_gguf(const GgufFile& file, const std::string& 
                        " rotates part of the head (head_dim " + std::to_string(c.head_dim) +
                        "); partial rotary is not supported");
   }
-  ANVIL_RETURN_IF_ERROR(read_rope(meta, file, prefix, &c.rope));
+  ANVIL_RETURN_IF_ERROR(read_rope(meta, file, prefix, c.head_dim, &c.rope));
 
   const GgufTensorInfo* embed = file.find_tensor("token_embd.weight");
   if (embed == nullptr) return not_found(prefix + ": tensor token_embd.weight is missing");
@@ -299,6 +311,7 @@ std::string gguf_to_hf_tensor_name(const std::string& gguf_name, int64_t num_lay
   if (gguf_name == "token_embd.weight") return "model.embed_tokens.weight";
   if (gguf_name == "output_norm.weight") return "model.norm.weight";
   if (gguf_name == "output.weight") return "lm_head.weight";
+  if (gguf_name == "rope_freqs.weight") return "rope_freqs.weight";  // no HF counterpart: kept under its name
   int64_t layer = 0;
   std::string rest;
   if (!split_layer_name(gguf_name, &layer, &rest) || layer < 0 || layer >= num_layers) return "";
@@ -343,8 +356,8 @@ Expected<Checkpoint> load_gguf_checkpoint(const std::string& path) {
   uint64_t dequantized_bytes = 0;
   for (const auto& [info, hf_name] : plan) {
     const bool is_plain = info->type == GgmlType::kF32 || info->type == GgmlType::kF16 || info->type == GgmlType::kBF16;
-    // At most two elements per stored byte (Q4_0, Q4_K) and tensors do not overlap: below 8 x the file size.
-    if (!is_plain) dequantized_bytes += info->numel * sizeof(float);
+    // Quantized matrices stay views; only 1-D quantized tensors are dequantized.
+    if (!is_plain && info->dims.size() != 2) dequantized_bytes += info->numel * sizeof(float);
   }
   const uint64_t host_bytes = host_memory_bytes();
   if (dequantized_bytes > host_bytes) {
@@ -357,7 +370,18 @@ Expected<Checkpoint> load_gguf_checkpoint(const std::string& path) {
   store.keep_file(mapped);
   for (const auto& [info, hf_name] : plan) ANVIL_RETURN_IF_ERROR(load_tensor(*info, hf_name, prefix, mapped, &store));
   ANVIL_RETURN_IF_ERROR(check_llama_weights(ckpt.config, store));
-  ckpt.config.dtype = store.find("model.embed_tokens.weight")->dtype;
+  if (const Tensor* factors = store.find("rope_freqs.weight")) {
+    for (int64_t i = 0; i < factors->numel(); ++i) {
+      const float f = factors->ptr<const float>()[i];
+      if (!(std::isfinite(f) && f > 0.0f)) {
+        return invalid_file(prefix + ": tensor rope_freqs.weight holds " + std::to_string(f) + " at " +
+                            std::to_string(i) + "; rotary frequency factors must be finite and positive");
+      }
+    }
+  }
+  // config.dtype is the weights' float dtype: quantized files report float32 (what their blocks decode to).
+  const DType embed_dtype = store.find("model.embed_tokens.weight")->dtype;
+  ckpt.config.dtype = is_quantized(embed_dtype) ? DType::kF32 : embed_dtype;
   ckpt.format = "gguf";
   ANVIL_LOG_INFO("{}: {} GGUF v{}, {} tensors, {} metadata keys", path, ckpt.config.model_type, file.version,
                  file.tensors.size(), file.metadata.size());

@@ -1,5 +1,6 @@
 // GGUF file -> Checkpoint: the model config from `<arch>.*` metadata, the weights under Hugging Face Llama names
-// (quantized tensors dequantized to fp32 at load), and the tokenizer metadata and chat template the file carries.
+// (block-quantized matrices kept quantized, as views of the mapping), and the tokenizer metadata and chat template the
+// file carries.
 #pragma once
 
 #include <string>
@@ -10,8 +11,10 @@
 
 namespace anvil {
 
-// Loads the GGUF file at `path` (architectures "llama" and "qwen2"). F32/F16/BF16 tensors are views into the
-// mapping (copied when misaligned), other supported types are dequantized into owned fp32 buffers. Llama-
+// Loads the GGUF file at `path` (architectures "llama" and "qwen2", Llama 3.1+ rope_freqs included). F32/F16/BF16
+// tensors are views into the mapping (copied when misaligned); Q4_0 ... Q6_K matrices are views of DType kQ*
+// (dtype.h); a 1-D quantized tensor is dequantized into an owned fp32 buffer. rope_freqs.weight is kept under
+// that name. Llama-
 // architecture q/k rows are in the Meta order llama.cpp's converter writes, so the config says rope pairs are
 // adjacent dimensions; qwen2 keeps the Hugging Face order (rotate-half). Errors name the file and the key or tensor.
 Expected<Checkpoint> load_gguf_checkpoint(const std::string& path);

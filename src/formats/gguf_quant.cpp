@@ -203,6 +203,61 @@ BlockFn block_fn(GgmlType type) {
 
 }  // namespace
 
+std::optional<DType> quantized_dtype(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ4_0:
+      return DType::kQ4_0;
+    case GgmlType::kQ4_1:
+      return DType::kQ4_1;
+    case GgmlType::kQ5_0:
+      return DType::kQ5_0;
+    case GgmlType::kQ5_1:
+      return DType::kQ5_1;
+    case GgmlType::kQ8_0:
+      return DType::kQ8_0;
+    case GgmlType::kQ4_K:
+      return DType::kQ4_K;
+    case GgmlType::kQ5_K:
+      return DType::kQ5_K;
+    case GgmlType::kQ6_K:
+      return DType::kQ6_K;
+    default:
+      return std::nullopt;
+  }
+}
+
+GgmlType ggml_type_of(DType dtype) {
+  switch (dtype) {
+    case DType::kQ4_0:
+      return GgmlType::kQ4_0;
+    case DType::kQ4_1:
+      return GgmlType::kQ4_1;
+    case DType::kQ5_0:
+      return GgmlType::kQ5_0;
+    case DType::kQ5_1:
+      return GgmlType::kQ5_1;
+    case DType::kQ8_0:
+      return GgmlType::kQ8_0;
+    case DType::kQ4_K:
+      return GgmlType::kQ4_K;
+    case DType::kQ5_K:
+      return GgmlType::kQ5_K;
+    case DType::kQ6_K:
+      return GgmlType::kQ6_K;
+    default:
+      return GgmlType::kF32;
+  }
+}
+
+void dequantize_rows(DType dtype, const void* src, int64_t num_rows, int64_t cols, float* dst) {
+  const BlockFn fn = block_fn(ggml_type_of(dtype));
+  const int64_t block = dtype_block_size(dtype);
+  const size_t block_bytes = dtype_block_bytes(dtype);
+  const int64_t num_blocks = num_rows * (cols / block);
+  const auto* s = static_cast<const uint8_t*>(src);
+  for (int64_t i = 0; i < num_blocks; ++i) fn(s + static_cast<size_t>(i) * block_bytes, dst + i * block);
+}
+
 bool can_dequantize(GgmlType type) {
   return type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16 || block_fn(type) != nullptr;
 }

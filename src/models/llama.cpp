@@ -14,37 +14,53 @@ namespace anvil {
 namespace {
 
 struct LayerWeights {
-  Tensor input_norm;     // [hidden_size]
-  Tensor qkv_proj;       // [(num_heads + 2 num_kv_heads) * head_dim, hidden_size]: q rows, k rows, v rows
-  Tensor qkv_bias;       // [(num_heads + 2 num_kv_heads) * head_dim] or undefined
-  Tensor o_proj;         // [hidden_size, num_heads * head_dim]
-  Tensor post_attn_norm; // [hidden_size]
-  Tensor gate_up_proj;   // [2 * intermediate_size, hidden_size]: gate rows, then up rows
-  Tensor down_proj;      // [hidden_size, intermediate_size]
+  Tensor input_norm;  // [hidden_size]
+  Tensor qkv_proj;    // [(num_heads + 2 num_kv_heads) * head_dim, hidden_size]: q rows, k rows, v rows
+  Tensor qkv_bias;    // [(num_heads + 2 num_kv_heads) * head_dim] or undefined
+  // Set instead of qkv_proj when q/k/v cannot be fused (quantized parts of different types).
+  Tensor q_proj;          // [num_heads * head_dim, hidden_size]
+  Tensor k_proj;          // [num_kv_heads * head_dim, hidden_size]
+  Tensor v_proj;          // [num_kv_heads * head_dim, hidden_size]
+  Tensor o_proj;          // [hidden_size, num_heads * head_dim]
+  Tensor post_attn_norm;  // [hidden_size]
+  Tensor gate_up_proj;    // [2 * intermediate_size, hidden_size]: gate rows, then up rows
+  Tensor gate_proj;       // [intermediate_size, hidden_size], set instead of gate_up_proj when not fused
+  Tensor up_proj;         // [intermediate_size, hidden_size], likewise
+  Tensor down_proj;       // [hidden_size, intermediate_size]
 };
 
 // Stacks host tensors of equal trailing shape along dim 0 into one host buffer (converted to fp32 when their
-// dtypes differ).
+// float dtypes differ; quantized rows copied as they are, which needs one quantized type for every part).
+// Returns an undefined tensor when the parts cannot be fused (see the NOTE in load()).
 Tensor concat_rows(const std::vector<Tensor>& parts, Buffer* storage) {
   DType dtype = parts[0].dtype;
+  bool any_quantized = false;
+  bool same_dtype = true;
   for (const Tensor& p : parts) {
-    if (p.dtype != dtype) dtype = DType::kF32;
+    any_quantized = any_quantized || is_quantized(p.dtype);
+    same_dtype = same_dtype && p.dtype == dtype;
   }
+  if (any_quantized && !same_dtype) return Tensor();
+  if (!same_dtype) dtype = DType::kF32;
   int64_t rows = 0;
   for (const Tensor& p : parts) rows += p.size(0);
   const int64_t cols = parts[0].numel() / parts[0].size(0);
-  *storage = Buffer::host(static_cast<size_t>(rows * cols) * dtype_size(dtype));
+  const Tensor whole =
+      parts[0].ndim == 1 ? Tensor::make(nullptr, dtype, {rows}) : Tensor::make(nullptr, dtype, {rows, cols});
+  *storage = Buffer::host(whole.nbytes());
   char* dst = static_cast<char*>(storage->data());
   for (const Tensor& p : parts) {
+    const Tensor part = Tensor::make(nullptr, dtype, p.shape.data(), p.ndim);
     if (p.dtype == dtype) {
       std::memcpy(dst, p.data, p.nbytes());
     } else {
       convert_to_f32(p.data, p.dtype, reinterpret_cast<float*>(dst), static_cast<size_t>(p.numel()));
     }
-    dst += static_cast<size_t>(p.numel()) * dtype_size(dtype);
+    dst += part.nbytes();
   }
-  if (parts[0].ndim == 1) return Tensor::make(storage->data(), dtype, {rows});
-  return Tensor::make(storage->data(), dtype, {rows, cols});
+  Tensor out = whole;
+  out.data = storage->data();
+  return out;
 }
 
 class LlamaModel final : public Model {
@@ -68,7 +84,12 @@ class LlamaModel final : public Model {
     };
     // Several checkpoint tensors stacked into one device weight (the host copy is dropped once uploaded, unless
     // the backend keeps host views, as the CPU does).
-    auto fetch_fused = [&](std::initializer_list<Part> parts, Tensor* dst) -> Status {
+    // NOTE: quantized parts of one type are fused like float ones (rows of blocks concatenate). Parts of
+    // different quantized types (Q4_K_M/Q5_K_M give attn_v a bigger type than attn_q/attn_k) are not fused:
+    // each is uploaded as it is into `unfused` and run as its own linear. Dequantizing the odd one (or all) to
+    // fp32 instead would read about 6x its bytes every token; two extra small GEMVs cost far less.
+    auto fetch_fused = [&](std::initializer_list<Part> parts, Tensor* dst,
+                           std::initializer_list<Tensor*> unfused) -> Status {
       std::vector<Tensor> hosts;
       for (const Part& part : parts) {
         ANVIL_ASSIGN_OR_RETURN(Tensor t, weights.get(part.name, part.shape));
@@ -76,6 +97,15 @@ class LlamaModel final : public Model {
       }
       Buffer stacked;
       const Tensor host = concat_rows(hosts, &stacked);
+      if (!host.defined()) {
+        Tensor* const* out = unfused.begin();
+        for (const Tensor& h_part : hosts) {
+          ANVIL_ASSIGN_OR_RETURN(**out, backend_.upload_weight(h_part, &storage_));
+          weight_bytes_ += (*out)->nbytes();
+          ++out;
+        }
+        return Status();
+      }
       ANVIL_ASSIGN_OR_RETURN(*dst, backend_.upload_weight(host, &storage_));
       if (dst->data == host.data) storage_.push_back(std::move(stacked));
       weight_bytes_ += dst->nbytes();
@@ -90,17 +120,18 @@ class LlamaModel final : public Model {
       ANVIL_RETURN_IF_ERROR(fetch_fused({{p + "self_attn.q_proj.weight", {q_dim, h}},
                                          {p + "self_attn.k_proj.weight", {kv_dim, h}},
                                          {p + "self_attn.v_proj.weight", {kv_dim, h}}},
-                                        &l.qkv_proj));
+                                        &l.qkv_proj, {&l.q_proj, &l.k_proj, &l.v_proj}));
       if (config_.has_qkv_bias) {
         ANVIL_RETURN_IF_ERROR(fetch_fused({{p + "self_attn.q_proj.bias", {q_dim}},
                                            {p + "self_attn.k_proj.bias", {kv_dim}},
                                            {p + "self_attn.v_proj.bias", {kv_dim}}},
-                                          &l.qkv_bias));
+                                          &l.qkv_bias, {}));
       }
       ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.o_proj.weight", {h, q_dim}, &l.o_proj));
       ANVIL_RETURN_IF_ERROR(fetch(p + "post_attention_layernorm.weight", {h}, &l.post_attn_norm));
-      ANVIL_RETURN_IF_ERROR(fetch_fused({{p + "mlp.gate_proj.weight", {inter, h}}, {p + "mlp.up_proj.weight", {inter, h}}},
-                                        &l.gate_up_proj));
+      ANVIL_RETURN_IF_ERROR(
+          fetch_fused({{p + "mlp.gate_proj.weight", {inter, h}}, {p + "mlp.up_proj.weight", {inter, h}}},
+                      &l.gate_up_proj, {&l.gate_proj, &l.up_proj}));
       ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.down_proj.weight", {h, inter}, &l.down_proj));
     }
     ANVIL_RETURN_IF_ERROR(fetch("model.norm.weight", {h}, &final_norm_));
@@ -110,6 +141,14 @@ class LlamaModel final : public Model {
       ANVIL_RETURN_IF_ERROR(fetch("lm_head.weight", {config_.vocab_size, h}, &lm_head_));
     }
     std::vector<float> inv_freq = rope_inv_freq(config_.rope, config_.head_dim);
+    if (const Tensor* factors = weights.find("rope_freqs.weight")) {
+      // Llama 3.1+ GGUFs carry the rope scaling as per-dimension factors [head_dim / 2]: llama.cpp rotates by
+      // pos * inv_freq[i] / factors[i], which is HF's llama3 inv_freq (tests/unit/test_gguf_checkpoint.cpp).
+      if (factors->dtype != DType::kF32 || factors->numel() != static_cast<int64_t>(inv_freq.size())) {
+        return invalid_argument("rope_freqs.weight must be float32 [head_dim / 2], got " + factors->describe());
+      }
+      for (size_t i = 0; i < inv_freq.size(); ++i) inv_freq[i] /= factors->ptr<const float>()[i];
+    }
     ANVIL_ASSIGN_OR_RETURN(inv_freq_buffer_, backend_.allocate(inv_freq.size() * sizeof(float)));
     inv_freq_ = inv_freq_buffer_.view(DType::kF32, {static_cast<int64_t>(inv_freq.size())});
     return backend_.copy_to_device(inv_freq.data(), inv_freq_);
@@ -140,13 +179,13 @@ class LlamaModel final : public Model {
     const int64_t inter = config_.intermediate_size;
     const DType act = backend_.activation_dtype();
     auto view = [&](const Buffer& b, std::initializer_list<int64_t> shape) { return b.view(act, shape); };
-    const Tensor residual = view(residual_, {num_tokens, h});   // running hidden state
-    const Tensor normed = view(normed_, {num_tokens, h});       // input of the next block
+    const Tensor residual = view(residual_, {num_tokens, h});          // running hidden state
+    const Tensor normed = view(normed_, {num_tokens, h});              // input of the next block
     const Tensor q = view(q_, {num_tokens, nh * hd});                  // rotated queries
     const Tensor qkv = view(qkv_, {num_tokens, (nh + 2 * nkv) * hd});  // fused projection
     const Tensor attn = view(attn_, {num_tokens, nh * hd});
-    const Tensor block_out = view(block_out_, {num_tokens, h});  // attention or MLP output
-    const Tensor gate = view(gate_, {num_tokens, inter});           // silu(gate) * up
+    const Tensor block_out = view(block_out_, {num_tokens, h});      // attention or MLP output
+    const Tensor gate = view(gate_, {num_tokens, inter});            // silu(gate) * up
     const Tensor gate_up = view(gate_up_, {num_tokens, 2 * inter});  // fused projection (where materialized)
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
@@ -161,11 +200,29 @@ class LlamaModel final : public Model {
         ANVIL_RETURN_IF_ERROR(backend_.add_rms_norm(block_out, residual, l.input_norm, config_.rms_norm_eps, normed));
       }
       debug("attn_norm", il, normed);
-      ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.qkv_proj, l.qkv_bias, qkv));
-      // q, k and v are column blocks of the fused projection: row-strided views.
-      const Tensor q_in = column_heads(qkv, 0, nh);
-      const Tensor k3 = column_heads(qkv, nh * hd, nkv);
-      const Tensor v3 = column_heads(qkv, (nh + nkv) * hd, nkv);
+      Tensor q_in, k3, v3;
+      if (l.qkv_proj.defined()) {
+        ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.qkv_proj, l.qkv_bias, qkv));
+        // q, k and v are column blocks of the fused projection: row-strided views.
+        q_in = column_heads(qkv, 0, nh);
+        k3 = column_heads(qkv, nh * hd, nkv);
+        v3 = column_heads(qkv, (nh + nkv) * hd, nkv);
+      } else {
+        // Unfused: three contiguous blocks of the qkv buffer, [num_tokens, nh | nkv | nkv, hd].
+        q_in = split_heads(qkv, 0, nh);
+        k3 = split_heads(qkv, num_tokens * nh * hd, nkv);
+        v3 = split_heads(qkv, num_tokens * (nh + nkv) * hd, nkv);
+        const bool has_bias = l.qkv_bias.defined();
+        const Tensor no_bias;
+        ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.q_proj, has_bias ? l.qkv_bias.slice_rows(0, nh * hd) : no_bias,
+                                              q_in.reshape({num_tokens, nh * hd})));
+        ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.k_proj,
+                                              has_bias ? l.qkv_bias.slice_rows(nh * hd, (nh + nkv) * hd) : no_bias,
+                                              k3.reshape({num_tokens, nkv * hd})));
+        ANVIL_RETURN_IF_ERROR(backend_.linear(
+            normed, l.v_proj, has_bias ? l.qkv_bias.slice_rows((nh + nkv) * hd, (nh + 2 * nkv) * hd) : no_bias,
+            v3.reshape({num_tokens, nkv * hd})));
+      }
       const Tensor q3 = q.reshape({num_tokens, nh, hd});
       ANVIL_RETURN_IF_ERROR(backend_.rope_and_cache_write(q_in, k3, v3, in.positions, in.slot_mapping, inv_freq_,
                                                           config_.rope.pairing, kv_cache[i], q3));
@@ -176,7 +233,16 @@ class LlamaModel final : public Model {
       ANVIL_RETURN_IF_ERROR(backend_.linear(attn, l.o_proj, Tensor(), block_out));
       ANVIL_RETURN_IF_ERROR(backend_.add_rms_norm(block_out, residual, l.post_attn_norm, config_.rms_norm_eps, normed));
       debug("ffn_norm", il, normed);
-      ANVIL_RETURN_IF_ERROR(backend_.linear_swiglu(normed, l.gate_up_proj, gate_up, gate));
+      if (l.gate_up_proj.defined()) {
+        ANVIL_RETURN_IF_ERROR(backend_.linear_swiglu(normed, l.gate_up_proj, gate_up, gate));
+      } else {
+        const Tensor g = view(gate_up_, {num_tokens, inter});
+        Tensor u = g;
+        u.data = static_cast<char*>(g.data) + g.nbytes();
+        ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.gate_proj, Tensor(), g));
+        ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.up_proj, Tensor(), u));
+        ANVIL_RETURN_IF_ERROR(backend_.silu_mul(g, u, gate));
+      }
       ANVIL_RETURN_IF_ERROR(backend_.linear(gate, l.down_proj, Tensor(), block_out));
       debug("ffn_out", il, block_out);
     }
@@ -198,6 +264,12 @@ class LlamaModel final : public Model {
                             {x.size(0), heads, hd}, x.device);
     t.strides[0] = x.size(1);
     return t;
+  }
+
+  // A contiguous [num_tokens, heads, head_dim] view of x's buffer starting `first` elements in.
+  Tensor split_heads(const Tensor& x, int64_t first, int64_t heads) const {
+    return Tensor::make(static_cast<char*>(x.data) + first * dtype_size(x.dtype), x.dtype,
+                        {x.size(0), heads, config_.head_dim}, x.device);
   }
 
   void debug(std::string_view name, int layer, const Tensor& t) {
@@ -248,10 +320,10 @@ class LlamaModel final : public Model {
   size_t weight_bytes_ = 0;
   Tensor embed_tokens_;  // [vocab_size, hidden_size]
   std::vector<LayerWeights> layers_;
-  Tensor final_norm_;    // [hidden_size]
-  Tensor lm_head_;       // [vocab_size, hidden_size]
+  Tensor final_norm_;  // [hidden_size]
+  Tensor lm_head_;     // [vocab_size, hidden_size]
   Buffer inv_freq_buffer_;
-  Tensor inv_freq_;      // fp32 [head_dim / 2]
+  Tensor inv_freq_;  // fp32 [head_dim / 2]
   DebugHook hook_;
   int64_t scratch_tokens_ = 0;
   int64_t scratch_logits_ = 0;

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "anvil/engine.h"
+#include "backends/backend.h"
 #include "formats/checkpoint.h"
 #include "formats/gguf.h"
 #include "formats/gguf_checkpoint.h"
@@ -35,9 +36,14 @@ std::string smollm_path() {
   return dir + "/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
+// The fp32 values of a float or quantized (decoded) tensor.
 std::vector<float> values_of(const Tensor& t) {
   std::vector<float> out(static_cast<size_t>(t.numel()));
-  convert_to_f32(t.data, t.dtype, out.data(), out.size());
+  if (is_quantized(t.dtype)) {
+    dequantize_rows(t.dtype, t.data, t.size(0), t.size(1), out.data());
+  } else {
+    convert_to_f32(t.data, t.dtype, out.data(), out.size());
+  }
   return out;
 }
 
@@ -83,15 +89,34 @@ TEST_P(GgufConverted, ConfigAndWeightsMatchTheSafetensors) {
   EXPECT_EQ(g.max_position_embeddings, h.max_position_embeddings);
   EXPECT_EQ(g.rms_norm_eps, h.rms_norm_eps);
   EXPECT_EQ(g.rope.theta, h.rope.theta);
-  EXPECT_EQ(g.rope.scaling, h.rope.scaling);
-  EXPECT_EQ(g.rope.factor, h.rope.factor);
+  const Tensor* rope_freqs = gguf->weights.find("rope_freqs.weight");
+  if (h.rope.scaling == RopeScalingType::kLlama3) {
+    // llama.cpp's converter writes Llama 3.1 rope scaling as per-dimension factors: base inv_freq / factors
+    // must be Hugging Face's llama3 inv_freq (rope_inv_freq, as transformers computes it).
+    ASSERT_NE(rope_freqs, nullptr);
+    EXPECT_EQ(g.rope.scaling, RopeScalingType::kNone);
+    const std::vector<float> hf_inv = rope_inv_freq(h.rope, h.head_dim);
+    const std::vector<float> base = rope_inv_freq(g.rope, g.head_dim);
+    ASSERT_EQ(rope_freqs->numel(), static_cast<int64_t>(hf_inv.size()));
+    int num_scaled = 0;
+    for (size_t i = 0; i < hf_inv.size(); ++i) {
+      const float factor = rope_freqs->ptr<const float>()[i];
+      num_scaled += factor != 1.0f;
+      EXPECT_NEAR(base[i] / factor, hf_inv[i], 2e-6f * hf_inv[i]) << "dimension pair " << i;
+    }
+    EXPECT_GT(num_scaled, 0);  // the fixture's context is short enough that some frequencies are scaled
+  } else {
+    EXPECT_EQ(rope_freqs, nullptr);
+    EXPECT_EQ(g.rope.scaling, h.rope.scaling);
+    EXPECT_EQ(g.rope.factor, h.rope.factor);
+  }
   EXPECT_EQ(g.rope.pairing, is_llama ? RopePairing::kAdjacentPairs : RopePairing::kRotateHalf);
   EXPECT_EQ(g.tie_word_embeddings, h.tie_word_embeddings);
   EXPECT_EQ(g.has_qkv_bias, h.has_qkv_bias);
   EXPECT_EQ(g.dtype, h.dtype);
   EXPECT_EQ(gguf->gguf_tokenizer, nullptr);
 
-  ASSERT_EQ(gguf->weights.tensors().size(), hf->weights.tensors().size());
+  ASSERT_EQ(gguf->weights.tensors().size(), hf->weights.tensors().size() + (rope_freqs != nullptr ? 1 : 0));
   for (const auto& [tname, ht] : hf->weights.tensors()) {
     const Tensor* gt = gguf->weights.find(tname);
     ASSERT_NE(gt, nullptr) << tname;
@@ -145,7 +170,7 @@ TEST_P(GgufConverted, LogitsAndGreedyTokensMatchTransformers) {
   EXPECT_EQ(out->token_ids, ref["greedy_output_ids"].get<std::vector<int32_t>>());
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, GgufConverted, ::testing::Values("llama_linear_mqa", "qwen2_bias"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, GgufConverted, ::testing::Values("llama_linear_mqa", "qwen2_bias", "llama3_gqa"));
 
 class GgufLoad : public ::testing::Test {
  protected:
@@ -206,7 +231,8 @@ TEST_F(GgufLoad, DequantizesAndMapsATinyModel) {
   EXPECT_EQ(c->gguf_tokenizer->tokens.size(), 16u);
   EXPECT_EQ(c->weights.find("lm_head.weight"), nullptr);
 
-  // Quantized tensors come back as fp32 [out, in] holding exactly what the dequantizer gives for their bytes.
+  // Quantized tensors come back as quantized [out, in] views of the file's blocks, which decode to exactly what
+  // the dequantizer gives for their bytes.
   const std::string bytes = read_bytes(path);
   Expected<GgufFile> file = parse_gguf(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path);
   ASSERT_TRUE(file.ok());
@@ -217,8 +243,10 @@ TEST_F(GgufLoad, DequantizesAndMapsATinyModel) {
     const GgufTensorInfo* info = file->find_tensor(gguf_name);
     const Tensor* t = c->weights.find(hf_name);
     ASSERT_NE(t, nullptr) << hf_name;
-    EXPECT_EQ(t->dtype, DType::kF32);
+    const std::optional<DType> q = quantized_dtype(info->type);
+    EXPECT_EQ(t->dtype, q ? *q : DType::kF32) << hf_name;
     ASSERT_EQ(t->ndim, 2);
+    EXPECT_EQ(t->nbytes(), info->nbytes) << hf_name;
     EXPECT_EQ(t->shape[0], static_cast<int64_t>(info->dims[1])) << hf_name;
     EXPECT_EQ(t->shape[1], static_cast<int64_t>(info->dims[0])) << hf_name;
     std::vector<float> expected(info->numel);
@@ -311,7 +339,12 @@ TEST_F(GgufLoad, BadModelsAreClearErrors) {
   {
     GgufBuilder b = gguf_test::tiny_llama_gguf({}, &rng_);
     b.add_tensor("rope_freqs.weight", 0, {8}, std::string(32, '\0'));
-    EXPECT_TRUE(load_fails(b, StatusCode::kUnsupported, "rope_freqs.weight"));
+    EXPECT_TRUE(load_fails(b, StatusCode::kInvalidFile, "rotary frequency factors must be finite and positive"));
+  }
+  {
+    GgufBuilder b = gguf_test::tiny_llama_gguf({}, &rng_);
+    b.add_tensor("rope_freqs.weight", 0, {5}, std::string(20, '\0'));
+    EXPECT_TRUE(load_fails(b, StatusCode::kInvalidFile, "rope_freqs.weight must be float32 [8] (head_dim / 2)"));
   }
   {
     GgufBuilder b = gguf_test::tiny_llama_gguf({}, &rng_);
@@ -408,10 +441,12 @@ TEST(GgufSmolLM2, LoadsTheDemoModel) {
     const std::string name = gguf_to_hf_tensor_name(r["tensor"].get<std::string>(), m.num_layers);
     const Tensor* t = c->weights.find(name);
     ASSERT_NE(t, nullptr) << name;
-    ASSERT_EQ(t->dtype, DType::kF32) << name;
+    ASSERT_TRUE(is_quantized(t->dtype)) << name;  // kept quantized: decode the row
     const int64_t row = r["row"].get<int64_t>();
     const int64_t cols = t->shape[1];
-    const float* got = t->ptr<const float>() + row * cols;
+    std::vector<float> decoded(cols);
+    dequantize_rows(t->dtype, t->slice_rows(row, row + 1).data, 1, cols, decoded.data());
+    const float* got = decoded.data();
     const float* want = rows.data() + r["offset_floats"].get<size_t>();
     EXPECT_EQ(std::memcmp(got, want, cols * sizeof(float)), 0) << name << " row " << row;
   }
@@ -477,7 +512,27 @@ TEST(GgufSmolLM2, LogitsAndGreedyTokensMatchTransformers) {
   params.ignore_eos = true;
   Expected<GenerationOutput> out = (*engine)->generate_ids(ids, params);
   ASSERT_TRUE(out.ok()) << out.status().to_string();
-  EXPECT_EQ(out->token_ids, ref["greedy_ids"].get<std::vector<int32_t>>());
+  // NOTE: decode runs the integer kernels on 8-bit activations (the prompt above ran dequantize + sgemm, exact),
+  // which may flip a near-tie: transformers' first greedy pick, 504, leads 60 by only 0.082 logits. So the greedy
+  // tokens equal transformers' up to the first flip, and at that flip the two picks are within kNearTie in the
+  // fp32-exact logits of the same prefix.
+  constexpr float kNearTie = 0.25f;
+  const std::vector<int32_t> want = ref["greedy_ids"].get<std::vector<int32_t>>();
+  ASSERT_EQ(out->token_ids.size(), want.size());
+  size_t flip = 0;
+  while (flip < want.size() && out->token_ids[flip] == want[flip]) ++flip;
+  RecordProperty("greedy_tokens_equal_before_flip", std::to_string(flip));
+  if (flip < want.size()) {
+    std::vector<int32_t> prefix = ids;
+    prefix.insert(prefix.end(), want.begin(), want.begin() + static_cast<std::ptrdiff_t>(flip));
+    Expected<std::vector<float>> exact = (*engine)->score(prefix);
+    ASSERT_TRUE(exact.ok()) << exact.status().to_string();
+    const float* row = exact->data() + (prefix.size() - 1) * vocab;
+    const float gap = row[want[flip]] - row[out->token_ids[flip]];
+    RecordProperty("near_tie_gap", std::to_string(gap));
+    EXPECT_LT(std::abs(gap), kNearTie) << "greedy token " << flip << ": " << out->token_ids[flip] << " instead of "
+                                       << want[flip] << " is not a near-tie";
+  }
 }
 
 }  // namespace

@@ -5,14 +5,18 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "formats/gguf.h"
+#include "formats/gguf_quant.h"
 
 namespace anvil::gguf_test {
 
@@ -140,10 +144,13 @@ struct TinyGgufOptions {
   std::string arch = "llama";
   bool tied = false;
   bool with_tokenizer = true;
-  uint32_t embd_type = 0;          // ggml type of token_embd.weight
-  uint32_t ffn_down_type = 0;      // ggml type of blk.0.ffn_down.weight
-  uint32_t head_count_kv_key = 1;  // what the metadata says; the tensors always have one KV head
-  std::string skip_tensor;         // a tensor left out
+  uint32_t embd_type = 0;                 // ggml type of token_embd.weight
+  uint32_t ffn_down_type = 0;             // ggml type of blk.0.ffn_down.weight
+  uint32_t head_count_kv_key = 1;         // what the metadata says; the tensors always have one KV head
+  std::string skip_tensor;                // a tensor left out
+  std::map<std::string, uint32_t> types;  // ggml type of any tensor by GGUF name (overrides the two above)
+  bool dequantized = false;   // write quantized tensors as F32 holding their decoded values (same random draws)
+  bool small_scales = false;  // block scales drawn so decoded weights stay within about +-1 (any block type)
 };
 
 inline GgufBuilder tiny_llama_gguf(const TinyGgufOptions& o, std::mt19937* rng) {
@@ -175,7 +182,7 @@ inline GgufBuilder tiny_llama_gguf(const TinyGgufOptions& o, std::mt19937* rng) 
     for (uint64_t i = 0; i < numel / t->block_size * t->type_size; ++i) out += static_cast<char>(byte(*rng));
     // Finite f16 scales (0x2e66, about 0.1) in the first two fields of every block: d (and m or dmin) of the
     // legacy and Q4_K/Q5_K layouts; elsewhere they are quant bytes, where any value is valid.
-    if (t->block_size > 1) {
+    if (t->block_size > 1 && !o.small_scales) {
       for (size_t off = 0; off < out.size(); off += t->type_size) {
         for (size_t k = 0; k < 4; k += 2) {
           out[off + k] = 0x66;
@@ -183,13 +190,37 @@ inline GgufBuilder tiny_llama_gguf(const TinyGgufOptions& o, std::mt19937* rng) 
         }
       }
     }
+    if (t->block_size > 1 && o.small_scales) {
+      // Scales that keep every decoded weight within about +-1, so a model's activations stay sane.
+      const GgmlType g = static_cast<GgmlType>(type);
+      const bool is_k = g == GgmlType::kQ4_K || g == GgmlType::kQ5_K;
+      const float d = g == GgmlType::kQ8_0 ? 0.004f : g == GgmlType::kQ6_K ? 0.0005f : is_k ? 0.001f : 0.03f;
+      const std::vector<size_t> fields = g == GgmlType::kQ6_K ? std::vector<size_t>{208} : std::vector<size_t>{0, 2};
+      std::uniform_real_distribution<float> jitter(0.5f, 1.5f);
+      for (size_t off = 0; off < out.size(); off += t->type_size) {
+        for (size_t k : fields) {
+          const uint16_t h = float_to_fp16(d * jitter(*rng) * (k == 2 && !is_k ? -4.0f : 1.0f));
+          std::memcpy(&out[off + k], &h, 2);
+        }
+      }
+    }
     return out;
   };
   auto add = [&](const std::string& name, std::vector<uint64_t> dims, uint32_t type = 0) {
     if (name == o.skip_tensor) return;
+    if (const auto it = o.types.find(name); it != o.types.end()) type = it->second;
     uint64_t numel = 1;
     for (uint64_t d : dims) numel *= d;
-    b.add_tensor(name, type, dims, type == 0 ? random_f32_bytes(numel, rng) : block_bytes(type, numel));
+    std::string bytes = type == 0 ? random_f32_bytes(numel, rng) : block_bytes(type, numel);
+    if (o.dequantized && type != 0) {
+      std::vector<float> values(numel);
+      const Status s = dequantize_gguf(static_cast<GgmlType>(type), reinterpret_cast<const uint8_t*>(bytes.data()),
+                                       bytes.size(), values.data(), numel);
+      if (!s.ok()) std::abort();
+      bytes.assign(reinterpret_cast<const char*>(values.data()), numel * sizeof(float));
+      type = 0;
+    }
+    b.add_tensor(name, type, dims, bytes);
   };
   add("token_embd.weight", {kHidden, kVocab}, o.embd_type);
   add("blk.0.attn_norm.weight", {kHidden});

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <vector>
 
+#include "formats/gguf_quant.h"
+
 namespace anvil {
 namespace {
 
@@ -21,10 +23,14 @@ Status expect_f32(const Tensor& t, const char* op, const char* name) {
 // Reads element i of a fp32/fp16/bf16 vector as fp32.
 inline float load_as_f32(const Tensor& t, int64_t i) {
   switch (t.dtype) {
-    case DType::kF32: return t.ptr<const float>()[i];
-    case DType::kF16: return fp16_to_float(t.ptr<const uint16_t>()[i]);
-    case DType::kBF16: return bf16_to_float(t.ptr<const uint16_t>()[i]);
-    default: return 0.0f;
+    case DType::kF32:
+      return t.ptr<const float>()[i];
+    case DType::kF16:
+      return fp16_to_float(t.ptr<const uint16_t>()[i]);
+    case DType::kBF16:
+      return bf16_to_float(t.ptr<const uint16_t>()[i]);
+    default:
+      return 0.0f;
   }
 }
 
@@ -65,7 +71,8 @@ Status CpuBackend::copy_to_host(const Tensor& src, void* host_dst) {
 }
 
 Expected<Tensor> CpuBackend::upload_weight(const Tensor& host, std::vector<Buffer>* storage) {
-  if (host.dtype != DType::kF32 && host.dtype != DType::kF16 && host.dtype != DType::kBF16) {
+  const bool is_float = host.dtype == DType::kF32 || host.dtype == DType::kF16 || host.dtype == DType::kBF16;
+  if (!is_float && !(is_quantized(host.dtype) && host.ndim == 2)) {
     return unsupported("cpu backend: weights of dtype " + std::string(dtype_name(host.dtype)) + " are not supported");
   }
   return host;  // NOTE: weights stay in place (mmap'd or owned by the checkpoint), in their own dtype.
@@ -83,11 +90,16 @@ Status CpuBackend::embedding(const Tensor& ids, const Tensor& table, const Tenso
                           std::to_string(vocab));
     }
   }
-  const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(table.dtype);
+  const size_t row_bytes = dtype_row_bytes(table.dtype, hidden);
+  const bool is_q = is_quantized(table.dtype);
 #pragma omp parallel for
   for (int64_t t = 0; t < num_tokens; ++t) {
     const char* row = static_cast<const char*>(table.data) + static_cast<size_t>(id[t]) * row_bytes;
-    convert_to_f32(row, table.dtype, out.ptr<float>() + t * hidden, hidden);
+    if (is_q) {  // a quantized table: only the gathered rows are decoded
+      dequantize_rows(table.dtype, row, 1, hidden, out.ptr<float>() + t * hidden);
+    } else {
+      convert_to_f32(row, table.dtype, out.ptr<float>() + t * hidden, hidden);
+    }
   }
   return Status();
 }
@@ -98,7 +110,8 @@ Status CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, co
   const int64_t rows = x.size(0);
   const int64_t n = x.size(1);
 #pragma omp parallel for
-  for (int64_t r = 0; r < rows; ++r) rms_norm_row(x.ptr<const float>() + r * n, weight, eps, n, out.ptr<float>() + r * n);
+  for (int64_t r = 0; r < rows; ++r)
+    rms_norm_row(x.ptr<const float>() + r * n, weight, eps, n, out.ptr<float>() + r * n);
   return Status();
 }
 
@@ -127,9 +140,11 @@ namespace {
 
 // fp32 rows whose heads and head_dim are contiguous, with any row stride (a view of a fused projection).
 Status expect_f32_rows(const Tensor& t, const char* op, const char* name) {
-  const bool rows_ok = t.ndim == 3 && t.strides[2] == 1 && t.strides[1] == t.shape[2] && t.strides[0] >= t.shape[1] * t.shape[2];
+  const bool rows_ok =
+      t.ndim == 3 && t.strides[2] == 1 && t.strides[1] == t.shape[2] && t.strides[0] >= t.shape[1] * t.shape[2];
   if (t.dtype != DType::kF32 || !rows_ok) {
-    return internal_error(std::string(op) + ": " + name + " must be float32 rows of contiguous heads, got " + t.describe());
+    return internal_error(std::string(op) + ": " + name + " must be float32 rows of contiguous heads, got " +
+                          t.describe());
   }
   return Status();
 }
@@ -182,7 +197,8 @@ Status CpuBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const 
     for (int64_t h = 0; h < num_heads; ++h) {
       rotate(q_row + h * head_dim, q_out.ptr<float>() + (t * num_heads + h) * head_dim, cos_v.data(), sin_v.data());
     }
-    for (int64_t h = 0; h < num_kv_heads; ++h) rotate(k_row + h * head_dim, k_row + h * head_dim, cos_v.data(), sin_v.data());
+    for (int64_t h = 0; h < num_kv_heads; ++h)
+      rotate(k_row + h * head_dim, k_row + h * head_dim, cos_v.data(), sin_v.data());
     std::memcpy(cache.k.ptr<float>() + slots[t] * kv_row, k_row, kv_row * 4);
     std::memcpy(cache.v.ptr<float>() + slots[t] * kv_row, v_row, kv_row * 4);
   }

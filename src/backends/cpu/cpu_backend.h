@@ -1,8 +1,10 @@
 // CpuBackend: the reference implementation of the Backend ops. Plain loops with fp32 accumulation,
-// OpenBLAS for GEMM and OpenMP threads. Weights stay in their checkpoint dtype (fp32/fp16/bf16).
+// OpenBLAS for GEMM and OpenMP threads. Weights stay in their checkpoint dtype (fp32/fp16/bf16, or the GGUF
+// block-quantized types, which run on integer dot kernels: cpu_quant_linear.cpp).
 #pragma once
 
 #include "backends/backend.h"
+#include "backends/cpu/cpu_quant_dot.h"
 
 namespace anvil {
 
@@ -45,6 +47,17 @@ class CpuBackend final : public Backend {
 // out[num_tokens, out_features] = x[num_tokens, in] @ weight[out_features, in]^T (+ bias), fp32 accumulation,
 // weight in f32/f16/bf16. Shared by CpuBackend::linear and the lm-head path.
 Status cpu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, int num_threads);
+
+enum class QuantLinearPath : uint8_t {
+  kAuto,          // by token count
+  kIntegerDot,    // activations quantized to 8 bits, integer dot kernels (decode)
+  kDequantSgemm,  // weight tiles dequantized to fp32, sgemm (prefill)
+};
+
+// cpu_linear for a quantized weight [out_features, in] (dtype.h): x [num_tokens, in] fp32, out [num_tokens,
+// out_features] fp32, bias [out_features] or undefined. `isa` picks the dot-kernel variant (tests run each).
+Status cpu_quant_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out,
+                        QuantIsa isa = best_quant_isa(), QuantLinearPath path = QuantLinearPath::kAuto);
 
 // Checks Backend::sample's arguments: contiguous fp32 [num_rows, vocab_size] logits, one result per row, every
 // row's params set and its logits_row in range.

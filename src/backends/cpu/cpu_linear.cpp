@@ -46,6 +46,7 @@ Status cpu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, con
     return internal_error("linear: x and out must be contiguous float32 (x " + x.describe() + ", out " +
                           out.describe() + ")");
   }
+  if (is_quantized(weight.dtype)) return cpu_quant_linear(x, weight, bias, out);
   const int64_t num_tokens = x.size(0);
   const int64_t in = x.size(1);
   const int64_t out_features = weight.size(0);

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "formats/gguf_quant.h"
 #include "backends/cuda/attention_prefill.cuh"
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/cuda_backend.cuh"
@@ -118,6 +119,14 @@ Expected<void*> CudaBackend::scratch(size_t nbytes) {
 }
 
 Expected<Tensor> CudaBackend::upload_weight(const Tensor& host, std::vector<Buffer>* storage) {
+  if (is_quantized(host.dtype) && host.ndim == 2) {
+    // NOTE: no CUDA kernels for the GGUF block types yet: decode on the host (the CPU's exact decoders) to fp32,
+    // then upload as any fp32 weight (converted to the activation dtype on the device).
+    const int64_t rows = host.size(0), cols = host.size(1);
+    Buffer f32 = Buffer::host(static_cast<size_t>(rows * cols) * sizeof(float));
+    dequantize_rows(host.dtype, host.data, rows, cols, static_cast<float*>(f32.data()));
+    return upload_weight(Tensor::make(f32.data(), DType::kF32, {rows, cols}), storage);
+  }
   if (host.dtype != DType::kF32 && host.dtype != DType::kF16 && host.dtype != DType::kBF16) {
     return unsupported("cuda backend: weights of dtype " + std::string(dtype_name(host.dtype)) + " are not supported");
   }
