@@ -44,6 +44,54 @@ int64_t scan(const void* ptr, int64_t n) {
   return first;
 }
 
+// Byte offsets of the fp16 scale fields in one block (GGUF layouts, formats/gguf_quant.cpp): the only fields that
+// can hold NaN/Inf; the quants themselves are small integers. Returns the count written to `offsets`.
+int scale_offsets(DType dtype, int (&offsets)[2]) {
+  switch (dtype) {
+    case DType::kQ4_0:
+    case DType::kQ5_0:
+    case DType::kQ8_0:
+      offsets[0] = 0;
+      return 1;
+    case DType::kQ4_1:
+    case DType::kQ5_1:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+      offsets[0] = 0;  // d
+      offsets[1] = 2;  // m or dmin
+      return 2;
+    case DType::kQ6_K:
+      offsets[0] = 208;  // d after ql[128], qh[64], scales[16]
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+Status check_blocks_finite(const std::string& name, const Tensor& t, const std::string& source) {
+  int offsets[2];
+  const int num_fields = scale_offsets(t.dtype, offsets);
+  const int64_t rows = t.ndim == 2 ? t.shape[0] : 1;
+  const int64_t cols = t.shape[t.ndim - 1];
+  const int64_t blocks_per_row = cols / dtype_block_size(t.dtype);
+  const size_t block_bytes = dtype_block_bytes(t.dtype);
+  const int64_t num_blocks = rows * blocks_per_row;
+  const uint8_t* base = static_cast<const uint8_t*>(t.data);
+  int64_t first = num_blocks;
+#pragma omp parallel for schedule(static) reduction(min : first) if (num_blocks > (1 << 16))
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    for (int f = 0; f < num_fields; ++f) {
+      uint16_t h;
+      std::memcpy(&h, base + static_cast<size_t>(b) * block_bytes + offsets[f], 2);
+      if ((h & 0x7c00u) == 0x7c00u) first = std::min(first, b);
+    }
+  }
+  if (first == num_blocks) return Status();
+  return invalid_file(source + ": weight " + name + " " + t.describe() + " holds a NaN or Inf scale in block " +
+                      std::to_string(first % blocks_per_row) + " of row " + std::to_string(first / blocks_per_row) +
+                      " (a damaged file; --skip-weight-check loads it anyway)");
+}
+
 }  // namespace
 
 Status check_tensor_finite(const std::string& name, const Tensor& t, const std::string& source) {
@@ -66,6 +114,7 @@ Status check_tensor_finite(const std::string& name, const Tensor& t, const std::
       if (bad < n) value = bf16_to_float(t.ptr<const uint16_t>()[bad]);
       break;
     default:
+      if (is_quantized(t.dtype)) return check_blocks_finite(name, t, source);
       return Status();  // integer tensors are always finite
   }
   if (bad == n) return Status();

@@ -32,12 +32,12 @@ Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config) {
 #endif
 }
 
-Status check_weights_fit(const EngineConfig& config, int64_t num_params) {
+Status check_weights_fit(const EngineConfig& config, size_t device_weight_bytes) {
   if (config.device != "cuda") return Status();
 #ifdef ANVIL_HAS_CUDA
   size_t free_bytes = 0, total_bytes = 0;
   ANVIL_RETURN_IF_ERROR(cuda_memory_info(0, &free_bytes, &total_bytes));
-  const size_t needed = static_cast<size_t>(num_params) * 2;  // fp16/bf16 on the GPU
+  const size_t needed = device_weight_bytes;
   if (needed > free_bytes) {
     return resource_exhausted("the model's weights need " + std::to_string(needed >> 20) + " MiB on the GPU but only " +
                               std::to_string(free_bytes >> 20) + " MiB of " + std::to_string(total_bytes >> 20) +

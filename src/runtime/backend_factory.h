@@ -16,7 +16,8 @@ namespace anvil {
 Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config);
 
 // Fails before any weight is uploaded when the model cannot fit in the device's free memory.
-Status check_weights_fit(const EngineConfig& config, int64_t num_params);
+// device_weight_bytes: 16-bit bytes of the dense weights plus the quantized weights' own bytes.
+Status check_weights_fit(const EngineConfig& config, size_t device_weight_bytes);
 
 // The KV cache for `model` on `backend` (memory_plan.h). CPU: room for max_num_seqs sequences of max_model_len
 // tokens within a share of the available host memory. CUDA: gpu_memory_utilization of the memory free after the

@@ -142,7 +142,11 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
 
   int64_t num_params = 0;
   for (const auto& [name, t] : impl->checkpoint.weights.tensors()) num_params += t.numel();
-  ANVIL_RETURN_IF_ERROR(check_weights_fit(config, num_params));
+  size_t device_weight_bytes = 0;  // what the CUDA backend uploads: 16-bit dense weights, quantized ones as stored
+  for (const auto& [name, t] : impl->checkpoint.weights.tensors()) {
+    device_weight_bytes += is_quantized(t.dtype) ? t.nbytes() : static_cast<size_t>(t.numel()) * 2;
+  }
+  ANVIL_RETURN_IF_ERROR(check_weights_fit(config, device_weight_bytes));
   ANVIL_ASSIGN_OR_RETURN(impl->backend, make_backend(config));
   const auto t0 = Clock::now();
   ANVIL_ASSIGN_OR_RETURN(impl->model, create_model(impl->checkpoint, *impl->backend));

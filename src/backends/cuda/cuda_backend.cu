@@ -11,6 +11,7 @@
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/cuda_backend.cuh"
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/quant_gemv.cuh"
 
 namespace anvil {
 
@@ -67,6 +68,8 @@ Status CudaBackend::init() {
   gemm_algos_ = GemmAlgoCache(default_gemm_cache_path(), info.name + " sm_" + std::to_string(info.compute_major) +
                                                              std::to_string(info.compute_minor) + " | cuBLASLt " +
                                                              std::to_string(cublasLtGetVersion()));
+  const char* dequantize = std::getenv("ANVIL_CUDA_DEQUANTIZE");
+  dequantize_quantized_ = dequantize != nullptr && std::string(dequantize) == "1";
   const char* profile = std::getenv("ANVIL_CUDA_PROFILE");
   profiling_ = profile != nullptr && std::string(profile) == "1";
   ANVIL_RETURN_IF_ERROR(configure_paged_attention());
@@ -119,9 +122,23 @@ Expected<void*> CudaBackend::scratch(size_t nbytes) {
 }
 
 Expected<Tensor> CudaBackend::upload_weight(const Tensor& host, std::vector<Buffer>* storage) {
+  if (is_quantized(host.dtype) && host.ndim == 2 && quant_kind_of(host.dtype) && !dequantize_quantized_ &&
+      host.size(1) % dtype_block_size(host.dtype) == 0) {
+    // The blocks as they are in the file: linear and embedding read them in place (quant_linear.cu).
+    if (!host.is_contiguous()) return internal_error("upload_weight: weight is not contiguous");
+    const size_t nbytes = host.nbytes();
+    ANVIL_ASSIGN_OR_RETURN(Buffer dst, allocate(nbytes));
+    ANVIL_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst.data(), host.data, nbytes, cudaMemcpyHostToDevice),
+                               "upload_weight (quantized copy)");
+    Tensor out = host;
+    out.data = dst.data();
+    out.device = Device::kCuda;
+    storage->push_back(std::move(dst));
+    return out;
+  }
   if (is_quantized(host.dtype) && host.ndim == 2) {
-    // NOTE: no CUDA kernels for the GGUF block types yet: decode on the host (the CPU's exact decoders) to fp32,
-    // then upload as any fp32 weight (converted to the activation dtype on the device).
+    // ANVIL_CUDA_DEQUANTIZE=1 (or a shape the kernels do not take): decode on the host (the CPU's exact decoders)
+    // to fp32, then upload as any fp32 weight (converted to the activation dtype on the device).
     const int64_t rows = host.size(0), cols = host.size(1);
     Buffer f32 = Buffer::host(static_cast<size_t>(rows * cols) * sizeof(float));
     dequantize_rows(host.dtype, host.data, rows, cols, static_cast<float*>(f32.data()));

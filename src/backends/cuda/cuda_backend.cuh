@@ -15,8 +15,12 @@
 #include "backends/cuda/cuda_backend.h"
 #include "backends/gemm_algo_cache.h"
 #include "backends/cuda/cuda_common.cuh"
+#include "backends/cuda/quant_gemv.cuh"
 
 namespace anvil::cuda {
+
+// The kernels' QuantKind of a GGUF block-quantized DType; nullopt for other types (quant_linear.cu).
+std::optional<QuantKind> quant_kind_of(DType dtype);
 
 // Raises the attention kernels' dynamic shared-memory limit (once, at backend start).
 Status configure_paged_attention();
@@ -122,6 +126,11 @@ class CudaBackend final : public Backend {
   Expected<MatmulPlan*> matmul_plan(int64_t num_tokens, int64_t in, int64_t out_features, DType weight_dtype,
                                     DType out_dtype, bool has_bias, const TuneBuffers* tune,
                                     const MatmulLayouts& layouts, const cublasLtMatmulAlgo_t** algo);
+  // Linear and embedding over GGUF block-quantized weights (quant_linear.cu).
+  Status quant_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out);
+  Status quant_embedding(const Tensor& ids, const Tensor& table, const Tensor& out);
+  std::map<const void*, Buffer> dequantized_tables_;  // 16-bit copies of quantized embedding tables
+  bool dequantize_quantized_ = false;  // ANVIL_CUDA_DEQUANTIZE=1: GGUF block weights become dense at upload
   Expected<MatmulLayouts> matmul_layouts(int64_t num_tokens, int64_t in, int64_t out_features, DType weight_dtype,
                                          DType out_dtype);
 

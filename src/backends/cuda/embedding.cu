@@ -25,6 +25,7 @@ Status CudaBackend::embedding(const Tensor& ids, const Tensor& table, const Tens
   OpTimer timer(this, [&] { return "embedding T=" + std::to_string(ids.size(0)); });
   const int64_t num_tokens = ids.size(0);
   if (num_tokens == 0) return Status();
+  if (is_quantized(table.dtype)) return quant_embedding(ids, table, out);
   if (table.dtype != out.dtype) return internal_error("embedding: table and out dtypes differ");
   return dispatch_float(out.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;

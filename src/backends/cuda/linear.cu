@@ -169,6 +169,7 @@ Status CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& 
     return "linear T=" + std::to_string(x.size(0)) + " " + std::to_string(weight.size(0)) + "x" +
            std::to_string(weight.size(1));
   });
+  if (is_quantized(weight.dtype)) return quant_linear(x, weight, bias, out);
   const int64_t num_tokens = x.size(0);
   const int64_t in = x.size(1);
   const int64_t out_features = weight.size(0);
