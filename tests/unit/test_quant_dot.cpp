@@ -1,9 +1,10 @@
 // The CPU quantized kernels against the dequantized fp32 reference, for every GGUF block type and every kernel
 // variant this CPU runs: the dot products on seeded random blocks (finite f16 scales, random quant bytes), the
-// quantized linear (integer-dot and dequantize+sgemm paths) on 1, 7, 19 and 111 rows, the embedding gather of a
-// quantized table, and the Tensor size helpers of the quantized dtypes.
+// quantized linear (integer-dot and dequantize+sgemm paths) on 1, 7, 19 and 111 rows and on the gguf-py fixtures,
+// the two-pass logits projection, the embedding gather of a quantized table, and the quantized dtypes' sizes.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -12,7 +13,9 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/cpu_quant_dot.h"
+#include "formats/gguf.h"
 #include "formats/gguf_quant.h"
+#include "test_gguf_util.h"
 
 namespace anvil {
 namespace {
@@ -325,6 +328,56 @@ TEST(QuantLinearShapes, LogitsProjectionUsesTwoPassActivations) {
       norm += b[r] * b[r];
     }
     EXPECT_LT(std::sqrt(err / norm), 2e-4) << dtype_name(type);
+  }
+}
+
+}  // namespace
+}  // namespace anvil
+
+namespace anvil {
+namespace {
+
+// The gguf-py fixtures (tests/data/gguf/quant_<TYPE>.gguf, tools/make_gguf_fixtures.py): the first tensor of each
+// quantized type, viewed as a quantized [4, 512] weight, times random activations, against gguf-py's dequantized
+// values (quant_<TYPE>.f32) times the same activations, on both paths and every kernel variant.
+TEST(QuantLinearFixtures, GgufPyTensorsMatchTheirDequantization) {
+  std::mt19937 rng(21);
+  for (DType type : kTypes) {
+    const std::string name(dtype_name(type));
+    std::string upper = name;
+    for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    const std::string bytes = gguf_test::read_bytes(gguf_test::kGgufData + "/quant_" + upper + ".gguf");
+    const std::vector<float> ref = gguf_test::read_f32_file(gguf_test::kGgufData + "/quant_" + upper + ".f32");
+    Expected<GgufFile> file = parse_gguf(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), upper);
+    ASSERT_TRUE(file.ok()) << file.status().to_string();
+    const GgufTensorInfo& info = file->tensors[0];
+    ASSERT_EQ(info.dims, (std::vector<uint64_t>{512, 4})) << upper;
+    const int64_t rows = 4, cols = 512;
+    const Tensor wt = Tensor::make(const_cast<char*>(bytes.data()) + info.data_offset, type, {rows, cols});
+    ASSERT_EQ(wt.nbytes(), info.nbytes);
+    std::vector<float> x = random_floats(3 * cols, &rng);
+    std::vector<double> want(3 * rows);
+    double norm = 0.0;
+    for (int64_t t = 0; t < 3; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        double acc = 0.0;
+        for (int64_t i = 0; i < cols; ++i) acc += static_cast<double>(ref[r * cols + i]) * x[t * cols + i];
+        want[t * rows + r] = acc;
+        norm += acc * acc;
+      }
+    }
+    for (QuantIsa isa : available_quant_isas()) {
+      for (QuantLinearPath path : {QuantLinearPath::kIntegerDot, QuantLinearPath::kDequantSgemm}) {
+        std::vector<float> out(3 * rows);
+        ASSERT_TRUE(cpu_quant_linear(Tensor::make(x.data(), DType::kF32, {3, cols}), wt, Tensor(),
+                                     Tensor::make(out.data(), DType::kF32, {3, rows}), isa, path)
+                        .ok());
+        double err = 0.0;
+        for (size_t k = 0; k < out.size(); ++k) err += (out[k] - want[k]) * (out[k] - want[k]);
+        EXPECT_LT(std::sqrt(err / norm), path == QuantLinearPath::kDequantSgemm ? 1e-5 : 0.05)
+            << upper << " " << quant_isa_name(isa);
+      }
+    }
   }
 }
 
