@@ -69,8 +69,12 @@ def rss_bytes(pid):
 
 def test_demo_memory_is_flat_over_rounds_of_200_streams(anvil_bin, demo_model, tmp_path):  # noqa: F811
     """Three rounds of 200 concurrent streaming clients: RSS after the third stays within 10% of RSS after the first
-    (nothing per request or per connection is kept), and every stream gets the greedy text its prompt gets alone
-    (identical greedy output under load)."""
+    (nothing per request or per connection is kept), and every stream completes.
+
+    NOTE: the demo's Q4_1 weights are not batch-invariant: steps of up to 8 tokens take 8-bit activations through
+    the integer dot kernels, larger steps fp32 activations through dequantize + sgemm (cpu_quant_linear.cpp), so
+    a stream decoded among 200 may take a near-tie the way its prompt alone does not. Identical greedy output under
+    load is asserted for float weights below."""
     import asyncio
 
     from test_server_load import open_stream, parse_stream, read_stream
@@ -83,10 +87,6 @@ def test_demo_memory_is_flat_over_rounds_of_200_streams(anvil_bin, demo_model, t
     s = Server(anvil_bin, ["--model", demo_model, "--max-num-seqs", "200", "--num-kv-blocks", "200"],
                tmp_path / "server.log")
     try:
-        with s.http() as h:
-            alone = [h.post("/v1/completions", json={"prompt": p, "max_tokens": 2, "temperature": 0,
-                                                     "ignore_eos": True}).json()["choices"][0]["text"] for p in prompts]
-
         async def one(i):
             reader, writer = await open_stream(s.port, {"prompt": prompts[i % 5], "max_tokens": 2, "temperature": 0,
                                                         "ignore_eos": True})
@@ -100,10 +100,39 @@ def test_demo_memory_is_flat_over_rounds_of_200_streams(anvil_bin, demo_model, t
             results = asyncio.run(round_of(200))
             for i, (status, events, done, complete) in enumerate(results):
                 assert status == 200 and done and complete, (i, status, events)
-                assert "".join(e["choices"][0]["text"] for e in events) == alone[i % 5], i
+                assert len("".join(e["choices"][0]["text"] for e in events)) > 0, i
                 assert events[-1]["choices"][0]["finish_reason"] == "length"
             s.wait_metric("anvil:num_requests_running", lambda v: v == 0)
             rss.append(rss_bytes(s.proc.pid))
         assert rss[2] <= rss[0] * 1.10, [r >> 20 for r in rss]
+    finally:
+        assert s.terminate() == 0, s.log_text()
+
+
+def test_float_weights_give_identical_greedy_output_under_load(anvil_bin, tmp_path):
+    """200 concurrent greedy streams on stories260K (fp32 weights): each gets exactly the text its prompt gets alone."""
+    import asyncio
+
+    from conftest import STORIES
+    from test_server_load import open_stream, parse_stream, read_stream
+    s = Server(anvil_bin, ["--model", STORIES / "stories260K.bin", "--tokenizer", STORIES / "tok512.bin",
+                           "--max-num-seqs", "200"], tmp_path / "server.log")
+    prompts = ["Once upon a time", "The cat", "Lily wanted", "One day, a big", "Tom and"]
+    try:
+        with s.http() as h:
+            alone = [h.post("/v1/completions", json={"prompt": p, "max_tokens": 24, "temperature": 0,
+                                                     "ignore_eos": True}).json()["choices"][0]["text"] for p in prompts]
+
+        async def one(i):
+            reader, writer = await open_stream(s.port, {"prompt": prompts[i % 5], "max_tokens": 24, "temperature": 0,
+                                                        "ignore_eos": True})
+            return parse_stream(await read_stream(reader, writer))
+
+        async def run_all():
+            return await asyncio.gather(*(one(i) for i in range(200)))
+
+        for i, (status, events, done, complete) in enumerate(asyncio.run(run_all())):
+            assert status == 200 and done and complete, (i, status, events)
+            assert "".join(e["choices"][0]["text"] for e in events) == alone[i % 5], i
     finally:
         assert s.terminate() == 0, s.log_text()
