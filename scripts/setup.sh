@@ -8,7 +8,8 @@ APT_PACKAGES=(
   libopenblas-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libgtest-dev libgmock-dev clang libclang-rt-14-dev libboost-dev libpcre2-dev
 )
-PIP_PACKAGES=(pytest numpy openai httpx requests)
+# nanobind and scikit-build-core: the Python package (pip install ., and the module the test build makes).
+PIP_PACKAGES=(pytest numpy openai httpx requests nanobind scikit-build-core)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -23,7 +24,7 @@ fi
 
 pip_missing=()
 for p in "${PIP_PACKAGES[@]}"; do
-  python3 -c "import $p" 2>/dev/null || pip_missing+=("$p")
+  python3 -c "import ${p//-/_}" 2>/dev/null || pip_missing+=("$p")  # scikit-build-core imports as scikit_build_core
 done
 if [ ${#pip_missing[@]} -gt 0 ]; then
   echo "[setup] installing PyPI packages: ${pip_missing[*]}"
