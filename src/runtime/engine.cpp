@@ -141,9 +141,9 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   }
 
   int64_t num_params = 0;
-  for (const auto& [name, t] : impl->checkpoint.weights.tensors()) num_params += t.numel();
   size_t device_weight_bytes = 0;  // what the CUDA backend uploads: 16-bit dense weights, quantized ones as stored
   for (const auto& [name, t] : impl->checkpoint.weights.tensors()) {
+    num_params += t.numel();
     device_weight_bytes += is_quantized(t.dtype) ? t.nbytes() : static_cast<size_t>(t.numel()) * 2;
   }
   ANVIL_RETURN_IF_ERROR(check_weights_fit(config, device_weight_bytes));
@@ -161,18 +161,8 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   }
   int32_t num_blocks = config.num_kv_blocks;
   if (num_blocks == 0) {
-    // What the runner reserves up front (ModelRunner::create) and what sampling may take at the most.
-    const size_t vocab_f32 = static_cast<size_t>(mc.vocab_size) * sizeof(float);
-    const RunnerMemory runner_memory{
-        .activations =
-            runner_config.max_num_tokens > 0 || runner_config.max_graph_batch > 0
-                ? impl->model->scratch_bytes(std::max(runner_config.max_num_tokens, runner_config.max_graph_batch),
-                                             std::max(runner_config.max_graph_batch, 1))
-                : 0,
-        .graph_logits = static_cast<size_t>(runner_config.max_graph_batch) * vocab_f32,
-        .eager_logits = static_cast<size_t>(config.max_num_seqs) * vocab_f32,
-        .sampling =
-            impl->backend->device() == Device::kCpu ? 0 : static_cast<size_t>(config.max_num_seqs) * 2 * vocab_f32};
+    const RunnerMemory runner_memory =
+        ModelRunner::reserved_memory(*impl->model, *impl->backend, runner_config, config.max_num_seqs);
     ANVIL_ASSIGN_OR_RETURN(KvPlan plan, plan_kv_blocks(config, mc, max_len, *impl->backend, runner_memory));
     num_blocks = static_cast<int32_t>(plan.num_blocks);
     ANVIL_LOG_INFO("{} ({})", plan.summary, impl->backend->name());

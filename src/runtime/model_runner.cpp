@@ -13,7 +13,9 @@ namespace {
 
 constexpr size_t kAlign = 64;  // int32 elements; each input section starts on a 256-byte boundary
 
-size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+size_t align_up(size_t n) {
+  return (n + kAlign - 1) / kAlign * kAlign;
+}
 
 // Offsets (int32 elements) of the input sections for `rows` token/sequence rows and `table_elems` block-table
 // entries: ids, positions, slots, logits indices, query starts, context lengths, block tables.
@@ -86,6 +88,19 @@ Expected<std::unique_ptr<ModelRunner>> ModelRunner::create(Backend& backend, Mod
     ANVIL_ASSIGN_OR_RETURN(runner->static_logits_buf_, backend.allocate(logits_bytes));
   }
   return runner;
+}
+
+RunnerMemory ModelRunner::reserved_memory(const Model& model, const Backend& backend, const RunnerConfig& config,
+                                          int32_t max_num_seqs) {
+  const size_t vocab_f32 = static_cast<size_t>(model.config().vocab_size) * sizeof(float);
+  const int32_t max_batch = config.max_graph_batch;
+  return RunnerMemory{
+      .activations = config.max_num_tokens > 0 || max_batch > 0
+                         ? model.scratch_bytes(std::max(config.max_num_tokens, max_batch), std::max(max_batch, 1))
+                         : 0,
+      .graph_logits = static_cast<size_t>(max_batch) * vocab_f32,
+      .eager_logits = static_cast<size_t>(max_num_seqs) * vocab_f32,
+      .sampling = backend.device() == Device::kCpu ? 0 : static_cast<size_t>(max_num_seqs) * 2 * vocab_f32};
 }
 
 ModelRunner::~ModelRunner() {
@@ -193,7 +208,8 @@ Status ModelRunner::forward_eager(std::span<const SequenceStep> seqs, Tensor* lo
     const SequenceStep& s = seqs[i];
     for (size_t j = 0; j < s.token_ids.size(); ++j, ++t) {
       const int32_t pos = s.num_computed + static_cast<int32_t>(j);
-      if (s.wants_all_logits || (s.wants_logits && j + 1 == s.token_ids.size())) logit_rows[l++] = static_cast<int32_t>(t);
+      if (s.wants_all_logits || (s.wants_logits && j + 1 == s.token_ids.size()))
+        logit_rows[l++] = static_cast<int32_t>(t);
       ids[t] = s.token_ids[j];
       positions[t] = pos;
       slots[t] = s.block_ids[pos / kv_.block_size] * kv_.block_size + pos % kv_.block_size;
@@ -206,8 +222,8 @@ Status ModelRunner::forward_eager(std::span<const SequenceStep> seqs, Tensor* lo
   }
   if (is_dummy_row) logit_rows[0] = static_cast<int32_t>(num_tokens) - 1;
 
-  ANVIL_RETURN_IF_ERROR(backend_.copy_to_device(
-      h, eager_inputs_.device.view(DType::kI32, {static_cast<int64_t>(layout.total)})));
+  ANVIL_RETURN_IF_ERROR(
+      backend_.copy_to_device(h, eager_inputs_.device.view(DType::kI32, {static_cast<int64_t>(layout.total)})));
   inputs_in_flight_ = true;
   auto* d = static_cast<int32_t*>(eager_inputs_.device.data());
   const Device dev = backend_.device();
@@ -281,8 +297,7 @@ Status ModelRunner::forward_static(std::span<const SequenceStep> seqs, Tensor* l
   in.logits_indices = Tensor::make(d + layout.logit_idx, DType::kI32, {bucket}, dev);
   in.attention.query_start = Tensor::make(d + layout.qstart, DType::kI32, {bucket + 1}, dev);
   in.attention.context_lens = Tensor::make(d + layout.ctx, DType::kI32, {bucket}, dev);
-  in.attention.block_tables =
-      Tensor::make(d + layout.tables, DType::kI32, {bucket, static_cast<int64_t>(maxb)}, dev);
+  in.attention.block_tables = Tensor::make(d + layout.tables, DType::kI32, {bucket, static_cast<int64_t>(maxb)}, dev);
   in.attention.num_seqs = bucket;
   in.attention.max_blocks_per_seq = static_cast<int32_t>(maxb);
   in.attention.block_size = kv_.block_size;
@@ -305,8 +320,7 @@ Status ModelRunner::forward_static(std::span<const SequenceStep> seqs, Tensor* l
   auto captured = backend_.capture([&]() { return model_.forward(in, kv_views_, logits); });
   if (!captured.ok()) {
     g.capture_failed = true;
-    ANVIL_LOG_WARN("decode batch {}: graph capture failed, running eagerly: {}", bucket,
-                   captured.status().to_string());
+    ANVIL_LOG_WARN("decode batch {}: graph capture failed, running eagerly: {}", bucket, captured.status().to_string());
     return Status();
   }
   g.graph = std::move(captured).value();

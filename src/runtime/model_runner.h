@@ -19,6 +19,7 @@
 
 #include "backends/backend.h"
 #include "models/model.h"
+#include "runtime/memory_plan.h"
 
 namespace anvil {
 
@@ -63,6 +64,10 @@ class ModelRunner {
   static Expected<std::unique_ptr<ModelRunner>> create(Backend& backend, Model& model, const KvCacheConfig& kv,
                                                        const RunnerConfig& config = {});
   ~ModelRunner();
+  // What create() reserves up front for `model` besides the KV cache (activations, graph logits), plus what eager
+  // steps and device sampling of up to max_num_seqs rows may take: the KV-cache plan subtracts it.
+  static RunnerMemory reserved_memory(const Model& model, const Backend& backend, const RunnerConfig& config,
+                                      int32_t max_num_seqs);
 
   const KvCacheConfig& kv_config() const { return kv_; }
   size_t kv_cache_bytes() const { return kv_bytes_; }
@@ -121,10 +126,10 @@ class ModelRunner {
   std::vector<Buffer> host_buffers_;
   std::vector<KvCacheView> host_views_;  // [num_host_blocks, block_size, num_kv_heads, head_dim] per layer
   InputArena eager_inputs_;
-  InputArena static_inputs_;   // laid out for max_graph_batch; never reallocated
+  InputArena static_inputs_;  // laid out for max_graph_batch; never reallocated
   int32_t static_max_blocks_ = 0;
-  Buffer logits_buf_;          // eager steps
-  Buffer static_logits_buf_;   // [max_graph_batch, vocab_size], fixed address
+  Buffer logits_buf_;         // eager steps
+  Buffer static_logits_buf_;  // [max_graph_batch, vocab_size], fixed address
   bool inputs_in_flight_ = false;
   std::vector<float> host_logits_;
   Buffer pick_ids_buf_, pick_logprobs_buf_;
