@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """A llama-architecture GGUF of a benchmark shape (a config.json) whose matrices are random blocks of one GGUF
-quantized type, for speed runs on quantized weights (the quantized twin of `anvil bench --load-format dummy`).
+quantized type (or random F16/BF16/F32 values), for speed runs on quantized weights (the quantized twin of
+`anvil bench --load-format dummy`) and for llama.cpp as a peer on the same shape.
 
-Every matrix gets random quant bytes with finite, small fp16 scales (mins zero); tensors of one shape share one
-random buffer so an 8B file is written in seconds. Norms are ones. No tokenizer: `anvil bench` feeds random ids.
-Needs the PyPI package `gguf` (gguf-py) and numpy.
+Every quantized matrix gets random quant bytes with finite, small fp16 scales (mins zero); float matrices get
+normal values of std 0.02; tensors of one shape share one random buffer so an 8B file is written in seconds. Norms
+are ones. No vocabulary: `tokenizer.ggml.model` is "none" (llama.cpp then makes `vocab_size` dummy tokens and its
+benchmarks feed random ids, as `anvil bench` does). Needs the PyPI package `gguf` (gguf-py; llama.cpp's copy works
+through PYTHONPATH) and numpy.
 
     python3 tools/make_random_gguf.py --config bench/configs/llama3-8b/config.json --type Q4_0 --out /tmp/q4_0.gguf
 """
@@ -22,6 +25,16 @@ MIN_FIELDS = {QT.Q4_1: [2], QT.Q5_1: [2], QT.Q4_K: [2], QT.Q5_K: [2]}
 SCALE = {QT.Q4_K: 2e-4, QT.Q5_K: 1e-4, QT.Q6_K: 1e-4}  # K types multiply by 6/8-bit sub-scales
 
 
+FLOAT_TYPES = {"F32": np.float32, "F16": np.float16}  # BF16 is written as raw uint16 (numpy has no bfloat16)
+
+
+def random_floats(rng, type_name, rows, cols):
+    x = (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02)
+    if type_name == "BF16":
+        return (x.view(np.uint32) >> 16).astype(np.uint16)  # truncation is fine for random weights
+    return x.astype(FLOAT_TYPES[type_name])
+
+
 def random_blocks(rng, qtype, rows, cols):
     block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
     data = rng.integers(0, 256, size=(rows * (cols // block_size), type_size), dtype=np.uint8)
@@ -36,12 +49,13 @@ def random_blocks(rng, qtype, rows, cols):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
-    ap.add_argument("--type", required=True, choices=[t.name for t in SCALE_FIELDS])
+    ap.add_argument("--type", required=True, choices=[t.name for t in SCALE_FIELDS] + ["F32", "F16", "BF16"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     c = json.load(open(args.config))
     qtype = QT[args.type]
+    is_float = args.type in ("F32", "F16", "BF16")
     rng = np.random.default_rng(args.seed)
     h, inter, n_layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
     n_head, n_kv = c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"])
@@ -59,11 +73,13 @@ def main():
     w.add_layer_norm_rms_eps(c["rms_norm_eps"])
     w.add_rope_dimension_count(head_dim)
     w.add_vocab_size(vocab)
+    w.add_tokenizer_model("none")
     shared = {}
 
     def blocks(rows, cols):
         if (rows, cols) not in shared:
-            shared[(rows, cols)] = random_blocks(rng, qtype, rows, cols)
+            shared[(rows, cols)] = (random_floats(rng, args.type, rows, cols) if is_float
+                                    else random_blocks(rng, qtype, rows, cols))
         return shared[(rows, cols)]
 
     ones = np.ones(h, dtype=np.float32)

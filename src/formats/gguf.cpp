@@ -711,6 +711,8 @@ Expected<std::optional<GgufTokenizerData>> read_gguf_tokenizer(const GgufFile& f
   if (model == nullptr) return std::optional<GgufTokenizerData>();
   GgufTokenizerData tok;
   ANVIL_RETURN_IF_ERROR(read_string_key(file, source, "tokenizer.ggml.model", &tok.model));
+  // llama.cpp's spelling of "this file carries no vocabulary" (benchmark files of random weights).
+  if (tok.model == "none" || tok.model == "no_vocab") return std::optional<GgufTokenizerData>();
   if (file.find("tokenizer.ggml.tokens") == nullptr) {
     return invalid_file("GGUF file " + source + ": has tokenizer.ggml.model '" + abbreviated(tok.model) +
                         "' but no tokenizer.ggml.tokens");

@@ -181,7 +181,8 @@ struct GgufTokenizerData {
   std::string chat_template;             // tokenizer.chat_template, or ""
 };
 
-// Reads tokenizer.ggml.* and tokenizer.chat_template. nullopt when the file has no tokenizer.ggml.model.
+// Reads tokenizer.ggml.* and tokenizer.chat_template. nullopt when the file has no tokenizer.ggml.model, or one of
+// "none" / "no_vocab" (llama.cpp's marker for a file without a vocabulary).
 // Errors (naming `source` and the key): a key of the wrong type, scores or token types whose count differs from
 // the token count, a special-token id outside the vocabulary.
 Expected<std::optional<GgufTokenizerData>> read_gguf_tokenizer(const GgufFile& file, const std::string& source);

@@ -203,6 +203,15 @@ TEST(Gguf, TokenizerErrorsNameTheKey) {
     ASSERT_TRUE(file.ok());
     EXPECT_FALSE(read_gguf_tokenizer(*file, "x")->has_value());
   }
+  for (const char* none : {"none", "no_vocab"}) {  // llama.cpp's "no vocabulary" marker: no tokenizer, no error
+    GgufBuilder b;
+    b.add_string("tokenizer.ggml.model", none);
+    Expected<GgufFile> file = parse(b.build());
+    ASSERT_TRUE(file.ok());
+    Expected<std::optional<GgufTokenizerData>> tok = read_gguf_tokenizer(*file, "x");
+    ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+    EXPECT_FALSE(tok->has_value()) << none;
+  }
   {
     GgufBuilder b;
     b.add_string("tokenizer.ggml.model", "gpt2");
