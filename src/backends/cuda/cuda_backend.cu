@@ -55,6 +55,7 @@ CudaBackend::~CudaBackend() {
   if (lt_) cublasLtDestroy(lt_);
   if (lt_workspace_) cudaFree(lt_workspace_);
   if (scratch_) cudaFree(scratch_);
+  if (gemv_norm_done_) cudaFree(gemv_norm_done_);
   if (staging_) cudaFreeHost(staging_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -76,6 +77,10 @@ Status CudaBackend::init() {
   ANVIL_RETURN_IF_ERROR(configure_prefill_attention());
   lt_workspace_bytes_ = kLtWorkspaceBytes;
   ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&lt_workspace_, lt_workspace_bytes_), "cudaMalloc (cuBLASLt workspace)");
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&gemv_norm_done_, sizeof(unsigned)), "cudaMalloc (gemv counter)");
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaMemset(gemv_norm_done_, 0, sizeof(unsigned)), "cudaMemset (gemv counter)");
+  const char* fuse_norm = std::getenv("ANVIL_FUSE_NORM");
+  fuse_norm_ = fuse_norm == nullptr || std::string(fuse_norm) != "0";
   return Status();
 }
 

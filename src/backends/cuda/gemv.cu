@@ -5,7 +5,9 @@
 // warp shuffles and then across the 8 warps in shared memory. Weights stream past L1 (__ldcs); x is re-read
 // from L1/L2. The SwiGLU variant reads the gate row n and the up row n + N of a fused [2N, in] weight and writes
 // silu(gate) * up, rounding as the unfused linear -> silu_mul path does. (It replaced a one-warp-per-row kernel:
-// W1 196 -> 205 tok/s on an H200, bench/results/2026-11-22_h200_graphs_fusion.md.)
+// W1 196 -> 205 tok/s on an H200, bench/results/2026-11-22_h200_graphs_fusion.md.) Each variant can also apply
+// the RMSNorm (with the residual add) in front of the projection (GemvNorm), and every launch uses programmatic
+// dependent launch so that its first weight loads overlap the previous kernel's tail.
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/cuda/gemv.cuh"
 
@@ -32,13 +34,50 @@ __device__ __forceinline__ float dot8(const uint4& w, const float (&x)[8]) {
   return s;
 }
 
-// kRows output rows per CTA; with kSwiglu each output row reads two weight rows (gate n, up n + out_features).
-template <typename T, typename OutT, int kTokens, int kRows, bool kSwiglu>
+// Row t of the fused input (kNorm): v = residual[t] (+ add[t], rounded), then normed = v * inv_rms[t] rounded,
+// times the norm weight, rounded: the rounding of rms_norm_kernel (rms_norm.cu), so the fused and unfused paths
+// feed the GEMV the same values.
+template <typename T>
+__device__ __forceinline__ void residual_chunk(const GemvNorm& nm, int64_t chunks, int t, int64_t c, float (&v)[8]) {
+  const uint4* res = reinterpret_cast<const uint4*>(nm.residual);
+  unpack8<T>(__ldg(res + t * chunks + c), v);
+  if (nm.add != nullptr) {
+    float a[8];
+    unpack8<T>(__ldg(reinterpret_cast<const uint4*>(nm.add) + t * chunks + c), a);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = to_float(from_float<T>(v[i] + a[i]));
+  }
+}
+template <typename T>
+__device__ __forceinline__ void normed_chunk(const GemvNorm& nm, int64_t chunks, int t, int64_t c, float inv,
+                                             float (&v)[8]) {
+  residual_chunk<T>(nm, chunks, t, c, v);
+  float g[8];
+  unpack8<T>(__ldg(reinterpret_cast<const uint4*>(nm.weight) + c), g);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = to_float(from_float<T>(to_float(from_float<T>(v[i] * inv)) * g[i]));
+}
+template <typename T>
+__device__ __forceinline__ uint4 pack8(const float (&v)[8]) {
+  uint4 r;
+  T* h = reinterpret_cast<T*>(&r);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) h[i] = from_float<T>(v[i]);
+  return r;
+}
+
+// kRows output rows per CTA; with kSwiglu each output row reads two weight rows (gate n, up n + out_features);
+// with kNorm the input rows are normalized first (GemvNorm; x is then unused).
+template <typename T, typename OutT, int kTokens, int kRows, bool kSwiglu, bool kNorm>
 __global__ void __launch_bounds__(kThreads) gemv_split_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                                               const T* __restrict__ bias, OutT* __restrict__ out,
-                                                              int64_t in, int64_t out_features) {
+                                                              int64_t in, int64_t out_features, GemvNorm nm) {
   constexpr int kW = kSwiglu ? 2 * kRows : kRows;  // weight rows read by this CTA
   __shared__ float partial[kWarps][kTokens * kW];
+  __shared__ float norm_partial[kWarps][kTokens];
+  __shared__ bool is_last_cta;
+  // Every CTA is resident once the last one has started: the next kernel may then take the SMs this one frees.
+  pdl_trigger();
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
   const int64_t chunks = in / 8;
   const uint4* xr = reinterpret_cast<const uint4*>(x);
@@ -54,37 +93,85 @@ __global__ void __launch_bounds__(kThreads) gemv_split_kernel(const T* __restric
 #pragma unroll
     for (int r = 0; r < kW; ++r) acc[t][r] = 0.0f;
   }
-  int64_t c = threadIdx.x;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   // Two chunks per row per iteration: 2 * kW independent 16-byte weight loads issued before any math.
-  for (; c + kThreads < chunks; c += 2 * kThreads) {
-    uint4 wa[kW], wb[kW];
+  int64_t c = threadIdx.x;
+  bool pair = c + kThreads < chunks;
+  uint4 wa[kW], wb[kW];
+  auto load_weights = [&] {
 #pragma unroll
     for (int r = 0; r < kW; ++r) {
-      wa[r] = __ldcs(wr[r] + c);
-      wb[r] = __ldcs(wr[r] + c + kThreads);
+      if (pair) {
+        wa[r] = __ldcs(wr[r] + c);
+        wb[r] = __ldcs(wr[r] + c + kThreads);
+      } else if (c < chunks) {
+        wa[r] = __ldcs(wr[r] + c);
+      }
     }
+  };
+  // NOTE: weights are written by no kernel of a step, so the first loads go out before waiting for the previous
+  // kernel (programmatic dependent launch): they overlap its tail instead of following it.
+  load_weights();
+  pdl_wait();
+  float inv_rms[kTokens];
+  if constexpr (kNorm) {
+    float ss[kTokens];
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) ss[t] = 0.0f;
+    for (int64_t k = threadIdx.x; k < chunks; k += kThreads) {
+#pragma unroll
+      for (int t = 0; t < kTokens; ++t) {
+        float v[8];
+        residual_chunk<T>(nm, chunks, t, k, v);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) ss[t] += v[i] * v[i];
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      float v = ss[t];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) norm_partial[warp][t] = v;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      float total = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kWarps; ++i) total += norm_partial[i][t];
+      inv_rms[t] = rsqrtf(total / static_cast<float>(in) + nm.eps);
+    }
+  }
+  auto input_chunk = [&](int t, int64_t k, float (&v)[8]) {
+    if constexpr (kNorm) {
+      normed_chunk<T>(nm, chunks, t, k, inv_rms[t], v);
+    } else {
+      unpack8<T>(__ldg(xr + t * chunks + k), v);
+    }
+  };
+  while (pair) {
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       float xa[8], xb[8];
-      unpack8<T>(__ldg(xr + t * chunks + c), xa);
-      unpack8<T>(__ldg(xr + t * chunks + c + kThreads), xb);
+      input_chunk(t, c, xa);
+      input_chunk(t, c + kThreads, xb);
 #pragma unroll
       for (int r = 0; r < kW; ++r) acc[t][r] += dot8<T>(wa[r], xa) + dot8<T>(wb[r], xb);
     }
+    c += 2 * kThreads;
+    pair = c + kThreads < chunks;
+    load_weights();
   }
   if (c < chunks) {
-    uint4 wa[kW];
-#pragma unroll
-    for (int r = 0; r < kW; ++r) wa[r] = __ldcs(wr[r] + c);
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       float xa[8];
-      unpack8<T>(__ldg(xr + t * chunks + c), xa);
+      input_chunk(t, c, xa);
 #pragma unroll
       for (int r = 0; r < kW; ++r) acc[t][r] += dot8<T>(wa[r], xa);
     }
   }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) {
 #pragma unroll
@@ -96,6 +183,40 @@ __global__ void __launch_bounds__(kThreads) gemv_split_kernel(const T* __restric
     }
   }
   __syncthreads();
+  if constexpr (kNorm) {
+    // CTA 0 writes the normalized rows; the residual is updated by the last CTA to finish reading it (every CTA
+    // reads the whole row, so an earlier write would race with the others' reads). `done` is zero again after.
+    if (blockIdx.x == 0) {
+      for (int64_t k = threadIdx.x; k < chunks; k += kThreads) {
+#pragma unroll
+        for (int t = 0; t < kTokens; ++t) {
+          float v[8];
+          normed_chunk<T>(nm, chunks, t, k, inv_rms[t], v);
+          reinterpret_cast<uint4*>(nm.normed)[t * chunks + k] = pack8<T>(v);
+        }
+      }
+    }
+    if (nm.add != nullptr) {
+      __syncthreads();  // this CTA's reads of the residual are done
+      if (threadIdx.x == 0) {
+        __threadfence();
+        is_last_cta = atomicAdd(nm.done, 1u) == gridDim.x - 1;
+      }
+      __syncthreads();
+      if (is_last_cta) {
+        __threadfence();
+        for (int64_t k = threadIdx.x; k < chunks; k += kThreads) {
+#pragma unroll
+          for (int t = 0; t < kTokens; ++t) {
+            float v[8];
+            residual_chunk<T>(nm, chunks, t, k, v);
+            reinterpret_cast<uint4*>(nm.residual)[t * chunks + k] = pack8<T>(v);
+          }
+        }
+        if (threadIdx.x == 0) *nm.done = 0;
+      }
+    }
+  }
   if (threadIdx.x >= kTokens * kRows) return;
   const int t = threadIdx.x / kRows, r = threadIdx.x % kRows;
   const int64_t n = row0 + r;
@@ -117,25 +238,6 @@ __global__ void __launch_bounds__(kThreads) gemv_split_kernel(const T* __restric
   }
 }
 
-template <typename T, typename OutT, int kTokens>
-void launch(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, cudaStream_t stream) {
-  const int64_t n = weight.size(0);
-  const T* b = bias.defined() ? bias.ptr<const T>() : nullptr;
-  constexpr int kRows = 4;
-  gemv_split_kernel<T, OutT, kTokens, kRows, false><<<static_cast<unsigned>((n + kRows - 1) / kRows), kThreads, 0,
-                                                      stream>>>(x.ptr<const T>(), weight.ptr<const T>(), b,
-                                                                out.ptr<OutT>(), weight.size(1), n);
-}
-
-template <typename T, int kTokens>
-void launch_swiglu(const Tensor& x, const Tensor& weight, const Tensor& out, cudaStream_t stream) {
-  constexpr int kRows = 2;
-  const int64_t n = weight.size(0) / 2;
-  gemv_split_kernel<T, T, kTokens, kRows, true><<<static_cast<unsigned>((n + kRows - 1) / kRows), kThreads, 0,
-                                                  stream>>>(x.ptr<const T>(), weight.ptr<const T>(), nullptr,
-                                                            out.ptr<T>(), weight.size(1), n);
-}
-
 template <typename F>
 void by_tokens(int64_t tokens, F&& f) {
   switch (tokens) {
@@ -144,6 +246,36 @@ void by_tokens(int64_t tokens, F&& f) {
     case 3: f(std::integral_constant<int, 3>{}); break;
     default: f(std::integral_constant<int, 4>{}); break;  // gemv_supported() caps tokens at 4
   }
+}
+
+template <typename T, typename OutT, int kTokens, bool kSwiglu, bool kNorm>
+cudaError_t launch(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, const GemvNorm& nm,
+                   cudaStream_t stream) {
+  // NOTE: 4 rows per CTA for plain projections; 2 (gate and up rows: 4 weight rows) for the SwiGLU one.
+  constexpr int kRows = kSwiglu ? 2 : 4;
+  const int64_t n = kSwiglu ? weight.size(0) / 2 : weight.size(0);
+  const T* b = bias.defined() ? bias.ptr<const T>() : nullptr;
+  const T* xp = kNorm ? nullptr : x.ptr<const T>();
+  return launch_kernel(gemv_split_kernel<T, OutT, kTokens, kRows, kSwiglu, kNorm>,
+                       dim3(static_cast<unsigned>((n + kRows - 1) / kRows)), dim3(kThreads), 0, stream, xp,
+                       weight.ptr<const T>(), b, out.ptr<OutT>(), weight.size(1), n, nm);
+}
+
+template <typename T, typename OutT, bool kSwiglu>
+cudaError_t launch_by_tokens(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out,
+                             const GemvNorm* nm, cudaStream_t stream) {
+  cudaError_t err = cudaSuccess;
+  by_tokens(x.size(0), [&](auto tokens) {
+    constexpr int kTokens = decltype(tokens)::value;
+    if (nm == nullptr) {
+      err = launch<T, OutT, kTokens, kSwiglu, false>(x, weight, bias, out, GemvNorm{}, stream);
+    } else if constexpr (std::is_same_v<OutT, T>) {  // (no fused norm in front of fp32 outputs)
+      err = launch<T, OutT, kTokens, kSwiglu, true>(x, weight, bias, out, *nm, stream);
+    } else {
+      err = cudaErrorInvalidValue;
+    }
+  });
+  return err;
 }
 
 }  // namespace
@@ -155,32 +287,36 @@ bool gemv_supported(const Tensor& x, const Tensor& weight) {
   return half && x.dtype == weight.dtype && x.size(0) >= 1 && x.size(0) <= 4 && weight.size(1) % 8 == 0 && aligned;
 }
 
-Status gemv(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, cudaStream_t stream) {
+bool gemv_norm_supported(const Tensor& x, const Tensor& weight, const GemvNorm& norm) {
+  auto aligned = [](const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return gemv_supported(x, weight) && norm.residual != nullptr && norm.weight != nullptr && norm.normed != nullptr &&
+         norm.done != nullptr && aligned(norm.add) && aligned(norm.residual) && aligned(norm.weight) &&
+         aligned(norm.normed);
+}
+
+Status gemv(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, cudaStream_t stream,
+            const GemvNorm* norm) {
   return dispatch_float(weight.dtype, [&](auto* wtag) {
     using T = std::remove_pointer_t<decltype(wtag)>;
     if constexpr (std::is_same_v<T, float>) {
       return unsupported("gemv: fp32 weights");
     } else {
-      by_tokens(x.size(0), [&](auto tokens) {
-        if (out.dtype == DType::kF32) {
-          launch<T, float, decltype(tokens)::value>(x, weight, bias, out, stream);
-        } else {
-          launch<T, T, decltype(tokens)::value>(x, weight, bias, out, stream);
-        }
-      });
-      return check_launch("gemv");
+      const cudaError_t err = out.dtype == DType::kF32
+                                  ? launch_by_tokens<T, float, false>(x, weight, bias, out, norm, stream)
+                                  : launch_by_tokens<T, T, false>(x, weight, bias, out, norm, stream);
+      return cuda_status(err, "gemv");
     }
   });
 }
 
-Status gemv_swiglu(const Tensor& x, const Tensor& weight, const Tensor& out, cudaStream_t stream) {
+Status gemv_swiglu(const Tensor& x, const Tensor& weight, const Tensor& out, cudaStream_t stream,
+                   const GemvNorm* norm) {
   return dispatch_float(weight.dtype, [&](auto* wtag) {
     using T = std::remove_pointer_t<decltype(wtag)>;
     if constexpr (std::is_same_v<T, float>) {
       return unsupported("gemv_swiglu: fp32 weights");
     } else {
-      by_tokens(x.size(0), [&](auto tokens) { launch_swiglu<T, decltype(tokens)::value>(x, weight, out, stream); });
-      return check_launch("gemv_swiglu");
+      return cuda_status(launch_by_tokens<T, T, true>(x, weight, Tensor(), out, norm, stream), "gemv_swiglu");
     }
   });
 }
