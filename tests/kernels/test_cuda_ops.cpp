@@ -64,7 +64,9 @@ TEST_P(CudaOps, RmsNormAndFusedAdd) {
 TEST_P(CudaOps, LinearWithAndWithoutBiasAndFp32Output) {
   for (auto [tokens, in, out] :
        {std::tuple{1, 19, 7}, std::tuple{7, 111, 19}, std::tuple{19, 64, 111}, std::tuple{111, 256, 130},
-        std::tuple{1, 4096, 1000}, std::tuple{3, 64, 111}, std::tuple{4, 256, 130}, std::tuple{2, 14336, 9}}) {
+        std::tuple{1, 4096, 1000}, std::tuple{3, 64, 111}, std::tuple{4, 256, 130}, std::tuple{2, 14336, 9},
+        // more row groups than one wave of CTAs: each CTA of the persistent GEMV walks several
+        std::tuple{1, 264, 4099}, std::tuple{2, 2056, 6001}}) {
     for (bool with_bias : {false, true}) {
       auto x = rnd(tokens * in), w = rnd(out * in, 0.05f), b = rnd(out);
       auto cpu_out = h_->host(std::vector<float>(tokens * out), {tokens, out});
@@ -97,7 +99,7 @@ TEST_P(CudaOps, SwigluAndFusedProjection) {
   ASSERT_TRUE(h_->gpu().swiglu(h_->device(gu, {rows, 2 * n}), gpu_out).ok());
   expect_close(h_->download(gpu_out), h_->read_host(cpu_out), "swiglu");
   for (auto [tokens, in, inter] : {std::tuple{1, 64, 37}, std::tuple{3, 4096, 300}, std::tuple{4, 264, 1001},
-                                   std::tuple{9, 128, 70}, std::tuple{1, 14336, 16}}) {
+                                   std::tuple{9, 128, 70}, std::tuple{1, 14336, 16}, std::tuple{1, 136, 2053}}) {
     auto x = rnd(tokens * in), w = rnd(2 * inter * in, 0.05f);
     auto cpu_mid = h_->host(std::vector<float>(tokens * 2 * inter), {tokens, 2 * inter});
     auto cpu_res = h_->host(std::vector<float>(tokens * inter), {tokens, inter});
@@ -109,6 +111,65 @@ TEST_P(CudaOps, SwigluAndFusedProjection) {
         h_->gpu().linear_swiglu(h_->device(x, {tokens, in}), h_->device(w, {2 * inter, in}), gpu_mid, gpu_res).ok());
     expect_close(h_->download(gpu_res), h_->read_host(cpu_res),
                  "linear_swiglu " + std::to_string(tokens) + "x" + std::to_string(in) + "->" + std::to_string(inter));
+  }
+}
+
+// norm_linear / norm_linear_swiglu: CUDA fuses the (add+)RMSNorm into the GEMV for 1-4 tokens (the last CTA
+// updates the residual; a counter must be left at zero), and runs the two ops for more. Three calls in a row on
+// one residual, as consecutive layers make them, against the CPU's two ops; out, normed and residual checked.
+TEST_P(CudaOps, NormLinearFusedIntoGemv) {
+  for (auto [tokens, hidden, out_features] : {std::tuple{1, 4096, 111}, std::tuple{2, 264, 1001},
+                                              std::tuple{3, 776, 19}, std::tuple{4, 4096, 300},
+                                              std::tuple{7, 264, 37}, std::tuple{1, 14336, 9},
+                                              std::tuple{1, 264, 5001}, std::tuple{3, 136, 3001}}) {
+    for (bool with_add : {false, true}) {
+      const std::string what = std::to_string(tokens) + "x" + std::to_string(hidden) + "->" +
+                               std::to_string(out_features) + (with_add ? " add" : "");
+      auto res = rnd(tokens * hidden), g = rnd(hidden);
+      for (float& v : g) v += 1.0f;
+      round_to(g, GetParam());
+      const Tensor cpu_res = h_->host(res, {tokens, hidden}), gpu_res = h_->device(res, {tokens, hidden});
+      const Tensor cpu_g = h_->host(g, {hidden}), gpu_g = h_->device(g, {hidden});
+      const Tensor cpu_normed = h_->host(std::vector<float>(tokens * hidden), {tokens, hidden});
+      const Tensor gpu_normed = h_->device(std::vector<float>(tokens * hidden, NAN), {tokens, hidden});
+      for (int call = 0; call < 3; ++call) {
+        const bool swiglu = call == 1;
+        const int64_t rows = swiglu ? 2 * out_features : out_features;
+        auto x = rnd(tokens * hidden), w = rnd(rows * hidden, 0.05f), b = rnd(out_features);
+        const ResidualNorm cpu_norm{.x = with_add ? h_->host(x, {tokens, hidden}) : Tensor(),
+                                    .residual = cpu_res,
+                                    .weight = cpu_g,
+                                    .eps = 1e-5f,
+                                    .normed = cpu_normed};
+        const ResidualNorm gpu_norm{.x = with_add ? h_->device(x, {tokens, hidden}) : Tensor(),
+                                    .residual = gpu_res,
+                                    .weight = gpu_g,
+                                    .eps = 1e-5f,
+                                    .normed = gpu_normed};
+        auto cpu_out = h_->host(std::vector<float>(tokens * out_features), {tokens, out_features});
+        auto gpu_out = h_->device(std::vector<float>(tokens * out_features, NAN), {tokens, out_features});
+        if (swiglu) {
+          auto cpu_mid = h_->host(std::vector<float>(tokens * rows), {tokens, rows});
+          auto gpu_mid = h_->device(std::vector<float>(tokens * rows, NAN), {tokens, rows});
+          ASSERT_TRUE(h_->cpu().norm_linear_swiglu(cpu_norm, h_->host(w, {rows, hidden}), cpu_mid, cpu_out).ok());
+          ASSERT_TRUE(h_->gpu().norm_linear_swiglu(gpu_norm, h_->device(w, {rows, hidden}), gpu_mid, gpu_out).ok());
+        } else {
+          const bool with_bias = call == 2;
+          ASSERT_TRUE(h_->cpu()
+                          .norm_linear(cpu_norm, h_->host(w, {rows, hidden}),
+                                       with_bias ? h_->host(b, {out_features}) : Tensor(), cpu_out)
+                          .ok());
+          ASSERT_TRUE(h_->gpu()
+                          .norm_linear(gpu_norm, h_->device(w, {rows, hidden}),
+                                       with_bias ? h_->device(b, {out_features}) : Tensor(), gpu_out)
+                          .ok());
+        }
+        const std::string at = what + " call " + std::to_string(call);
+        expect_close(h_->download(gpu_out), h_->read_host(cpu_out), "out " + at);
+        expect_close(h_->download(gpu_normed), h_->read_host(cpu_normed), "normed " + at);
+        expect_close(h_->download(gpu_res), h_->read_host(cpu_res), "residual " + at);
+      }
+    }
   }
 }
 

@@ -8,6 +8,8 @@
 // W1 196 -> 205 tok/s on an H200, bench/results/2026-11-22_h200_graphs_fusion.md.) Each variant can also apply
 // the RMSNorm (with the residual add) in front of the projection (GemvNorm), and every launch uses programmatic
 // dependent launch so that its first weight loads overlap the previous kernel's tail.
+#include <algorithm>
+
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/cuda/gemv.cuh"
 
@@ -66,52 +68,44 @@ __device__ __forceinline__ uint4 pack8(const float (&v)[8]) {
   return r;
 }
 
-// kRows output rows per CTA; with kSwiglu each output row reads two weight rows (gate n, up n + out_features);
-// with kNorm the input rows are normalized first (GemvNorm; x is then unused).
+// A CTA takes the row groups blockIdx.x, blockIdx.x + gridDim.x, ... (kRows output rows each; with kSwiglu each
+// output row reads two weight rows, gate n and up n + out_features); with kNorm the input rows are normalized
+// first (GemvNorm; x is then unused). A thread walks its steps (two 16-byte chunks of each of the group's weight
+// rows) group after group, loading the next step's weights before the math of the current one, so the weight
+// stream does not stop at a group's reduction.
 template <typename T, typename OutT, int kTokens, int kRows, bool kSwiglu, bool kNorm>
 __global__ void __launch_bounds__(kThreads) gemv_split_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                                               const T* __restrict__ bias, OutT* __restrict__ out,
                                                               int64_t in, int64_t out_features, GemvNorm nm) {
-  constexpr int kW = kSwiglu ? 2 * kRows : kRows;  // weight rows read by this CTA
-  __shared__ float partial[kWarps][kTokens * kW];
+  constexpr int kW = kSwiglu ? 2 * kRows : kRows;  // weight rows read per group
+  __shared__ float partial[2][kWarps][kTokens * kW];  // by group parity: one barrier per group
   __shared__ float norm_partial[kWarps][kTokens];
   __shared__ bool is_last_cta;
   // Every CTA is resident once the last one has started: the next kernel may then take the SMs this one frees.
   pdl_trigger();
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  const int64_t num_groups = (out_features + kRows - 1) / kRows;
   const int64_t chunks = in / 8;
   const uint4* xr = reinterpret_cast<const uint4*>(x);
-  const uint4* wr[kW];
-#pragma unroll
-  for (int r = 0; r < kW; ++r) {
-    const int64_t n = min(row0 + (r % kRows), out_features - 1) + (r >= kRows ? out_features : 0);
-    wr[r] = reinterpret_cast<const uint4*>(w + n * in);
-  }
-  float acc[kTokens][kW];
-#pragma unroll
-  for (int t = 0; t < kTokens; ++t) {
-#pragma unroll
-    for (int r = 0; r < kW; ++r) acc[t][r] = 0.0f;
-  }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  // Two chunks per row per iteration: 2 * kW independent 16-byte weight loads issued before any math.
-  int64_t c = threadIdx.x;
-  bool pair = c + kThreads < chunks;
-  uint4 wa[kW], wb[kW];
-  auto load_weights = [&] {
+  // Steps of this thread per group: chunk pairs (c, c + kThreads) with c = threadIdx.x + 2 * kThreads * step.
+  const int64_t first = threadIdx.x;
+  const int steps = first < chunks ? static_cast<int>((chunks - first + 2 * kThreads - 1) / (2 * kThreads)) : 0;
+  auto load = [&](int64_t group, int step, uint4 (&a)[kW], uint4 (&b)[kW]) {
+    const int64_t c = first + static_cast<int64_t>(step) * 2 * kThreads;
+    const bool has_b = c + kThreads < chunks;
 #pragma unroll
     for (int r = 0; r < kW; ++r) {
-      if (pair) {
-        wa[r] = __ldcs(wr[r] + c);
-        wb[r] = __ldcs(wr[r] + c + kThreads);
-      } else if (c < chunks) {
-        wa[r] = __ldcs(wr[r] + c);
-      }
+      const int64_t n = min(group * kRows + (r % kRows), out_features - 1) + (r >= kRows ? out_features : 0);
+      const uint4* row = reinterpret_cast<const uint4*>(w + n * in);
+      a[r] = __ldcs(row + c);
+      if (has_b) b[r] = __ldcs(row + c + kThreads);
     }
   };
+  int64_t group = blockIdx.x;
+  uint4 wa[kW], wb[kW];
   // NOTE: weights are written by no kernel of a step, so the first loads go out before waiting for the previous
   // kernel (programmatic dependent launch): they overlap its tail instead of following it.
-  load_weights();
+  if (steps > 0 && group < num_groups) load(group, 0, wa, wb);
   pdl_wait();
   float inv_rms[kTokens];
   if constexpr (kNorm) {
@@ -150,39 +144,72 @@ __global__ void __launch_bounds__(kThreads) gemv_split_kernel(const T* __restric
       unpack8<T>(__ldg(xr + t * chunks + k), v);
     }
   };
-  while (pair) {
+  for (int parity = 0; group < num_groups; group += gridDim.x, parity ^= 1) {
+    float acc[kTokens][kW];
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
-      float xa[8], xb[8];
-      input_chunk(t, c, xa);
-      input_chunk(t, c + kThreads, xb);
 #pragma unroll
-      for (int r = 0; r < kW; ++r) acc[t][r] += dot8<T>(wa[r], xa) + dot8<T>(wb[r], xb);
+      for (int r = 0; r < kW; ++r) acc[t][r] = 0.0f;
     }
-    c += 2 * kThreads;
-    pair = c + kThreads < chunks;
-    load_weights();
-  }
-  if (c < chunks) {
+    for (int step = 0; step < steps; ++step) {
+      // The next step's weights (this group's next chunk pair, or the next group's first) go out first.
+      uint4 na[kW], nb[kW];
+      const bool last_step = step + 1 == steps;
+      const int64_t next_group = last_step ? group + gridDim.x : group;
+      if (next_group < num_groups) load(next_group, last_step ? 0 : step + 1, na, nb);
+      const int64_t c = first + static_cast<int64_t>(step) * 2 * kThreads;
+      const bool has_b = c + kThreads < chunks;
+#pragma unroll
+      for (int t = 0; t < kTokens; ++t) {
+        float xa[8];
+        input_chunk(t, c, xa);
+#pragma unroll
+        for (int r = 0; r < kW; ++r) acc[t][r] += dot8<T>(wa[r], xa);
+        if (has_b) {
+          float xb[8];
+          input_chunk(t, c + kThreads, xb);
+#pragma unroll
+          for (int r = 0; r < kW; ++r) acc[t][r] += dot8<T>(wb[r], xb);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kW; ++r) {
+        wa[r] = na[r];
+        wb[r] = nb[r];
+      }
+    }
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
-      float xa[8];
-      input_chunk(t, c, xa);
 #pragma unroll
-      for (int r = 0; r < kW; ++r) acc[t][r] += dot8<T>(wa[r], xa);
+      for (int r = 0; r < kW; ++r) {
+        float v = acc[t][r];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) partial[parity][warp][t * kW + r] = v;
+      }
+    }
+    __syncthreads();
+    const int64_t row0 = group * kRows;
+    if (threadIdx.x < kTokens * kRows && row0 + threadIdx.x % kRows < out_features) {
+      const int t = threadIdx.x / kRows, r = threadIdx.x % kRows;
+      const int64_t n = row0 + r;
+      float v = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kWarps; ++i) v += partial[parity][i][t * kW + r];
+      if constexpr (kSwiglu) {
+        float u = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kWarps; ++i) u += partial[parity][i][t * kW + kRows + r];
+        // As linear (rounded to T) -> silu_mul: silu rounded to T before the multiply.
+        const float g = to_float(from_float<T>(v));
+        const float s = to_float(from_float<T>(g / (1.0f + __expf(-g))));
+        out[t * out_features + n] = from_float<OutT>(s * to_float(from_float<T>(u)));
+      } else {
+        if (bias != nullptr) v += to_float(bias[n]);
+        out[t * out_features + n] = from_float<OutT>(v);
+      }
     }
   }
-#pragma unroll
-  for (int t = 0; t < kTokens; ++t) {
-#pragma unroll
-    for (int r = 0; r < kW; ++r) {
-      float v = acc[t][r];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == 0) partial[warp][t * kW + r] = v;
-    }
-  }
-  __syncthreads();
   if constexpr (kNorm) {
     // CTA 0 writes the normalized rows; the residual is updated by the last CTA to finish reading it (every CTA
     // reads the whole row, so an earlier write would race with the others' reads). `done` is zero again after.
@@ -217,25 +244,14 @@ __global__ void __launch_bounds__(kThreads) gemv_split_kernel(const T* __restric
       }
     }
   }
-  if (threadIdx.x >= kTokens * kRows) return;
-  const int t = threadIdx.x / kRows, r = threadIdx.x % kRows;
-  const int64_t n = row0 + r;
-  if (n >= out_features) return;
-  float v = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kWarps; ++i) v += partial[i][t * kW + r];
-  if constexpr (kSwiglu) {
-    float u = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kWarps; ++i) u += partial[i][t * kW + kRows + r];
-    // As linear (rounded to T) -> silu_mul: silu rounded to T before the multiply.
-    const float g = to_float(from_float<T>(v));
-    const float s = to_float(from_float<T>(g / (1.0f + __expf(-g))));
-    out[t * out_features + n] = from_float<OutT>(s * to_float(from_float<T>(u)));
-  } else {
-    if (bias != nullptr) v += to_float(bias[n]);
-    out[t * out_features + n] = from_float<OutT>(v);
-  }
+}
+
+bool gemv_persistent() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("ANVIL_GEMV_PERSISTENT");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return enabled;
 }
 
 template <typename F>
@@ -256,8 +272,25 @@ cudaError_t launch(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   const int64_t n = kSwiglu ? weight.size(0) / 2 : weight.size(0);
   const T* b = bias.defined() ? bias.ptr<const T>() : nullptr;
   const T* xp = kNorm ? nullptr : x.ptr<const T>();
-  return launch_kernel(gemv_split_kernel<T, OutT, kTokens, kRows, kSwiglu, kNorm>,
-                       dim3(static_cast<unsigned>((n + kRows - 1) / kRows)), dim3(kThreads), 0, stream, xp,
+  constexpr auto kernel = gemv_split_kernel<T, OutT, kTokens, kRows, kSwiglu, kNorm>;
+  // NOTE: one resident wave of CTAs walks all row groups (a persistent grid), so that weight loads run on across
+  // groups; ANVIL_GEMV_PERSISTENT=0 launches a CTA per group instead (the grid before, for A/B measurements).
+  // The occupancy is a property of the binary and the device, read once per instantiation.
+  static const int64_t wave = [] {
+    int device = 0, sms = 0, per_sm = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return int64_t{0};
+    }
+    return static_cast<int64_t>(sms) * std::max(per_sm, 1);
+  }();
+  const int64_t groups = (n + kRows - 1) / kRows;
+  // Every CTA gets the same number of groups: ceil(groups / wave) each, over as few CTAs as that needs.
+  const int64_t per_cta = wave > 0 ? (groups + wave - 1) / wave : 1;
+  const int64_t grid = gemv_persistent() ? (groups + per_cta - 1) / per_cta : groups;
+  return launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), 0, stream, xp,
                        weight.ptr<const T>(), b, out.ptr<OutT>(), weight.size(1), n, nm);
 }
 
