@@ -20,6 +20,8 @@ Expected<std::unique_ptr<Backend>> make_cuda_backend(const CudaBackendOptions& o
     return unsupported("cuda backend runs in float16 or bfloat16, not " + std::string(dtype_name(options.dtype)));
   }
   auto backend = std::make_unique<cuda::CudaBackend>(options.device_id, options.dtype);
+  const char* fuse_norm = std::getenv("ANVIL_FUSE_NORM");
+  backend->set_fuse_norm(options.fuse_norm || (fuse_norm != nullptr && std::string(fuse_norm) == "1"));
   ANVIL_RETURN_IF_ERROR(backend->init());
   return std::unique_ptr<Backend>(std::move(backend));
 }
@@ -79,8 +81,6 @@ Status CudaBackend::init() {
   ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&lt_workspace_, lt_workspace_bytes_), "cudaMalloc (cuBLASLt workspace)");
   ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&gemv_norm_done_, sizeof(unsigned)), "cudaMalloc (gemv counter)");
   ANVIL_CUDA_RETURN_IF_ERROR(cudaMemset(gemv_norm_done_, 0, sizeof(unsigned)), "cudaMemset (gemv counter)");
-  const char* fuse_norm = std::getenv("ANVIL_FUSE_NORM");
-  fuse_norm_ = fuse_norm == nullptr || std::string(fuse_norm) != "0";
   return Status();
 }
 

@@ -75,6 +75,7 @@ class CudaBackend final : public Backend {
   double take_step_device_seconds() override;
 
   cudaStream_t stream() const { return stream_; }
+  void set_fuse_norm(bool on) { fuse_norm_ = on; }
   // Decode-only attention (one query per sequence) with key splits; see attention_decode.cuh.
   Status decode(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
                 const Tensor& out);
@@ -161,7 +162,7 @@ class CudaBackend final : public Backend {
   size_t scratch_bytes_ = 0;
   // The fused norm GEMV's CTA counter (GemvNorm::done); zero between launches.
   unsigned* gemv_norm_done_ = nullptr;
-  bool fuse_norm_ = true;  // ANVIL_FUSE_NORM=0: norm_linear runs the two ops (A/B measurements)
+  bool fuse_norm_ = false;  // CudaBackendOptions::fuse_norm
   // The GemvNorm of `norm` when the fused GEMV can run it with `weight` (decode-sized token counts), else nullopt.
   std::optional<GemvNorm> fused_norm(const ResidualNorm& norm, const Tensor& weight) const;
   // Step marks: (begin, end) event pairs in flight, and spare events to reuse.

@@ -62,12 +62,12 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
-// Whether launch_kernel() asks for programmatic dependent launch: on unless ANVIL_PDL=0 (for A/B measurements).
-// Read once from the environment; immutable afterwards.
+// Whether launch_kernel() asks for programmatic dependent launch: only with ANVIL_PDL=1 in the environment, until
+// it is measured faster on its own (bench/results/2026-12-03_h200_decode_fusion.md). Read once; immutable after.
 inline bool pdl_enabled() {
   static const bool enabled = [] {
     const char* v = std::getenv("ANVIL_PDL");
-    return v == nullptr || std::string(v) != "0";
+    return v != nullptr && std::string(v) == "1";
   }();
   return enabled;
 }

@@ -6,10 +6,8 @@
 // from L1/L2. The SwiGLU variant reads the gate row n and the up row n + N of a fused [2N, in] weight and writes
 // silu(gate) * up, rounding as the unfused linear -> silu_mul path does. (It replaced a one-warp-per-row kernel:
 // W1 196 -> 205 tok/s on an H200, bench/results/2026-11-22_h200_graphs_fusion.md.) Each variant can also apply
-// the RMSNorm (with the residual add) in front of the projection (GemvNorm), and every launch uses programmatic
-// dependent launch so that its first weight loads overlap the previous kernel's tail.
-#include <algorithm>
-
+// the RMSNorm (with the residual add) in front of the projection (GemvNorm), and with ANVIL_PDL=1 the launches use
+// programmatic dependent launch so that the first weight loads overlap the previous kernel's tail.
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/cuda/gemv.cuh"
 
@@ -36,9 +34,8 @@ __device__ __forceinline__ float dot8(const uint4& w, const float (&x)[8]) {
   return s;
 }
 
-// Row t of the fused input (kNorm): v = residual[t] (+ add[t], rounded), then normed = v * inv_rms[t] rounded,
-// times the norm weight, rounded: the rounding of rms_norm_kernel (rms_norm.cu), so the fused and unfused paths
-// feed the GEMV the same values.
+// Row t of the fused input (kNorm): v = residual[t] (+ add[t], rounded to T, as add_rms_norm rounds the new
+// residual), and the normalized row rounded as rms_norm_kernel (rms_norm.cu) rounds it, for the `normed` output.
 template <typename T>
 __device__ __forceinline__ void residual_chunk(const GemvNorm& nm, int64_t chunks, int t, int64_t c, float (&v)[8]) {
   const uint4* res = reinterpret_cast<const uint4*>(nm.residual);
@@ -68,151 +65,115 @@ __device__ __forceinline__ uint4 pack8(const float (&v)[8]) {
   return r;
 }
 
-// A CTA takes the row groups blockIdx.x, blockIdx.x + gridDim.x, ... (kRows output rows each; with kSwiglu each
-// output row reads two weight rows, gate n and up n + out_features); with kNorm the input rows are normalized
-// first (GemvNorm; x is then unused). A thread walks its steps (two 16-byte chunks of each of the group's weight
-// rows) group after group, loading the next step's weights before the math of the current one, so the weight
-// stream does not stop at a group's reduction.
+// kRows output rows per CTA; with kSwiglu each output row reads two weight rows (gate n, up n + out_features).
+// With kNorm the input row is RMSNorm(residual (+ add)) * norm weight (GemvNorm; x is then unused): since the
+// CTA's threads together read the whole row, each thread also sums the squares of its chunks, and the 1 / rms
+// factor scales the dot products at the end, so the norm adds no pass before the weight stream (a first version
+// that normalized in a prologue per CTA ran W1 at 128-173 tok/s against 209 unfused: 2026-12-03 results).
 template <typename T, typename OutT, int kTokens, int kRows, bool kSwiglu, bool kNorm>
 __global__ void __launch_bounds__(kThreads) gemv_split_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                                               const T* __restrict__ bias, OutT* __restrict__ out,
                                                               int64_t in, int64_t out_features, GemvNorm nm) {
-  constexpr int kW = kSwiglu ? 2 * kRows : kRows;  // weight rows read per group
-  __shared__ float partial[2][kWarps][kTokens * kW];  // by group parity: one barrier per group
-  __shared__ float norm_partial[kWarps][kTokens];
-  __shared__ bool is_last_cta;
+  constexpr int kW = kSwiglu ? 2 * kRows : kRows;  // weight rows read by this CTA
+  constexpr int kSlots = kW + (kNorm ? 1 : 0);     // per token: the rows' partial sums (+ the sum of squares)
+  __shared__ float partial[kWarps][kTokens * kSlots];
   // Every CTA is resident once the last one has started: the next kernel may then take the SMs this one frees.
   pdl_trigger();
-  const int64_t num_groups = (out_features + kRows - 1) / kRows;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
   const int64_t chunks = in / 8;
   const uint4* xr = reinterpret_cast<const uint4*>(x);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  // Steps of this thread per group: chunk pairs (c, c + kThreads) with c = threadIdx.x + 2 * kThreads * step.
-  const int64_t first = threadIdx.x;
-  const int steps = first < chunks ? static_cast<int>((chunks - first + 2 * kThreads - 1) / (2 * kThreads)) : 0;
-  auto load = [&](int64_t group, int step, uint4 (&a)[kW], uint4 (&b)[kW]) {
-    const int64_t c = first + static_cast<int64_t>(step) * 2 * kThreads;
-    const bool has_b = c + kThreads < chunks;
+  const uint4* wr[kW];
 #pragma unroll
-    for (int r = 0; r < kW; ++r) {
-      const int64_t n = min(group * kRows + (r % kRows), out_features - 1) + (r >= kRows ? out_features : 0);
-      const uint4* row = reinterpret_cast<const uint4*>(w + n * in);
-      a[r] = __ldcs(row + c);
-      if (has_b) b[r] = __ldcs(row + c + kThreads);
-    }
-  };
-  int64_t group = blockIdx.x;
-  uint4 wa[kW], wb[kW];
-  // NOTE: weights are written by no kernel of a step, so the first loads go out before waiting for the previous
-  // kernel (programmatic dependent launch): they overlap its tail instead of following it.
-  if (steps > 0 && group < num_groups) load(group, 0, wa, wb);
-  pdl_wait();
-  float inv_rms[kTokens];
-  if constexpr (kNorm) {
-    float ss[kTokens];
-#pragma unroll
-    for (int t = 0; t < kTokens; ++t) ss[t] = 0.0f;
-    for (int64_t k = threadIdx.x; k < chunks; k += kThreads) {
-#pragma unroll
-      for (int t = 0; t < kTokens; ++t) {
-        float v[8];
-        residual_chunk<T>(nm, chunks, t, k, v);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) ss[t] += v[i] * v[i];
-      }
-    }
-#pragma unroll
-    for (int t = 0; t < kTokens; ++t) {
-      float v = ss[t];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == 0) norm_partial[warp][t] = v;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int t = 0; t < kTokens; ++t) {
-      float total = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kWarps; ++i) total += norm_partial[i][t];
-      inv_rms[t] = rsqrtf(total / static_cast<float>(in) + nm.eps);
-    }
+  for (int r = 0; r < kW; ++r) {
+    const int64_t n = min(row0 + (r % kRows), out_features - 1) + (r >= kRows ? out_features : 0);
+    wr[r] = reinterpret_cast<const uint4*>(w + n * in);
   }
+  float acc[kTokens][kSlots];
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) {
+#pragma unroll
+    for (int r = 0; r < kSlots; ++r) acc[t][r] = 0.0f;
+  }
+  // Input chunk k of row t as the dot products take it; with kNorm also adds its squares to acc[t][kW].
   auto input_chunk = [&](int t, int64_t k, float (&v)[8]) {
     if constexpr (kNorm) {
-      normed_chunk<T>(nm, chunks, t, k, inv_rms[t], v);
+      residual_chunk<T>(nm, chunks, t, k, v);
+      float g[8];
+      unpack8<T>(__ldg(reinterpret_cast<const uint4*>(nm.weight) + k), g);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        acc[t][kSlots - 1] += v[i] * v[i];
+        v[i] *= g[i];
+      }
     } else {
       unpack8<T>(__ldg(xr + t * chunks + k), v);
     }
   };
-  for (int parity = 0; group < num_groups; group += gridDim.x, parity ^= 1) {
-    float acc[kTokens][kW];
+  // Two chunks per row per iteration: 2 * kW independent 16-byte weight loads issued before any math.
+  int64_t c = threadIdx.x;
+  bool pair = c + kThreads < chunks;
+  uint4 wa[kW], wb[kW];
+  auto load_weights = [&] {
+#pragma unroll
+    for (int r = 0; r < kW; ++r) {
+      if (pair) {
+        wa[r] = __ldcs(wr[r] + c);
+        wb[r] = __ldcs(wr[r] + c + kThreads);
+      } else if (c < chunks) {
+        wa[r] = __ldcs(wr[r] + c);
+      }
+    }
+  };
+  // NOTE: weights are written by no kernel of a step, so the first loads go out before waiting for the previous
+  // kernel (programmatic dependent launch): they overlap its tail instead of following it.
+  load_weights();
+  pdl_wait();
+  while (pair) {
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
+      float xa[8], xb[8];
+      input_chunk(t, c, xa);
+      input_chunk(t, c + kThreads, xb);
 #pragma unroll
-      for (int r = 0; r < kW; ++r) acc[t][r] = 0.0f;
+      for (int r = 0; r < kW; ++r) acc[t][r] += dot8<T>(wa[r], xa) + dot8<T>(wb[r], xb);
     }
-    for (int step = 0; step < steps; ++step) {
-      // The next step's weights (this group's next chunk pair, or the next group's first) go out first.
-      uint4 na[kW], nb[kW];
-      const bool last_step = step + 1 == steps;
-      const int64_t next_group = last_step ? group + gridDim.x : group;
-      if (next_group < num_groups) load(next_group, last_step ? 0 : step + 1, na, nb);
-      const int64_t c = first + static_cast<int64_t>(step) * 2 * kThreads;
-      const bool has_b = c + kThreads < chunks;
-#pragma unroll
-      for (int t = 0; t < kTokens; ++t) {
-        float xa[8];
-        input_chunk(t, c, xa);
-#pragma unroll
-        for (int r = 0; r < kW; ++r) acc[t][r] += dot8<T>(wa[r], xa);
-        if (has_b) {
-          float xb[8];
-          input_chunk(t, c + kThreads, xb);
-#pragma unroll
-          for (int r = 0; r < kW; ++r) acc[t][r] += dot8<T>(wb[r], xb);
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < kW; ++r) {
-        wa[r] = na[r];
-        wb[r] = nb[r];
-      }
-    }
+    c += 2 * kThreads;
+    pair = c + kThreads < chunks;
+    load_weights();
+  }
+  if (c < chunks) {
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
+      float xa[8];
+      input_chunk(t, c, xa);
 #pragma unroll
-      for (int r = 0; r < kW; ++r) {
-        float v = acc[t][r];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0) partial[parity][warp][t * kW + r] = v;
-      }
-    }
-    __syncthreads();
-    const int64_t row0 = group * kRows;
-    if (threadIdx.x < kTokens * kRows && row0 + threadIdx.x % kRows < out_features) {
-      const int t = threadIdx.x / kRows, r = threadIdx.x % kRows;
-      const int64_t n = row0 + r;
-      float v = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kWarps; ++i) v += partial[parity][i][t * kW + r];
-      if constexpr (kSwiglu) {
-        float u = 0.0f;
-#pragma unroll
-        for (int i = 0; i < kWarps; ++i) u += partial[parity][i][t * kW + kRows + r];
-        // As linear (rounded to T) -> silu_mul: silu rounded to T before the multiply.
-        const float g = to_float(from_float<T>(v));
-        const float s = to_float(from_float<T>(g / (1.0f + __expf(-g))));
-        out[t * out_features + n] = from_float<OutT>(s * to_float(from_float<T>(u)));
-      } else {
-        if (bias != nullptr) v += to_float(bias[n]);
-        out[t * out_features + n] = from_float<OutT>(v);
-      }
+      for (int r = 0; r < kW; ++r) acc[t][r] += dot8<T>(wa[r], xa);
     }
   }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) {
+#pragma unroll
+    for (int r = 0; r < kSlots; ++r) {
+      float v = acc[t][r];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) partial[warp][t * kSlots + r] = v;
+    }
+  }
+  __syncthreads();
   if constexpr (kNorm) {
+    float inv_rms[kTokens];  // (indexed by unrolled loops only)
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      float ss = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kWarps; ++i) ss += partial[i][t * kSlots + kW];
+      inv_rms[t] = rsqrtf(ss / static_cast<float>(in) + nm.eps);
+    }
     // CTA 0 writes the normalized rows; the residual is updated by the last CTA to finish reading it (every CTA
     // reads the whole row, so an earlier write would race with the others' reads). `done` is zero again after.
+    __shared__ bool is_last_cta;
     if (blockIdx.x == 0) {
       for (int64_t k = threadIdx.x; k < chunks; k += kThreads) {
 #pragma unroll
@@ -244,14 +205,34 @@ __global__ void __launch_bounds__(kThreads) gemv_split_kernel(const T* __restric
       }
     }
   }
-}
-
-bool gemv_persistent() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("ANVIL_GEMV_PERSISTENT");
-    return v == nullptr || std::string(v) != "0";
-  }();
-  return enabled;
+  if (threadIdx.x >= kTokens * kRows) return;
+  const int t = threadIdx.x / kRows, r = threadIdx.x % kRows;
+  const int64_t n = row0 + r;
+  if (n >= out_features) return;
+  float scale = 1.0f;
+  if constexpr (kNorm) {
+    float ss = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kWarps; ++i) ss += partial[i][t * kSlots + kW];
+    scale = rsqrtf(ss / static_cast<float>(in) + nm.eps);
+  }
+  float v = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kWarps; ++i) v += partial[i][t * kSlots + r];
+  v *= scale;
+  if constexpr (kSwiglu) {
+    float u = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kWarps; ++i) u += partial[i][t * kSlots + kRows + r];
+    u *= scale;
+    // As linear (rounded to T) -> silu_mul: silu rounded to T before the multiply.
+    const float g = to_float(from_float<T>(v));
+    const float s = to_float(from_float<T>(g / (1.0f + __expf(-g))));
+    out[t * out_features + n] = from_float<OutT>(s * to_float(from_float<T>(u)));
+  } else {
+    if (bias != nullptr) v += to_float(bias[n]);
+    out[t * out_features + n] = from_float<OutT>(v);
+  }
 }
 
 template <typename F>
@@ -272,25 +253,8 @@ cudaError_t launch(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   const int64_t n = kSwiglu ? weight.size(0) / 2 : weight.size(0);
   const T* b = bias.defined() ? bias.ptr<const T>() : nullptr;
   const T* xp = kNorm ? nullptr : x.ptr<const T>();
-  constexpr auto kernel = gemv_split_kernel<T, OutT, kTokens, kRows, kSwiglu, kNorm>;
-  // NOTE: one resident wave of CTAs walks all row groups (a persistent grid), so that weight loads run on across
-  // groups; ANVIL_GEMV_PERSISTENT=0 launches a CTA per group instead (the grid before, for A/B measurements).
-  // The occupancy is a property of the binary and the device, read once per instantiation.
-  static const int64_t wave = [] {
-    int device = 0, sms = 0, per_sm = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return int64_t{0};
-    }
-    return static_cast<int64_t>(sms) * std::max(per_sm, 1);
-  }();
-  const int64_t groups = (n + kRows - 1) / kRows;
-  // Every CTA gets the same number of groups: ceil(groups / wave) each, over as few CTAs as that needs.
-  const int64_t per_cta = wave > 0 ? (groups + wave - 1) / wave : 1;
-  const int64_t grid = gemv_persistent() ? (groups + per_cta - 1) / per_cta : groups;
-  return launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), 0, stream, xp,
+  return launch_kernel(gemv_split_kernel<T, OutT, kTokens, kRows, kSwiglu, kNorm>,
+                       dim3(static_cast<unsigned>((n + kRows - 1) / kRows)), dim3(kThreads), 0, stream, xp,
                        weight.ptr<const T>(), b, out.ptr<OutT>(), weight.size(1), n, nm);
 }
 

@@ -32,8 +32,8 @@ bool gemv_norm_supported(const Tensor& x, const Tensor& weight, const GemvNorm& 
 
 // x: [num_tokens, in]; weight: [out, in]; bias: [out] or undefined; out: [num_tokens, out] (weight dtype or fp32).
 // With `norm` (out in the weight dtype only), x gives only the shape and the input rows are norm's normed rows.
-// Launched with programmatic dependent launch (cuda_common.cuh): the first weight loads overlap the previous
-// kernel.
+// Launched through launch_kernel (cuda_common.cuh): with programmatic dependent launch on, the first weight loads
+// overlap the previous kernel.
 Status gemv(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, cudaStream_t stream,
             const GemvNorm* norm = nullptr);
 
