@@ -59,6 +59,18 @@ struct SamplingRow {
   uint64_t seed = 0;
 };
 
+// The RMSNorm in front of a projection, as the fused norm_linear ops take it: residual += x when x is defined
+// (add_rms_norm), then normed = rms_norm(residual) * weight (rms_norm of residual when x is undefined). x,
+// residual, normed: [num_tokens, hidden_size]; weight: [hidden_size]. normed is always written (the next ops and
+// debug hooks may read it).
+struct ResidualNorm {
+  Tensor x;         // undefined: no residual add
+  Tensor residual;  // updated in place when x is defined
+  Tensor weight;
+  float eps = 0.0f;
+  Tensor normed;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -110,6 +122,24 @@ class Backend {
                                const Tensor& out) {
     ANVIL_RETURN_IF_ERROR(linear(x, gate_up_weight, Tensor(), scratch));
     return swiglu(scratch, out);
+  }
+  // The norm alone: add_rms_norm, or rms_norm when norm.x is undefined.
+  Status residual_norm(const ResidualNorm& norm) {
+    if (norm.x.defined()) return add_rms_norm(norm.x, norm.residual, norm.weight, norm.eps, norm.normed);
+    return rms_norm(norm.residual, norm.weight, norm.eps, norm.normed);
+  }
+  // residual_norm(norm), then out = norm.normed @ weight^T (+ bias): one op so that a backend can fuse the norm
+  // into the projection (CUDA does for decode-sized token counts). weight: [out_features, hidden_size]; bias:
+  // [out_features] or undefined; out: [num_tokens, out_features].
+  virtual Status norm_linear(const ResidualNorm& norm, const Tensor& weight, const Tensor& bias, const Tensor& out) {
+    ANVIL_RETURN_IF_ERROR(residual_norm(norm));
+    return linear(norm.normed, weight, bias, out);
+  }
+  // residual_norm(norm), then out = swiglu(norm.normed @ gate_up_weight^T) as linear_swiglu does.
+  virtual Status norm_linear_swiglu(const ResidualNorm& norm, const Tensor& gate_up_weight, const Tensor& scratch,
+                                    const Tensor& out) {
+    ANVIL_RETURN_IF_ERROR(residual_norm(norm));
+    return linear_swiglu(norm.normed, gate_up_weight, scratch, out);
   }
   // out[i] = x[indices[i]]. x: [num_tokens, hidden_size]; indices: int32 [n]; out: [n, hidden_size].
   virtual Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) = 0;

@@ -194,20 +194,23 @@ class LlamaModel final : public Model {
     for (int64_t i = 0; i < config_.num_layers; ++i) {
       const LayerWeights& l = layers_[i];
       const int il = static_cast<int>(i);
-      if (i == 0) {
-        ANVIL_RETURN_IF_ERROR(backend_.rms_norm(residual, l.input_norm, config_.rms_norm_eps, normed));
-      } else {
-        ANVIL_RETURN_IF_ERROR(backend_.add_rms_norm(block_out, residual, l.input_norm, config_.rms_norm_eps, normed));
-      }
-      debug("attn_norm", il, normed);
+      // Layer 0 normalizes the embeddings; later layers add the previous block's output first.
+      const ResidualNorm attn_norm{.x = i == 0 ? Tensor() : block_out,
+                                   .residual = residual,
+                                   .weight = l.input_norm,
+                                   .eps = config_.rms_norm_eps,
+                                   .normed = normed};
       Tensor q_in, k3, v3;
       if (l.qkv_proj.defined()) {
-        ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.qkv_proj, l.qkv_bias, qkv));
+        ANVIL_RETURN_IF_ERROR(backend_.norm_linear(attn_norm, l.qkv_proj, l.qkv_bias, qkv));
+        debug("attn_norm", il, normed);
         // q, k and v are column blocks of the fused projection: row-strided views.
         q_in = column_heads(qkv, 0, nh);
         k3 = column_heads(qkv, nh * hd, nkv);
         v3 = column_heads(qkv, (nh + nkv) * hd, nkv);
       } else {
+        ANVIL_RETURN_IF_ERROR(backend_.residual_norm(attn_norm));
+        debug("attn_norm", il, normed);
         // Unfused: three contiguous blocks of the qkv buffer, [num_tokens, nh | nkv | nkv, hd].
         q_in = split_heads(qkv, 0, nh);
         k3 = split_heads(qkv, num_tokens * nh * hd, nkv);
@@ -231,11 +234,17 @@ class LlamaModel final : public Model {
       ANVIL_RETURN_IF_ERROR(backend_.paged_attention(q3, kv_cache[i], in.attention, scale, attn));
       debug("attn_out", il, attn);
       ANVIL_RETURN_IF_ERROR(backend_.linear(attn, l.o_proj, Tensor(), block_out));
-      ANVIL_RETURN_IF_ERROR(backend_.add_rms_norm(block_out, residual, l.post_attn_norm, config_.rms_norm_eps, normed));
-      debug("ffn_norm", il, normed);
+      const ResidualNorm ffn_norm{.x = block_out,
+                                  .residual = residual,
+                                  .weight = l.post_attn_norm,
+                                  .eps = config_.rms_norm_eps,
+                                  .normed = normed};
       if (l.gate_up_proj.defined()) {
-        ANVIL_RETURN_IF_ERROR(backend_.linear_swiglu(normed, l.gate_up_proj, gate_up, gate));
+        ANVIL_RETURN_IF_ERROR(backend_.norm_linear_swiglu(ffn_norm, l.gate_up_proj, gate_up, gate));
+        debug("ffn_norm", il, normed);
       } else {
+        ANVIL_RETURN_IF_ERROR(backend_.residual_norm(ffn_norm));
+        debug("ffn_norm", il, normed);
         const Tensor g = view(gate_up_, {num_tokens, inter});
         Tensor u = g;
         u.data = static_cast<char*>(g.data) + g.nbytes();

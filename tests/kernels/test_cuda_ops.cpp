@@ -13,7 +13,7 @@ class CudaOps : public ::testing::TestWithParam<DType> {
  protected:
   void SetUp() override {
     h_ = std::make_unique<OpHarness>(GetParam());
-    if (!h_->ok()) GTEST_SKIP() << "no usable GPU";
+    if (!h_->ok()) GTEST_SKIP() << "no usable GPU: " << h_->error();
   }
   std::vector<float> rnd(size_t n, float scale = 1.0f) {
     auto v = random_values(n, rng_, scale);
@@ -64,7 +64,9 @@ TEST_P(CudaOps, RmsNormAndFusedAdd) {
 TEST_P(CudaOps, LinearWithAndWithoutBiasAndFp32Output) {
   for (auto [tokens, in, out] :
        {std::tuple{1, 19, 7}, std::tuple{7, 111, 19}, std::tuple{19, 64, 111}, std::tuple{111, 256, 130},
-        std::tuple{1, 4096, 1000}, std::tuple{3, 64, 111}, std::tuple{4, 256, 130}, std::tuple{2, 14336, 9}}) {
+        std::tuple{1, 4096, 1000}, std::tuple{3, 64, 111}, std::tuple{4, 256, 130}, std::tuple{2, 14336, 9},
+        // more row groups than CTAs fit on the GPU at once
+        std::tuple{1, 264, 4099}, std::tuple{2, 2056, 6001}}) {
     for (bool with_bias : {false, true}) {
       auto x = rnd(tokens * in), w = rnd(out * in, 0.05f), b = rnd(out);
       auto cpu_out = h_->host(std::vector<float>(tokens * out), {tokens, out});
@@ -97,7 +99,7 @@ TEST_P(CudaOps, SwigluAndFusedProjection) {
   ASSERT_TRUE(h_->gpu().swiglu(h_->device(gu, {rows, 2 * n}), gpu_out).ok());
   expect_close(h_->download(gpu_out), h_->read_host(cpu_out), "swiglu");
   for (auto [tokens, in, inter] : {std::tuple{1, 64, 37}, std::tuple{3, 4096, 300}, std::tuple{4, 264, 1001},
-                                   std::tuple{9, 128, 70}, std::tuple{1, 14336, 16}}) {
+                                   std::tuple{9, 128, 70}, std::tuple{1, 14336, 16}, std::tuple{1, 136, 2053}}) {
     auto x = rnd(tokens * in), w = rnd(2 * inter * in, 0.05f);
     auto cpu_mid = h_->host(std::vector<float>(tokens * 2 * inter), {tokens, 2 * inter});
     auto cpu_res = h_->host(std::vector<float>(tokens * inter), {tokens, inter});
@@ -109,6 +111,70 @@ TEST_P(CudaOps, SwigluAndFusedProjection) {
         h_->gpu().linear_swiglu(h_->device(x, {tokens, in}), h_->device(w, {2 * inter, in}), gpu_mid, gpu_res).ok());
     expect_close(h_->download(gpu_res), h_->read_host(cpu_res),
                  "linear_swiglu " + std::to_string(tokens) + "x" + std::to_string(in) + "->" + std::to_string(inter));
+  }
+}
+
+// norm_linear / norm_linear_swiglu, on a backend that fuses the (add+)RMSNorm into the GEMV for 1-4 tokens (the
+// sum of squares gathered beside the dot products, the last CTA updating the residual through a counter that
+// must be left at zero) and runs the two ops for more, and on the default backend (two ops). Three calls in a
+// row on one residual, as consecutive layers make them, against the CPU's two ops: out, normed and residual.
+TEST_P(CudaOps, NormLinearFusedIntoGemv) {
+  OpHarness fused(CudaBackendOptions{.device_id = 0, .dtype = GetParam(), .fuse_norm = true});
+  ASSERT_TRUE(fused.ok()) << fused.error();
+  for (OpHarness* h : {&fused, h_.get()}) {
+    for (auto [tokens, hidden, out_features] :
+         {std::tuple{1, 4096, 111}, std::tuple{2, 264, 1001}, std::tuple{3, 776, 19}, std::tuple{4, 4096, 300},
+          std::tuple{7, 264, 37}, std::tuple{1, 14336, 9}, std::tuple{1, 264, 5001}, std::tuple{3, 136, 3001}}) {
+      for (bool with_add : {false, true}) {
+        const std::string what = std::string(h == &fused ? "fused " : "two ops ") + std::to_string(tokens) + "x" +
+                                 std::to_string(hidden) + "->" + std::to_string(out_features) +
+                                 (with_add ? " add" : "");
+        auto res = rnd(tokens * hidden), g = rnd(hidden);
+        for (float& v : g) v += 1.0f;
+        round_to(g, GetParam());
+        const Tensor cpu_res = h->host(res, {tokens, hidden}), gpu_res = h->device(res, {tokens, hidden});
+        const Tensor cpu_g = h->host(g, {hidden}), gpu_g = h->device(g, {hidden});
+        const Tensor cpu_normed = h->host(std::vector<float>(tokens * hidden), {tokens, hidden});
+        const Tensor gpu_normed = h->device(std::vector<float>(tokens * hidden, NAN), {tokens, hidden});
+        for (int call = 0; call < 3; ++call) {
+          const bool swiglu = call == 1;
+          const int64_t rows = swiglu ? 2 * out_features : out_features;
+          auto x = rnd(tokens * hidden), w = rnd(rows * hidden, 0.05f), b = rnd(out_features);
+          const ResidualNorm cpu_norm{.x = with_add ? h->host(x, {tokens, hidden}) : Tensor(),
+                                      .residual = cpu_res,
+                                      .weight = cpu_g,
+                                      .eps = 1e-5f,
+                                      .normed = cpu_normed};
+          const ResidualNorm gpu_norm{.x = with_add ? h->device(x, {tokens, hidden}) : Tensor(),
+                                      .residual = gpu_res,
+                                      .weight = gpu_g,
+                                      .eps = 1e-5f,
+                                      .normed = gpu_normed};
+          auto cpu_out = h->host(std::vector<float>(tokens * out_features), {tokens, out_features});
+          auto gpu_out = h->device(std::vector<float>(tokens * out_features, NAN), {tokens, out_features});
+          if (swiglu) {
+            auto cpu_mid = h->host(std::vector<float>(tokens * rows), {tokens, rows});
+            auto gpu_mid = h->device(std::vector<float>(tokens * rows, NAN), {tokens, rows});
+            ASSERT_TRUE(h->cpu().norm_linear_swiglu(cpu_norm, h->host(w, {rows, hidden}), cpu_mid, cpu_out).ok());
+            ASSERT_TRUE(h->gpu().norm_linear_swiglu(gpu_norm, h->device(w, {rows, hidden}), gpu_mid, gpu_out).ok());
+          } else {
+            const bool with_bias = call == 2;
+            ASSERT_TRUE(h->cpu()
+                            .norm_linear(cpu_norm, h->host(w, {rows, hidden}),
+                                         with_bias ? h->host(b, {out_features}) : Tensor(), cpu_out)
+                            .ok());
+            ASSERT_TRUE(h->gpu()
+                            .norm_linear(gpu_norm, h->device(w, {rows, hidden}),
+                                         with_bias ? h->device(b, {out_features}) : Tensor(), gpu_out)
+                            .ok());
+          }
+          const std::string at = what + " call " + std::to_string(call);
+          expect_close(h->download(gpu_out), h->read_host(cpu_out), "out " + at);
+          expect_close(h->download(gpu_normed), h->read_host(cpu_normed), "normed " + at);
+          expect_close(h->download(gpu_res), h->read_host(cpu_res), "residual " + at);
+        }
+      }
+    }
   }
 }
 
@@ -259,7 +325,7 @@ namespace {
 
 TEST(CudaGreedySample, MatchesCpuArgmaxAndLogprob) {
   OpHarness h(DType::kBF16);
-  if (!h.ok()) GTEST_SKIP() << "no usable GPU";
+  if (!h.ok()) GTEST_SKIP() << "no usable GPU: " << h.error();
   std::mt19937 rng(std::random_device{}());
   for (int64_t vocab : {1, 7, 111, 32000, 128256}) {
     const int64_t rows = 5;

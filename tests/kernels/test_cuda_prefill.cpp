@@ -26,7 +26,7 @@ class CudaPrefill : public ::testing::TestWithParam<DType> {
  protected:
   void SetUp() override {
     h_ = std::make_unique<OpHarness>(GetParam());
-    if (!h_->ok()) GTEST_SKIP() << "no usable GPU";
+    if (!h_->ok()) GTEST_SKIP() << "no usable GPU: " << h_->error();
     ASSERT_EQ(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
   }
   std::vector<float> rnd(size_t n) {

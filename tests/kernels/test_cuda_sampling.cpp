@@ -71,7 +71,7 @@ class CudaSampling : public ::testing::Test {
  protected:
   void SetUp() override {
     h_ = std::make_unique<OpHarness>(DType::kBF16);
-    if (!h_->ok()) GTEST_SKIP() << "no usable GPU";
+    if (!h_->ok()) GTEST_SKIP() << "no usable GPU: " << h_->error();
   }
 
   std::vector<float> random_logits(int64_t rows, int64_t vocab, float scale) {

@@ -126,6 +126,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
   T* k_s = reinterpret_cast<T*>(smem_raw);  // [S][kTileKeys][kStride]
   T* v_s = k_s + S * L::kStage;             // [S][kTileKeys][kStride]
 
+  pdl_trigger();
+  pdl_wait();  // q and the newest key/value come from the kernel before
   const int seq = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int group = a.num_heads / a.num_kv_heads;
@@ -281,6 +283,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
 // (sequence, head); sequences that used one split were written by the decode kernel and are skipped.
 template <typename T>
 __global__ void merge_splits_kernel(DecodeArgs a, int num_seqs, int num_splits, int head_dim) {
+  pdl_trigger();
+  pdl_wait();
   const int row = blockIdx.x;  // seq * num_heads + head
   const int context = a.context_lens[row / a.num_heads];
   const int chunk = split_keys(context, num_splits);
@@ -383,16 +387,18 @@ Status decode_attention(const Tensor& q, const KvCacheView& cache, const Attenti
                         num_kv_heads,
                         meta.block_size,
                         scale * 1.4426950408889634f};
+  cudaError_t err = cudaSuccess;
   dispatch(q.dtype, head_dim, [&](auto* tag, auto hd) {
     using T = std::remove_pointer_t<decltype(tag)>;
     constexpr int kHd = decltype(hd)::value;
     const dim3 grid(meta.num_seqs, num_kv_heads, num_splits);
-    decode_attention_kernel<T, kHd><<<grid, kThreads, Smem<kHd>::kBytes, stream>>>(args);
-    if (num_splits > 1) {
-      merge_splits_kernel<T><<<meta.num_seqs * num_heads, kHd, 0, stream>>>(args, meta.num_seqs, num_splits, kHd);
+    err = launch_kernel(decode_attention_kernel<T, kHd>, grid, dim3(kThreads), Smem<kHd>::kBytes, stream, args);
+    if (err == cudaSuccess && num_splits > 1) {
+      err = launch_kernel(merge_splits_kernel<T>, dim3(meta.num_seqs * num_heads), dim3(kHd), 0, stream, args,
+                          meta.num_seqs, num_splits, kHd);
     }
   });
-  return check_launch("decode_attention");
+  return cuda_status(err, "decode_attention");
 }
 
 }  // namespace anvil::cuda

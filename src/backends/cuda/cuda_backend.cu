@@ -20,6 +20,8 @@ Expected<std::unique_ptr<Backend>> make_cuda_backend(const CudaBackendOptions& o
     return unsupported("cuda backend runs in float16 or bfloat16, not " + std::string(dtype_name(options.dtype)));
   }
   auto backend = std::make_unique<cuda::CudaBackend>(options.device_id, options.dtype);
+  const char* fuse_norm = std::getenv("ANVIL_FUSE_NORM");
+  backend->set_fuse_norm(options.fuse_norm || (fuse_norm != nullptr && std::string(fuse_norm) == "1"));
   ANVIL_RETURN_IF_ERROR(backend->init());
   return std::unique_ptr<Backend>(std::move(backend));
 }
@@ -55,6 +57,7 @@ CudaBackend::~CudaBackend() {
   if (lt_) cublasLtDestroy(lt_);
   if (lt_workspace_) cudaFree(lt_workspace_);
   if (scratch_) cudaFree(scratch_);
+  if (gemv_norm_done_) cudaFree(gemv_norm_done_);
   if (staging_) cudaFreeHost(staging_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -76,6 +79,8 @@ Status CudaBackend::init() {
   ANVIL_RETURN_IF_ERROR(configure_prefill_attention());
   lt_workspace_bytes_ = kLtWorkspaceBytes;
   ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&lt_workspace_, lt_workspace_bytes_), "cudaMalloc (cuBLASLt workspace)");
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&gemv_norm_done_, sizeof(unsigned)), "cudaMalloc (gemv counter)");
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaMemset(gemv_norm_done_, 0, sizeof(unsigned)), "cudaMemset (gemv counter)");
   return Status();
 }
 

@@ -15,6 +15,7 @@
 #include "backends/cuda/cuda_backend.h"
 #include "backends/gemm_algo_cache.h"
 #include "backends/cuda/cuda_common.cuh"
+#include "backends/cuda/gemv.cuh"
 #include "backends/cuda/quant_gemv.cuh"
 
 namespace anvil::cuda {
@@ -55,6 +56,10 @@ class CudaBackend final : public Backend {
   Status swiglu(const Tensor& gate_up, const Tensor& out) override;
   Status linear_swiglu(const Tensor& x, const Tensor& gate_up_weight, const Tensor& scratch,
                        const Tensor& out) override;
+  // Decode-sized token counts fuse the norm into the GEMV (gemv.cuh); other shapes run the two ops.
+  Status norm_linear(const ResidualNorm& norm, const Tensor& weight, const Tensor& bias, const Tensor& out) override;
+  Status norm_linear_swiglu(const ResidualNorm& norm, const Tensor& gate_up_weight, const Tensor& scratch,
+                            const Tensor& out) override;
   Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) override;
   Status greedy_sample(const Tensor& logits, const Tensor& token_ids, const Tensor& logprobs) override;
   // Full sampling on the device (sample.cu): one CTA per draw; downloads a few bytes per draw.
@@ -70,6 +75,7 @@ class CudaBackend final : public Backend {
   double take_step_device_seconds() override;
 
   cudaStream_t stream() const { return stream_; }
+  void set_fuse_norm(bool on) { fuse_norm_ = on; }
   // Decode-only attention (one query per sequence) with key splits; see attention_decode.cuh.
   Status decode(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
                 const Tensor& out);
@@ -154,6 +160,11 @@ class CudaBackend final : public Backend {
   Buffer greedy_partials_;  // greedy_sample's per-chunk partial results
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
+  // The fused norm GEMV's CTA counter (GemvNorm::done); zero between launches.
+  unsigned* gemv_norm_done_ = nullptr;
+  bool fuse_norm_ = false;  // CudaBackendOptions::fuse_norm
+  // The GemvNorm of `norm` when the fused GEMV can run it with `weight` (decode-sized token counts), else nullopt.
+  std::optional<GemvNorm> fused_norm(const ResidualNorm& norm, const Tensor& weight) const;
   // Step marks: (begin, end) event pairs in flight, and spare events to reuse.
   std::vector<std::pair<cudaEvent_t, cudaEvent_t>> step_marks_;
   std::vector<cudaEvent_t> spare_events_;

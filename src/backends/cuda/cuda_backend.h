@@ -10,6 +10,10 @@ namespace anvil {
 struct CudaBackendOptions {
   int device_id = 0;
   DType dtype = DType::kBF16;  // activations, KV cache and weights (fp16 or bf16)
+  // norm_linear / norm_linear_swiglu fuse the norm into the decode GEMV (1-4 tokens) instead of running
+  // add_rms_norm and the GEMV. Off by default until it is measured faster (bench/results/2026-12-03_h200_decode_
+  // fusion.md); ANVIL_FUSE_NORM=1 in the environment turns it on too.
+  bool fuse_norm = false;
 };
 
 // Errors: no GPU, an unsupported GPU, or a dtype other than fp16/bf16, each naming what was found.

@@ -6,7 +6,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "anvil/status.h"
 #include "core/tensor.h"
@@ -40,6 +42,53 @@ template <>
 __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// ---- programmatic dependent launch (Hopper) ----
+// A kernel launched by launch_kernel() may start while the kernel before it on the stream drains: its CTAs are
+// scheduled once every CTA of the previous kernel has called pdl_trigger() (or exited). Such a kernel must call
+// pdl_wait() in every CTA, on every path, before it reads anything an earlier kernel wrote or writes anything an
+// earlier kernel reads; pdl_wait() returns once the previous kernel has completed and its writes are visible (and
+// that kernel waited for its own predecessor, so the chain is ordered). Work that touches only memory no
+// kernel of the step writes (weights) may run before it. Both are no-ops when the kernel was launched without the
+// attribute, and on devices before sm_90.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// Whether launch_kernel() asks for programmatic dependent launch: only with ANVIL_PDL=1 in the environment, until
+// it is measured faster on its own (bench/results/2026-12-03_h200_decode_fusion.md). Read once; immutable after.
+inline bool pdl_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("ANVIL_PDL");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return enabled;
+}
+
+// Launches `kernel` on `stream` like <<<grid, block, smem, stream>>>, with programmatic stream serialization
+// (see pdl_wait) when pdl_enabled(). Works inside CUDA graph capture (the edge becomes a programmatic one).
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                          Args&&... args) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = &attr;
+  config.numAttrs = pdl_enabled() ? 1 : 0;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
 
 inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 

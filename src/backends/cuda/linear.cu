@@ -197,4 +197,41 @@ Status CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& 
                    "matmul");
 }
 
+std::optional<GemvNorm> CudaBackend::fused_norm(const ResidualNorm& norm, const Tensor& weight) const {
+  const Tensor& normed = norm.normed;
+  const int64_t hidden = normed.ndim == 2 ? normed.size(1) : -1;
+  auto same_rows = [&](const Tensor& t) {
+    return t.ndim == 2 && t.size(0) == normed.size(0) && t.size(1) == hidden && t.dtype == normed.dtype &&
+           t.is_contiguous();
+  };
+  const bool shapes = same_rows(normed) && same_rows(norm.residual) && (!norm.x.defined() || same_rows(norm.x)) &&
+                      norm.weight.ndim == 1 && norm.weight.size(0) == hidden && norm.weight.dtype == normed.dtype &&
+                      weight.ndim == 2 && weight.size(1) == hidden;
+  if (!fuse_norm_ || !shapes || is_quantized(weight.dtype)) return std::nullopt;
+  const GemvNorm g{.add = norm.x.defined() ? norm.x.data : nullptr,
+                   .residual = norm.residual.data,
+                   .weight = norm.weight.data,
+                   .normed = normed.data,
+                   .eps = norm.eps,
+                   .done = gemv_norm_done_};
+  if (!gemv_norm_supported(normed, weight, g)) return std::nullopt;
+  return g;
+}
+
+Status CudaBackend::norm_linear(const ResidualNorm& norm, const Tensor& weight, const Tensor& bias,
+                                const Tensor& out) {
+  const std::optional<GemvNorm> g = fused_norm(norm, weight);
+  if (!g || out.dtype != weight.dtype || (bias.defined() && bias.dtype != weight.dtype)) {
+    return Backend::norm_linear(norm, weight, bias, out);
+  }
+  OpTimer timer(this, [&] {
+    return "norm_gemv T=" + std::to_string(norm.normed.size(0)) + " " + std::to_string(weight.size(0)) + "x" +
+           std::to_string(weight.size(1));
+  });
+  if (out.ndim != 2 || out.size(0) != norm.normed.size(0) || out.size(1) != weight.size(0)) {
+    return internal_error("norm_linear: out " + out.describe() + " does not match weight " + weight.describe());
+  }
+  return gemv(norm.normed, weight, bias, out, stream_, &*g);
+}
+
 }  // namespace anvil::cuda

@@ -25,6 +25,8 @@ __device__ float block_sum(float v) {
 template <typename T>
 __global__ void rms_norm_kernel(const T* __restrict__ x, T* __restrict__ residual, const T* __restrict__ weight,
                                 T* __restrict__ out, int64_t n, float eps) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t row = blockIdx.x;
   T* res = residual + row * n;
   float sum_sq = 0.0f;
@@ -52,9 +54,11 @@ Status CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, float eps, c
   if (rows == 0) return Status();
   return dispatch_float(out.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    rms_norm_kernel<T><<<static_cast<unsigned>(rows), rows <= kFewRows ? 1024 : 256, 0, stream_>>>(
-        nullptr, const_cast<T*>(x.ptr<const T>()), weight.ptr<const T>(), out.ptr<T>(), x.size(1), eps);
-    return check_launch("rms_norm");
+    return cuda_status(launch_kernel(rms_norm_kernel<T>, dim3(static_cast<unsigned>(rows)),
+                                     dim3(rows <= kFewRows ? 1024 : 256), 0, stream_, nullptr,
+                                     const_cast<T*>(x.ptr<const T>()), weight.ptr<const T>(), out.ptr<T>(),
+                                     x.size(1), eps),
+                       "rms_norm");
   });
 }
 
@@ -65,9 +69,10 @@ Status CudaBackend::add_rms_norm(const Tensor& x, const Tensor& residual, const 
   if (rows == 0) return Status();
   return dispatch_float(out.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    rms_norm_kernel<T><<<static_cast<unsigned>(rows), rows <= kFewRows ? 1024 : 256, 0, stream_>>>(
-        x.ptr<const T>(), residual.ptr<T>(), weight.ptr<const T>(), out.ptr<T>(), x.size(1), eps);
-    return check_launch("add_rms_norm");
+    return cuda_status(launch_kernel(rms_norm_kernel<T>, dim3(static_cast<unsigned>(rows)),
+                                     dim3(rows <= kFewRows ? 1024 : 256), 0, stream_, x.ptr<const T>(),
+                                     residual.ptr<T>(), weight.ptr<const T>(), out.ptr<T>(), x.size(1), eps),
+                       "add_rms_norm");
   });
 }
 

@@ -13,6 +13,8 @@ __global__ void rope_cache_kernel(const T* q, T* k, const T* v, T* q_out, const 
                                   int head_dim, bool adjacent_pairs, int64_t num_slots, int64_t q_stride,
                                   int64_t k_stride, int64_t v_stride) {
   extern __shared__ float trig[];  // [2][head_dim / 2]: cos, then sin of this token's angles
+  pdl_trigger();
+  pdl_wait();
   const int64_t t = blockIdx.x;
   const int half = head_dim / 2;
   const float pos = static_cast<float>(positions[t]);
@@ -67,12 +69,14 @@ Status CudaBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const
     // NOTE: one block per token; at decode those few blocks are the whole kernel, so they get enough threads to
     // rotate every (head, pair) of Llama-3-8B (40 heads x 64 pairs) in five strided steps.
     const unsigned threads = num_tokens <= 8 ? 512 : 128;
-    rope_cache_kernel<T><<<static_cast<unsigned>(num_tokens), threads, q.size(2) * sizeof(float), stream_>>>(
-        q.ptr<const T>(), k.ptr<T>(), v.ptr<const T>(), q_out.ptr<T>(), positions.ptr<const int32_t>(),
-        slot_mapping.ptr<const int32_t>(), inv_freq.ptr<const float>(), cache.k.ptr<T>(), cache.v.ptr<T>(),
-        static_cast<int>(q.size(1)), static_cast<int>(k.size(1)), static_cast<int>(q.size(2)),
-        pairing == RopePairing::kAdjacentPairs, num_slots, q.strides[0], k.strides[0], v.strides[0]);
-    return check_launch("rope_and_cache_write");
+    return cuda_status(
+        launch_kernel(rope_cache_kernel<T>, dim3(static_cast<unsigned>(num_tokens)), dim3(threads),
+                      q.size(2) * sizeof(float), stream_, q.ptr<const T>(), k.ptr<T>(), v.ptr<const T>(),
+                      q_out.ptr<T>(), positions.ptr<const int32_t>(), slot_mapping.ptr<const int32_t>(),
+                      inv_freq.ptr<const float>(), cache.k.ptr<T>(), cache.v.ptr<T>(), static_cast<int>(q.size(1)),
+                      static_cast<int>(k.size(1)), static_cast<int>(q.size(2)),
+                      pairing == RopePairing::kAdjacentPairs, num_slots, q.strides[0], k.strides[0], v.strides[0]),
+        "rope_and_cache_write");
   });
 }
 

@@ -57,6 +57,21 @@ Status CudaBackend::linear_swiglu(const Tensor& x, const Tensor& gate_up_weight,
   return swiglu(scratch, out);
 }
 
+Status CudaBackend::norm_linear_swiglu(const ResidualNorm& norm, const Tensor& gate_up_weight, const Tensor& scratch,
+                                       const Tensor& out) {
+  const std::optional<GemvNorm> g = fused_norm(norm, gate_up_weight);
+  if (!g || out.dtype != gate_up_weight.dtype) return Backend::norm_linear_swiglu(norm, gate_up_weight, scratch, out);
+  OpTimer timer(this, [&] {
+    return "norm_gemv_swiglu " + std::to_string(norm.normed.size(0)) + "x" + std::to_string(gate_up_weight.size(1)) +
+           "->" + std::to_string(out.size(1));
+  });
+  if (out.ndim != 2 || out.size(0) != norm.normed.size(0) || 2 * out.size(1) != gate_up_weight.size(0)) {
+    return internal_error("norm_linear_swiglu: out " + out.describe() + " does not match weight " +
+                          gate_up_weight.describe());
+  }
+  return gemv_swiglu(norm.normed, gate_up_weight, out, stream_, &*g);
+}
+
 Status CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
   OpTimer timer(this, [&] { return "silu_mul T=" + std::to_string(gate.size(0)); });
   const int64_t n = gate.numel();
