@@ -4,10 +4,10 @@
 # .xfer/llamacpp (llama.cpp-slim.tar.xz from `bash bench/peers/llama_cpp.sh slim`).
 # PART=a: starts the llama.cpp CUDA build in the background (its own process session, cores 4-15: it outlives
 #   the call while the machine stays warm), then on cores 0-3: kernel tests, copy bandwidth, Anvil bf16 W1 (128 and
-#   8,000 tokens of context), W2, W3, W4; random F16 / Q4_K / Q8_0 GGUFs of the llama3-8b shape, Anvil on the two
-#   quantized ones.
-# PART=b: waits for the llama.cpp build, then llama-bench / llama-batched-bench on the same files and workloads, and
-#   HF transformers (eager, static cache). Run it right after PART=a (the machine stays warm 30 s).
+#   8,000 tokens of context, then 2,048 and 32,000), W2, W3 (W4 from its decode steps), the opt-in decode paths;
+#   random F16 / Q4_K / Q8_0 GGUFs of the llama3-8b shape (written meanwhile on core 3), Anvil on the quantized ones.
+# PART=b: waits for the llama.cpp build, then llama-bench / llama-batched-bench on the same files and workloads.
+#   Run it right after PART=a (the machine stays warm 30 s). PART=c: HF transformers (eager, static cache).
 set -uo pipefail
 PART=${PART:-a}
 mkdir -p /tmp/anvil-carry && tar -xJf .carry/lib.tar.xz -C /tmp/anvil-carry
@@ -28,38 +28,33 @@ if [ "$PART" = a ]; then
     > /tmp/llama_build.log 2>&1 < /dev/null &
   $PIN timeout 200 .carry/bin/anvil_kernel_tests > $OUT/kernel_tests.log 2>&1
   echo "kernel tests rc=$?"; grep -E "^\[  (PASSED|FAILED) |^\[  FAILED" $OUT/kernel_tests.log | head -20
-  python3 - <<'PY' 2>&1 | tee -a $OUT/bandwidth.txt
-import torch
-x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x)
-for _ in range(3): y.copy_(x)
-s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-s.record()
-for _ in range(10): y.copy_(x)
-e.record(); torch.cuda.synchronize()
-print(f"copy bandwidth (read+write): {2 * 10 * x.numel() / (s.elapsed_time(e) / 1e3) / 1e12:.3f} TB/s")
-PY
+  # The random GGUFs (CPU and disk only) are written on core 3 while the GPU benchmarks run on cores 0-2.
+  (for T in F16 Q4_K Q8_0; do taskset -c 3 python3 tools/make_random_gguf.py --config bench/configs/llama3-8b/config.json \
+     --type $T --out /tmp/$T.gguf.tmp && mv /tmp/$T.gguf.tmp /tmp/$T.gguf; done) > /tmp/gguf.log 2>&1 &
+  PIN="taskset -c 0-2"
+  python3 bench/copy_bandwidth.py 2>&1 | tee -a $OUT/bandwidth.txt
   R=$OUT/anvil; mkdir -p $R
   echo "== W1 128 / 8000 context, W2"
   $PIN timeout 80 $A bench $M --prompt-tokens 128 --gen-tokens 128 --repeats 3 --json $R/w1_128.json 2>&1 | tail -1
   $PIN timeout 80 $A bench $M --prompt-tokens 8000 --gen-tokens 128 --repeats 2 --json $R/w1_8000.json 2>&1 | tail -1
-  L="${M/llama3-8b/llama3.1-8b}"  # the same shape with Llama 3.1's 131,072-token context, for the context sweep
+  $PIN timeout 60 $A bench $M --prompt-tokens 2048 --gen-tokens 2 --repeats 5 --json $R/w2_2048.json 2>&1 | tail -1
+  $PIN timeout 60 $A bench $M --prompt-tokens 128 --gen-tokens 2 --repeats 5 --json $R/w2_128.json 2>&1 | tail -1
+  echo "== W3 (its median decode step is W4's figure at that batch)"
+  $PIN timeout 100 $A bench $M --workload throughput --prompt-tokens 128 --gen-tokens 128 --batch-sizes 1,8,32,64,256,1024 \
+    --max-num-batched-tokens 16384 --json $R/w3_128_128.json 2>&1 | tail -6
+  $PIN timeout 90 $A bench $M --workload throughput --prompt-tokens 2048 --gen-tokens 128 --batch-sizes 64 \
+    --max-num-batched-tokens 16384 --json $R/w3_2048_128.json 2>&1 | tail -1
+  echo "== opt-in decode paths (wip-fuse): programmatic dependent launch, and with the norm fused into the GEMV"
+  ANVIL_PDL=1 $PIN timeout 60 $A bench $M --prompt-tokens 128 --gen-tokens 128 --repeats 2 --json $R/w1_128_pdl.json 2>&1 | tail -1
+  ANVIL_PDL=1 ANVIL_FUSE_NORM=1 $PIN timeout 60 $A bench $M --prompt-tokens 128 --gen-tokens 128 --repeats 2 \
+    --json $R/w1_128_pdl_fuse.json 2>&1 | tail -1
+  echo "== context sweep"
+  L="${M/llama3-8b/llama3.1-8b}"  # the same shape with Llama 3.1's 131,072-token context
   for C in 2048 32000; do
     $PIN timeout 80 $A bench $L --prompt-tokens $C --gen-tokens 128 --repeats 1 --json $R/w1_$C.json 2>&1 | tail -1
   done
-  $PIN timeout 60 $A bench $M --prompt-tokens 2048 --gen-tokens 2 --repeats 5 --json $R/w2_2048.json 2>&1 | tail -1
-  $PIN timeout 60 $A bench $M --prompt-tokens 128 --gen-tokens 2 --repeats 5 --json $R/w2_128.json 2>&1 | tail -1
-  echo "== W3, W4"
-  $PIN timeout 100 $A bench $M --workload throughput --prompt-tokens 128 --gen-tokens 128 --batch-sizes 1,8,32,64,256,1024 \
-    --max-num-batched-tokens 16384 --json $R/w3_128_128.json 2>&1 | tail -4
-  $PIN timeout 90 $A bench $M --workload throughput --prompt-tokens 2048 --gen-tokens 128 --batch-sizes 64 \
-    --max-num-batched-tokens 16384 --json $R/w3_2048_128.json 2>&1 | tail -2
-  $PIN timeout 80 $A bench $M --workload latency --prompt-tokens 128 --gen-tokens 64 --batch-sizes 1,64,256 \
-    --json $R/w4.json 2>&1 | tail -4
-  echo "== random GGUFs and Anvil on Q4_K / Q8_0"
-  for T in F16 Q4_K Q8_0; do
-    $PIN python3 tools/make_random_gguf.py --config bench/configs/llama3-8b/config.json --type $T --out /tmp/$T.gguf
-    echo "$T: $(stat -c %s /tmp/$T.gguf) bytes"
-  done
+  echo "== Anvil on random Q4_K / Q8_0 GGUFs"
+  wait; cat /tmp/gguf.log; ls -la /tmp/*.gguf
   for T in Q4_K Q8_0; do
     $PIN timeout 90 $A bench $Q --model /tmp/$T.gguf --prompt-tokens 128 --gen-tokens 128 --repeats 3 --json $R/w1_$T.json 2>&1 | tail -1
     $PIN timeout 90 $A bench $Q --model /tmp/$T.gguf --workload throughput --prompt-tokens 128 --gen-tokens 128 \
@@ -79,7 +74,8 @@ if [ "$PART" = b ]; then
     timeout 150 $B --model /tmp/$T.gguf --out $R/$T.json --skip-depth --repeats 2 --w3 128/128:64 2>&1 | grep -v "^{"
   done
   (cd $OUT && tar -czf llamacpp.tgz llamacpp && rm -rf llamacpp)
-  rm -f /tmp/*.gguf
+fi
+if [ "$PART" = c ]; then
   timeout 200 python3 bench/hf_baseline.py --config bench/configs/llama3-8b/config.json --dtype bfloat16 \
     --modes eager,static --out $OUT/hf.json 2>&1 | grep "\[hf\]"
 fi

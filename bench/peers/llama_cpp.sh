@@ -31,8 +31,14 @@ case "$cmd" in
     flags=(-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
            -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
     if [ "$kind" = cuda ]; then flags+=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a)
-    else flags+=(-DGGML_CUDA=OFF -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON
-                 -DGGML_AVX_VNNI=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF); fi
+    else
+      # The CPU peer gets what this CPU has (as GGML_NATIVE would), except AMX: seen advertised in a VM whose tiles
+      # fault (ldtilecfg crashed). Machines of this kind differ: AVX-512 on one, AVX2 only on another.
+      has() { grep -qw "$1" /proc/cpuinfo && echo ON || echo OFF; }
+      flags+=(-DGGML_CUDA=OFF -DGGML_AVX512="$(has avx512f)" -DGGML_AVX512_VNNI="$(has avx512_vnni)"
+              -DGGML_AVX512_VBMI="$(has avx512vbmi)" -DGGML_AVX512_BF16="$(has avx512_bf16)"
+              -DGGML_AVX_VNNI="$(has avx_vnni)" -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
+    fi
     gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
     cmake -S "$dir" -B "$dir/build" "${gen[@]}" "${flags[@]}" > "$dir/cmake.log" 2>&1 || { tail -30 "$dir/cmake.log"; exit 1; }
     cmake --build "$dir/build" -j "$jobs" --target llama-bench llama-batched-bench llama-perplexity llama-quantize \
