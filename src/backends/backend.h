@@ -9,13 +9,19 @@
 #include <new>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "anvil/status.h"
 #include "core/tensor.h"
-#include "formats/model_config.h"
 #include "runtime/sampler.h"
 
 namespace anvil {
+
+// How rotary embedding pairs the dimensions of a head.
+enum class RopePairing {
+  kRotateHalf,     // HF: (x[i], x[i + head_dim/2])
+  kAdjacentPairs,  // llama2.c / Meta: (x[2i], x[2i+1])
+};
 
 // Plain-data description of which cached keys/values each sequence's queries attend to. Built once per
 // step by the ModelRunner; every attention layer reads the same one.
@@ -169,8 +175,5 @@ struct CpuBackendOptions {
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options);
-
-// Inverse rotary frequencies [head_dim / 2] for `rope`, with linear or llama3 scaling applied (as HF does).
-std::vector<float> rope_inv_freq(const RopeConfig& rope, int64_t head_dim);
 
 }  // namespace anvil

@@ -12,7 +12,7 @@
 
 #include "anvil/engine.h"
 #include "backends/backend.h"
-#include "formats/checkpoint.h"
+#include "models/registry.h"
 #include "formats/gguf.h"
 #include "formats/gguf_checkpoint.h"
 #include "formats/gguf_quant.h"

@@ -10,7 +10,7 @@
 #include <random>
 
 #include "anvil/engine.h"
-#include "formats/checkpoint.h"
+#include "models/registry.h"
 #include "formats/gguf_checkpoint.h"
 #include "test_gguf_util.h"
 
