@@ -152,8 +152,9 @@ Expected<CheckpointData> read_hf_config_only(const fs::path& dir) {
   return data;
 }
 
-Expected<CheckpointData> read_hf_directory(const fs::path& dir) {
+Expected<CheckpointData> read_hf_directory(const fs::path& dir, const ConfigCheck& check) {
   ANVIL_ASSIGN_OR_RETURN(CheckpointData data, read_hf_config_only(dir));
+  if (check) ANVIL_RETURN_IF_ERROR(check(data.config_map));
   WeightStore& store = data.weights;
   const fs::path index_path = dir / "model.safetensors.index.json";
   const fs::path single_path = dir / "model.safetensors";
@@ -289,16 +290,18 @@ Expected<ConfigMap> parse_config_json(const std::string& json_text, const std::s
   return ConfigMap(std::move(root), source);
 }
 
-Expected<CheckpointData> read_checkpoint(const std::string& path, LoadFormat format) {
+Expected<CheckpointData> read_checkpoint(const std::string& path, LoadFormat format, const ConfigCheck& check) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   if (!fs::exists(st)) return not_found("checkpoint path " + path + " does not exist");
   if (format == LoadFormat::kDummy) return read_dummy(path);
-  if (fs::is_directory(st)) return read_hf_directory(path);
+  if (fs::is_directory(st)) return read_hf_directory(path, check);
   if (!fs::is_regular_file(st)) return invalid_argument("checkpoint path " + path + " is not a file or directory");
 
   const fs::path p(path);
-  if (p.filename() == "config.json") return read_hf_directory(p.parent_path().empty() ? "." : p.parent_path());
+  if (p.filename() == "config.json") {
+    return read_hf_directory(p.parent_path().empty() ? "." : p.parent_path(), check);
+  }
   if (ends_with(path, ".safetensors")) {
     return invalid_argument("checkpoint path " + path +
                             " is a safetensors file; pass the directory that holds it and its config.json");

@@ -80,9 +80,14 @@ enum class LoadFormat {
   kDummy,  // config.json alone, no weights (path = directory with config.json, or the file itself)
 };
 
+// A check of a config.json before any tensor is read (a caller's test that it knows the architecture).
+using ConfigCheck = std::function<Status(const ConfigMap&)>;
+
 // Reads `path`: a directory with config.json and *.safetensors (single or sharded with the index file), a GGUF
-// file, or a llama2.c checkpoint file (.bin; legacy and version-2 fp32 headers).
-Expected<CheckpointData> read_checkpoint(const std::string& path, LoadFormat format = LoadFormat::kAuto);
+// file, or a llama2.c checkpoint file (.bin; legacy and version-2 fp32 headers). `check` (if set) runs on a
+// config.json before its tensors are read, so that an unsupported model fails before the slow part.
+Expected<CheckpointData> read_checkpoint(const std::string& path, LoadFormat format = LoadFormat::kAuto,
+                                         const ConfigCheck& check = nullptr);
 
 // Parses a JSON object text into a ConfigMap; `source` names the file in errors ("config.json <path>").
 Expected<ConfigMap> parse_config_json(const std::string& json_text, const std::string& source);

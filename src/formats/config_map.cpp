@@ -34,8 +34,13 @@ Status ConfigMap::missing(const std::string& key) const {
 
 Status ConfigMap::wrong_type(const std::string& key, const char* expected) const {
   const json* v = find(key);
-  return invalid_file(source_ + ": " + noun_ + " '" + name(key) + "' must be " + expected + ", got " +
-                      (v == nullptr ? "null" : v->type_name()));
+  std::string got = v == nullptr ? "null" : v->type_name();
+  if (v != nullptr && (v->is_string() || v->is_number() || v->is_boolean())) {
+    std::string text = v->dump();
+    if (text.size() > 40) text = text.substr(0, 37) + "...";
+    got += " " + text;
+  }
+  return invalid_file(source_ + ": " + noun_ + " '" + name(key) + "' must be " + expected + ", got " + got);
 }
 
 Status ConfigMap::unsupported_value(const std::string& key, const std::string& value,

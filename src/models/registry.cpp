@@ -141,7 +141,8 @@ Expected<ModelConfig> parse_hf_config(const std::string& json_text, const std::s
 }
 
 Expected<Checkpoint> load_checkpoint(const std::string& path, LoadFormat format) {
-  ANVIL_ASSIGN_OR_RETURN(CheckpointData data, read_checkpoint(path, format));
+  ANVIL_ASSIGN_OR_RETURN(CheckpointData data,
+                         read_checkpoint(path, format, [](const ConfigMap& c) { return hf_architecture(c).status(); }));
   const ModelFamily* family = nullptr;
   ANVIL_ASSIGN_OR_RETURN(ModelConfig config, resolve_config(data, &family));
   Checkpoint ckpt;
