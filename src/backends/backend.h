@@ -13,7 +13,7 @@
 
 #include "anvil/status.h"
 #include "core/tensor.h"
-#include "runtime/sampler.h"
+#include "backends/sampler.h"
 
 namespace anvil {
 
@@ -55,11 +55,11 @@ class CapturedGraph {
   virtual Status replay() = 0;
 };
 
-// One draw of Backend::sample: the logits row it reads and the request state it samples under. The spans and
-// params must stay valid for the call.
+// One draw of Backend::sample: the logits row it reads and the request state it samples under, as plain data. The
+// spans must stay valid for the call.
 struct SamplingRow {
   int64_t logits_row = 0;                 // several draws may read one row (n samples of one prompt)
-  const SamplingParams* params = nullptr;
+  SamplingOptions options;
   std::span<const int32_t> prompt_ids;    // for the repetition penalty
   std::span<const int32_t> output_ids;    // for every penalty; the draw's step is output_ids.size()
   uint64_t seed = 0;
@@ -135,8 +135,8 @@ class Backend {
   // log_softmax(logits[s])[token_ids[s]]. logits: fp32 [num_seqs, vocab_size]; token_ids: int32 [num_seqs];
   // logprobs: fp32 [num_seqs]. Lets a greedy step download a few bytes instead of every logit.
   virtual Status greedy_sample(const Tensor& logits, const Tensor& token_ids, const Tensor& logprobs) = 0;
-  // Full sampling of many draws at once: results[i] = Sampler().sample(logits[rows[i].logits_row], *rows[i].params,
-  // rows[i].prompt_ids, rows[i].output_ids, rows[i].seed) (runtime/sampler.h defines it exactly; a device may
+  // Full sampling of many draws at once: results[i] = Sampler().sample(logits[rows[i].logits_row], rows[i].options,
+  // rows[i].prompt_ids, rows[i].output_ids, rows[i].seed) (backends/sampler.h defines it exactly; a device may
   // differ only at floating-point near-ties of the draw). logits: fp32 [num_logits_rows, vocab_size] on this
   // backend's device; results.size() == rows.size(), filled on the host. Uploads what it needs and synchronizes
   // once. The default downloads the logits and runs the CPU Sampler.
