@@ -23,6 +23,9 @@ enum class RopePairing {
   kAdjacentPairs,  // llama2.c / Meta: (x[2i], x[2i+1])
 };
 
+// Which GELU: the exact one (erf), or the tanh approximation (GPT-2's gelu_new, gelu_pytorch_tanh).
+enum class GeluApproximation { kNone, kTanh };
+
 // Plain-data description of which cached keys/values each sequence's queries attend to. Built once per
 // step by the ModelRunner; every attention layer reads the same one.
 struct AttentionMetadata {
@@ -91,6 +94,16 @@ class Backend {
   // residual += x; out = rms_norm(residual) * weight. All [num_tokens, hidden_size] except weight [hidden_size].
   virtual Status add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, float eps,
                               const Tensor& out) = 0;
+  // out = (x - mean(x)) / sqrt(var(x) + eps) * weight (+ bias), mean and (biased) variance over each row.
+  // x, out: [num_tokens, hidden_size]; weight, bias: [hidden_size], bias may be undefined.
+  virtual Status layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
+                            const Tensor& out) = 0;
+  // residual += x; out = layer_norm(residual) * weight (+ bias). Shapes as layer_norm; residual like x.
+  virtual Status add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, const Tensor& bias,
+                                float eps, const Tensor& out) = 0;
+  // out = gelu(x) element-wise: x * Phi(x) (kNone) or 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (kTanh).
+  // x, out: [num_tokens, n]; out may alias x.
+  virtual Status gelu(const Tensor& x, GeluApproximation approximation, const Tensor& out) = 0;
   // out = x @ weight^T (+ bias). x: [num_tokens, in]; weight: [out_features, in]; bias: [out_features] or
   // undefined; out: [num_tokens, out_features].
   virtual Status linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) = 0;
