@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/logging.h"
+#include "models/head_views.h"
 #include "models/model.h"
 #include "models/registry.h"
 
@@ -287,14 +288,8 @@ class LlamaModel final : public Model {
   }
 
  private:
-  // Heads [first_col, first_col + heads * head_dim) of every row of x [num_tokens, cols], as a row-strided
-  // [num_tokens, heads, head_dim] view.
   Tensor column_heads(const Tensor& x, int64_t first_col, int64_t heads) const {
-    const int64_t hd = config_.head_dim;
-    Tensor t = Tensor::make(static_cast<char*>(x.data) + first_col * dtype_size(x.dtype), x.dtype,
-                            {x.size(0), heads, hd}, x.device);
-    t.strides[0] = x.size(1);
-    return t;
+    return anvil::column_heads(x, first_col, heads, config_.head_dim);
   }
 
   // A contiguous [num_tokens, heads, head_dim] view of x's buffer starting `first` elements in.

@@ -9,10 +9,11 @@
 namespace anvil {
 
 extern const ModelFamily kLlamaFamily;  // models/llama.cpp
+extern const ModelFamily kGpt2Family;   // models/gpt2.cpp
 
 namespace {
 
-constexpr const ModelFamily* kFamilies[] = {&kLlamaFamily};
+constexpr const ModelFamily* kFamilies[] = {&kLlamaFamily, &kGpt2Family};
 
 std::string supported_hf() {
   std::string s;
