@@ -1,4 +1,4 @@
-// The Llama family: Llama 1/2/3, Mistral, Qwen2 (qkv bias), Qwen3 (QK-norm), SmolLM. Pre-norm decoder with RMSNorm,
+// The Llama family: Llama 1/2/3, Mistral, Qwen2 (qkv bias), Qwen3 (QK-norm), Phi-3 (fused checkpoint weights), SmolLM. Pre-norm decoder with RMSNorm,
 // rotary embedding (rotate-half or adjacent pairs), grouped-query attention and a SwiGLU MLP; optionally tied
 // embeddings. Single-device and plain: quantization and sharding are build passes, not model code.
 // Also the family's registry entry: its config fields (config.json, GGUF `llama.*`/`qwen2.*`, llama2.c headers),
@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -131,10 +132,14 @@ class LlamaModel final : public Model {
       const std::string p = "model.layers." + std::to_string(i) + ".";
       LayerWeights& l = layers_[i];
       ANVIL_RETURN_IF_ERROR(fetch(p + "input_layernorm.weight", {h}, &l.input_norm));
-      ANVIL_RETURN_IF_ERROR(fetch_fused({{p + "self_attn.q_proj.weight", {q_dim, h}},
+      if (options_.has_fused_projections) {
+        ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.qkv_proj.weight", {q_dim + 2 * kv_dim, h}, &l.qkv_proj));
+      } else {
+        ANVIL_RETURN_IF_ERROR(fetch_fused({{p + "self_attn.q_proj.weight", {q_dim, h}},
                                          {p + "self_attn.k_proj.weight", {kv_dim, h}},
                                          {p + "self_attn.v_proj.weight", {kv_dim, h}}},
                                         &l.qkv_proj, {&l.q_proj, &l.k_proj, &l.v_proj}));
+      }
       if (options_.has_qk_norm) {
         ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.q_norm.weight", {config_.head_dim}, &l.q_norm));
         ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.k_norm.weight", {config_.head_dim}, &l.k_norm));
@@ -147,9 +152,13 @@ class LlamaModel final : public Model {
       }
       ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.o_proj.weight", {h, q_dim}, &l.o_proj));
       ANVIL_RETURN_IF_ERROR(fetch(p + "post_attention_layernorm.weight", {h}, &l.post_attn_norm));
-      ANVIL_RETURN_IF_ERROR(
-          fetch_fused({{p + "mlp.gate_proj.weight", {inter, h}}, {p + "mlp.up_proj.weight", {inter, h}}},
-                      &l.gate_up_proj, {&l.gate_proj, &l.up_proj}));
+      if (options_.has_fused_projections) {
+        ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.gate_up_proj.weight", {2 * inter, h}, &l.gate_up_proj));
+      } else {
+        ANVIL_RETURN_IF_ERROR(
+            fetch_fused({{p + "mlp.gate_proj.weight", {inter, h}}, {p + "mlp.up_proj.weight", {inter, h}}},
+                        &l.gate_up_proj, {&l.gate_proj, &l.up_proj}));
+      }
       ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.down_proj.weight", {h, inter}, &l.down_proj));
     }
     ANVIL_RETURN_IF_ERROR(fetch("model.norm.weight", {h}, &final_norm_));
@@ -382,9 +391,13 @@ std::vector<WeightSpec> llama_weight_specs(const ModelConfig& c) {
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     specs.push_back({p + "input_layernorm.weight", {c.hidden_size}, WeightInit::kOnes});
-    specs.push_back({p + "self_attn.q_proj.weight", {q_dim, c.hidden_size}, WeightInit::kNormal});
-    specs.push_back({p + "self_attn.k_proj.weight", {kv_dim, c.hidden_size}, WeightInit::kNormal});
-    specs.push_back({p + "self_attn.v_proj.weight", {kv_dim, c.hidden_size}, WeightInit::kNormal});
+    if (options.has_fused_projections) {
+      specs.push_back({p + "self_attn.qkv_proj.weight", {q_dim + 2 * kv_dim, c.hidden_size}, WeightInit::kNormal});
+    } else {
+      specs.push_back({p + "self_attn.q_proj.weight", {q_dim, c.hidden_size}, WeightInit::kNormal});
+      specs.push_back({p + "self_attn.k_proj.weight", {kv_dim, c.hidden_size}, WeightInit::kNormal});
+      specs.push_back({p + "self_attn.v_proj.weight", {kv_dim, c.hidden_size}, WeightInit::kNormal});
+    }
     if (options.has_qkv_bias) {
       specs.push_back({p + "self_attn.q_proj.bias", {q_dim}, WeightInit::kNormal});
       specs.push_back({p + "self_attn.k_proj.bias", {kv_dim}, WeightInit::kNormal});
@@ -396,8 +409,12 @@ std::vector<WeightSpec> llama_weight_specs(const ModelConfig& c) {
     }
     specs.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}, WeightInit::kNormal});
     specs.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}, WeightInit::kOnes});
-    specs.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}, WeightInit::kNormal});
-    specs.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}, WeightInit::kNormal});
+    if (options.has_fused_projections) {
+      specs.push_back({p + "mlp.gate_up_proj.weight", {2 * c.intermediate_size, c.hidden_size}, WeightInit::kNormal});
+    } else {
+      specs.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}, WeightInit::kNormal});
+      specs.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}, WeightInit::kNormal});
+    }
     specs.push_back({p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}, WeightInit::kNormal});
   }
   specs.push_back({"model.norm.weight", {c.hidden_size}, WeightInit::kOnes});
@@ -411,6 +428,7 @@ std::string model_type_for(const std::string& architecture) {
   if (architecture == "MistralForCausalLM") return "mistral";
   if (architecture == "Qwen2ForCausalLM") return "qwen2";
   if (architecture == "Qwen3ForCausalLM") return "qwen3";
+  if (architecture == "Phi3ForCausalLM") return "phi3";
   return "llama";
 }
 
@@ -441,6 +459,21 @@ Expected<ModelConfig> parse_hf(const CheckpointData& data, const std::string& ar
   ANVIL_RETURN_IF_ERROR(top.get_bool("attention_bias", &options->has_qkv_bias));
   if (architecture == "Qwen2ForCausalLM") options->has_qkv_bias = true;
   if (architecture == "Qwen3ForCausalLM") options->has_qk_norm = true;
+  if (architecture == "Phi3ForCausalLM") {
+    options->has_fused_projections = true;
+    // Phi-4-mini rotates only part of each head (partial_rotary_factor < 1), which this family does not do.
+    float partial = 1.0f;
+    ANVIL_RETURN_IF_ERROR(top.get_float("partial_rotary_factor", &partial));
+    std::optional<ConfigMap> parameters;
+    ANVIL_RETURN_IF_ERROR(top.get_object("rope_parameters", &parameters));
+    if (parameters) ANVIL_RETURN_IF_ERROR(parameters->get_float("partial_rotary_factor", &partial));
+    if (partial != 1.0f) {
+      return top.unsupported_value(parameters && parameters->contains("partial_rotary_factor")
+                                       ? "rope_parameters.partial_rotary_factor"
+                                       : "partial_rotary_factor",
+                                   std::to_string(partial), "1.0");
+    }
+  }
 
   bool mlp_bias = false;
   ANVIL_RETURN_IF_ERROR(top.get_bool("mlp_bias", &mlp_bias));
@@ -467,7 +500,7 @@ Expected<ModelConfig> parse_hf(const CheckpointData& data, const std::string& ar
 
   int64_t sliding_window = 0;
   ANVIL_RETURN_IF_ERROR(top.get_int("sliding_window", &sliding_window));
-  bool use_sliding_window = architecture == "MistralForCausalLM";
+  bool use_sliding_window = architecture == "MistralForCausalLM" || architecture == "Phi3ForCausalLM";
   ANVIL_RETURN_IF_ERROR(top.get_bool("use_sliding_window", &use_sliding_window));
   if (use_sliding_window && sliding_window > 0 && sliding_window < config.max_position_embeddings) {
     ANVIL_LOG_WARN(
@@ -650,7 +683,8 @@ const ModelFamily kLlamaFamily = {
     .hf_architectures = {{"LlamaForCausalLM", "llama"},
                          {"MistralForCausalLM", "mistral"},
                          {"Qwen2ForCausalLM", "qwen2"},
-                         {"Qwen3ForCausalLM", "qwen3"}},
+                         {"Qwen3ForCausalLM", "qwen3"},
+                         {"Phi3ForCausalLM", "phi3"}},
     .gguf_architectures = {{"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}},
     .parse_config = parse_llama_config,
     .weight_specs = llama_weight_specs,
