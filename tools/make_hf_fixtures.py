@@ -263,7 +263,8 @@ def check_saved_files(model_dir, saved_dtype, tied, shards_wanted):
         for tname, info in read_safetensors_header(os.path.join(model_dir, fname)).items():
             assert info["dtype"] == SAFETENSORS_DTYPE[saved_dtype], (fname, tname, info["dtype"])
             names.add(tname)
-    assert ("lm_head.weight" in names) == (not tied), sorted(names)
+    has_head = any(n in names for n in ("lm_head.weight", "embed_out.weight"))  # GPT-NeoX: embed_out
+    assert has_head == (not tied), sorted(names)
     return names
 
 
