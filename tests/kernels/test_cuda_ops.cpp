@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "cuda_test_util.h"
+#include "models/rope.h"
 
 namespace anvil::test {
 namespace {
@@ -148,9 +149,9 @@ class CudaAttention : public CudaOps {
     const size_t cache_elems = static_cast<size_t>(num_blocks) * bs * nkv * hd;
     auto kc = rnd(cache_elems), vc = rnd(cache_elems);
     auto q = rnd(num_tokens * nh * hd), k = rnd(num_tokens * nkv * hd), v = rnd(num_tokens * nkv * hd);
-    ModelConfig mc;
-    mc.rope.theta = 10000.0f;
-    auto inv = rope_inv_freq(mc.rope, hd);
+    RopeConfig rope;
+    rope.theta = 10000.0f;
+    auto inv = rope_inv_freq(rope, hd);
 
     auto meta_for = [&](bool gpu) {
       AttentionMetadata m = layout.metadata(*h_, bs, gpu);

@@ -187,7 +187,7 @@ TEST(FormatsConfig, UnknownArchitectureIsUnsupported) {
   EXPECT_TRUE(has_substr(c.status().message(), "/models/neox/config.json"));
   EXPECT_TRUE(has_substr(c.status().message(), "Qwen2ForCausalLM"));
   EXPECT_TRUE(is_supported_architecture("MistralForCausalLM"));
-  EXPECT_FALSE(is_supported_architecture("GPT2LMHeadModel"));
+  EXPECT_FALSE(is_supported_architecture("MambaForCausalLM"));
 }
 
 TEST(FormatsConfig, MalformedJson) {
