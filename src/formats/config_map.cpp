@@ -17,7 +17,9 @@ ConfigMap::ConfigMap(json object, std::string source, std::string noun)
       source_(std::move(source)),
       noun_(std::move(noun)) {}
 
-bool ConfigMap::empty() const { return !object_->is_object() || object_->empty(); }
+bool ConfigMap::empty() const {
+  return !object_->is_object() || object_->empty();
+}
 
 const json* ConfigMap::find(const std::string& key) const {
   if (!object_->is_object()) return nullptr;
@@ -26,7 +28,9 @@ const json* ConfigMap::find(const std::string& key) const {
   return &*it;
 }
 
-std::string ConfigMap::name(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+std::string ConfigMap::name(const std::string& key) const {
+  return path_.empty() ? key : path_ + "." + key;
+}
 
 Status ConfigMap::missing(const std::string& key) const {
   return invalid_file(source_ + ": missing required " + noun_ + " '" + name(key) + "'");

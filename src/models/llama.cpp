@@ -1,6 +1,6 @@
-// The Llama family: Llama 1/2/3, Mistral, Qwen2 (qkv bias), Qwen3 (QK-norm), Phi-3 (fused checkpoint weights), SmolLM. Pre-norm decoder with RMSNorm,
-// rotary embedding (rotate-half or adjacent pairs), grouped-query attention and a SwiGLU MLP; optionally tied
-// embeddings. Single-device and plain: quantization and sharding are build passes, not model code.
+// The Llama family: Llama 1/2/3, Mistral, Qwen2 (qkv bias), Qwen3 (QK-norm), Phi-3 (fused checkpoint weights),
+// SmolLM. Pre-norm decoder with RMSNorm, rotary embedding (rotate-half or adjacent pairs), grouped-query attention
+// and a SwiGLU MLP; optionally tied embeddings. Single-device and plain: quantization and sharding are build passes, not model code.
 // Also the family's registry entry: its config fields (config.json, GGUF `llama.*`/`qwen2.*`, llama2.c headers),
 // its weight list and llama.cpp's names for them.
 // At load, q/k/v are fused into one [q + 2 kv, hidden] projection and gate/up into one [2 inter, hidden]

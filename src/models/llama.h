@@ -9,8 +9,8 @@
 namespace anvil {
 
 struct LlamaConfig : FamilyConfig {
-  bool has_qkv_bias = false;  // Qwen2 (and Llama's attention_bias = true)
-  bool has_qk_norm = false;   // Qwen3: RMSNorm over each head of q and k before rotary
+  bool has_qkv_bias = false;           // Qwen2 (and Llama's attention_bias = true)
+  bool has_qk_norm = false;            // Qwen3: RMSNorm over each head of q and k before rotary
   bool has_fused_projections = false;  // Phi-3: the checkpoint stores qkv_proj and gate_up_proj already fused
 };
 

@@ -64,8 +64,8 @@ Expected<std::string> hf_architecture(const ConfigMap& config) {
       if (type == model_type) return arch;
     }
   }
-  return unsupported(config.source() + ": model_type '" + model_type + "' is not supported (supported: " +
-                     supported_hf() + ")");
+  return unsupported(config.source() + ": model_type '" + model_type +
+                     "' is not supported (supported: " + supported_hf() + ")");
 }
 
 Expected<std::string> gguf_architecture(const ConfigMap& config) {
@@ -77,8 +77,8 @@ Expected<std::string> gguf_architecture(const ConfigMap& config) {
       if (gguf_name == name) return architecture;
     }
   }
-  return unsupported(config.source() + ": architecture '" + name + "' is not supported (supported: " +
-                     supported_gguf() + ")");
+  return unsupported(config.source() + ": architecture '" + name +
+                     "' is not supported (supported: " + supported_gguf() + ")");
 }
 
 // The token ids GGUF's tokenizer metadata lists as BOS/EOS (EOS plus the end-of-turn token when it differs).
@@ -86,9 +86,9 @@ Status apply_gguf_special_ids(const CheckpointData& data, ModelConfig* config) {
   const GgufTokenizerData* tok = data.gguf_tokenizer.get();
   if (tok == nullptr) return Status();
   if (tok->tokens.size() > static_cast<size_t>(config->vocab_size)) {
-    return invalid_file(data.config_map.source() + ": tokenizer.ggml.tokens has " +
-                        std::to_string(tok->tokens.size()) + " tokens, more than the " +
-                        std::to_string(config->vocab_size) + " rows of the token embedding");
+    return invalid_file(data.config_map.source() + ": tokenizer.ggml.tokens has " + std::to_string(tok->tokens.size()) +
+                        " tokens, more than the " + std::to_string(config->vocab_size) +
+                        " rows of the token embedding");
   }
   if (tok->bos_id) config->bos_token_ids = {*tok->bos_id};
   if (tok->eos_id) config->eos_token_ids = {*tok->eos_id};
@@ -115,7 +115,9 @@ Expected<ModelConfig> resolve_config(const CheckpointData& data, const ModelFami
 
 }  // namespace
 
-std::span<const ModelFamily* const> model_families() { return kFamilies; }
+std::span<const ModelFamily* const> model_families() {
+  return kFamilies;
+}
 
 const ModelFamily* find_family(const std::string& architecture) {
   for (const ModelFamily* f : kFamilies) {
@@ -126,7 +128,9 @@ const ModelFamily* find_family(const std::string& architecture) {
   return nullptr;
 }
 
-bool is_supported_architecture(const std::string& architecture) { return find_family(architecture) != nullptr; }
+bool is_supported_architecture(const std::string& architecture) {
+  return find_family(architecture) != nullptr;
+}
 
 std::vector<WeightSpec> model_weight_specs(const ModelConfig& config) {
   const ModelFamily* family = find_family(config.architecture);
@@ -175,8 +179,8 @@ Expected<Checkpoint> make_dummy_checkpoint(const ModelConfig& config, DType dtyp
   ANVIL_RETURN_IF_ERROR(validate_model_config(config, "dummy checkpoint config"));
   const ModelFamily* family = find_family(config.architecture);
   if (family == nullptr) {
-    return unsupported("dummy checkpoint: architecture '" + config.architecture + "' is not supported (supported: " +
-                       supported_hf() + ")");
+    return unsupported("dummy checkpoint: architecture '" + config.architecture +
+                       "' is not supported (supported: " + supported_hf() + ")");
   }
   Checkpoint ckpt;
   ckpt.config = config;
@@ -189,8 +193,8 @@ Expected<Checkpoint> make_dummy_checkpoint(const ModelConfig& config, DType dtyp
 Expected<std::unique_ptr<Model>> create_model(const Checkpoint& checkpoint, Backend& backend) {
   const ModelFamily* family = find_family(checkpoint.config.architecture);
   if (family == nullptr) {
-    return unsupported("architecture '" + checkpoint.config.architecture + "' is not supported (supported: " +
-                       supported_hf() + ")");
+    return unsupported("architecture '" + checkpoint.config.architecture +
+                       "' is not supported (supported: " + supported_hf() + ")");
   }
   return family->create(checkpoint.config, checkpoint.weights, backend);
 }

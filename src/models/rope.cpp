@@ -29,7 +29,8 @@ std::vector<float> rope_inv_freq(const RopeConfig& rope, int64_t head_dim) {
       float scaled = wavelen > low_freq_wavelen ? f / rope.factor : f;
       const bool is_medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
       if (is_medium) {
-        const float smooth = (old_len / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor);
+        const float smooth =
+            (old_len / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor);
         scaled = (1.0f - smooth) * scaled / rope.factor + smooth * scaled;
       }
       f = scaled;
@@ -70,8 +71,8 @@ Status parse_hf_rope(const ConfigMap& top, RopeConfig* rope) {
     ANVIL_RETURN_IF_ERROR(fields.get_float("factor", &rope->factor, Need::kRequired));
     ANVIL_RETURN_IF_ERROR(fields.get_float("low_freq_factor", &rope->low_freq_factor, Need::kRequired));
     ANVIL_RETURN_IF_ERROR(fields.get_float("high_freq_factor", &rope->high_freq_factor, Need::kRequired));
-    ANVIL_RETURN_IF_ERROR(fields.get_int("original_max_position_embeddings", &rope->original_max_position_embeddings,
-                                         Need::kRequired));
+    ANVIL_RETURN_IF_ERROR(
+        fields.get_int("original_max_position_embeddings", &rope->original_max_position_embeddings, Need::kRequired));
   } else {
     return fields.unsupported_value(type_key, type, "default, linear, llama3");
   }

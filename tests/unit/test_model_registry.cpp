@@ -2,12 +2,11 @@
 // families are clear errors naming the field and the value, generation_config.json's EOS list is read, and the
 // dummy (random-weight) path builds each family's weights and model from its config alone.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "models/llama.h"
@@ -27,7 +26,9 @@ json read_json(const std::string& path) {
   return json::parse(f);
 }
 
-bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 TEST(ModelRegistry, EveryDeclaredArchitectureFindsItsFamily) {
   int num_architectures = 0;
@@ -44,9 +45,8 @@ TEST(ModelRegistry, EveryDeclaredArchitectureFindsItsFamily) {
 }
 
 TEST(ModelRegistry, FixtureConfigsParseIntoTheirFamilies) {
-  const std::pair<const char*, const char*> cases[] = {{"qwen3_qknorm", "Qwen3ForCausalLM"},
-                                                       {"gpt2_tied", "GPT2LMHeadModel"},
-                                                       {"phi3", "Phi3ForCausalLM"}};
+  const std::pair<const char*, const char*> cases[] = {
+      {"qwen3_qknorm", "Qwen3ForCausalLM"}, {"gpt2_tied", "GPT2LMHeadModel"}, {"phi3", "Phi3ForCausalLM"}};
   for (const auto& [name, architecture] : cases) {
     const json cfg = read_json(kHf + "/" + name + "/config.json");
     Expected<ModelConfig> c = parse_hf_config(cfg.dump(), name);
@@ -76,16 +76,20 @@ struct BadValue {
 
 TEST(ModelRegistry, UnsupportedValuesOfKnownFamiliesNameTheFieldAndValue) {
   const BadValue cases[] = {
-      {"qwen3_qknorm", [](json& j) { j["rope_parameters"]["rope_type"] = "yarn"; },
+      {"qwen3_qknorm",
+       [](json& j) { j["rope_parameters"]["rope_type"] = "yarn"; },
        {"rope_parameters.rope_type", "'yarn'", "default, linear, llama3"}},
       {"gpt2_tied", [](json& j) { j["activation_function"] = "relu"; }, {"activation_function", "'relu'"}},
-      {"gpt2_tied", [](json& j) { j["scale_attn_by_inverse_layer_idx"] = true; },
+      {"gpt2_tied",
+       [](json& j) { j["scale_attn_by_inverse_layer_idx"] = true; },
        {"scale_attn_by_inverse_layer_idx", "'true'"}},
-      {"phi3", [](json& j) { j["rope_parameters"]["partial_rotary_factor"] = 0.75; },
+      {"phi3",
+       [](json& j) { j["rope_parameters"]["partial_rotary_factor"] = 0.75; },
        {"rope_parameters.partial_rotary_factor", "0.75"}},
       {"phi3", [](json& j) { j["rope_parameters"]["rope_type"] = "longrope"; }, {"rope_type", "'longrope'"}},
       {"qwen3_qknorm", [](json& j) { j["hidden_act"] = "gelu"; }, {"hidden_act", "'gelu'", "silu"}},
-      {"qwen3_qknorm", [](json& j) { j["architectures"] = {"MambaForCausalLM"}; },
+      {"qwen3_qknorm",
+       [](json& j) { j["architectures"] = {"MambaForCausalLM"}; },
        {"architecture 'MambaForCausalLM' is not supported", "GPT2LMHeadModel", "Qwen3ForCausalLM"}},
       {"gpt2_tied", [](json& j) { j["n_embd"] = "64"; }, {"field 'n_embd' must be an integer, got string \"64\""}},
   };

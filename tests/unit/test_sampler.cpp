@@ -736,8 +736,9 @@ TEST(SamplerPenalty, PenaltiesShiftTheSampledDistributionAsReference) {
   constexpr int kDraws = 20000;
   std::vector<double> freq(19, 0.0);
   for (int i = 0; i < kDraws; ++i) {
-    freq[Sampler().sample(logits, sampling_options(params), prompt_ids, output_ids, 500 + static_cast<uint64_t>(i)).token_id] +=
-        1.0 / kDraws;
+    const SampleResult r =
+        Sampler().sample(logits, sampling_options(params), prompt_ids, output_ids, 500 + static_cast<uint64_t>(i));
+    freq[r.token_id] += 1.0 / kDraws;
   }
   expect_chi_square_fits(freq, probs, kDraws);
   const std::vector<double> unpenalized = reference_log_softmax(logits);
