@@ -62,7 +62,8 @@ COMMON = dict(
     pad_token_id=0,
 )
 
-# name -> (config class, model class, extra config, saved dtype, seed, shard count wanted)
+# name -> (config class, model class, extra config, saved dtype, seed, shard count wanted); the extra config is
+# applied over COMMON.
 MODELS = [
     ("llama_mha", LlamaConfig, LlamaForCausalLM,
      dict(num_key_value_heads=4, rope_theta=10000.0, tie_word_embeddings=False),
@@ -87,6 +88,45 @@ MODELS = [
     ("smollm_tied", LlamaConfig, LlamaForCausalLM,
      dict(num_key_value_heads=2, rope_theta=10000.0, tie_word_embeddings=True),
      "float32", 106, 1),
+    ("mistral_swa", MistralConfig, MistralForCausalLM,
+     dict(num_key_value_heads=2, rope_theta=10000.0, sliding_window=4,
+          tie_word_embeddings=False),
+     "float32", 107, 1),
+]
+
+# Families beyond Llama: name -> (config class name, model class name, full config, saved dtype, seed). Classes are
+# looked up by name so that an older transformers without one of them still writes the others. Every config is
+# complete (COMMON is Llama-shaped and does not apply): hidden 64, 2 layers, 4 heads, vocab 256.
+FAMILY_MODELS = [
+    ("qwen3_qknorm", "Qwen3Config", "Qwen3ForCausalLM",
+     dict(COMMON, num_key_value_heads=2, rope_theta=1000000.0, rms_norm_eps=1e-6,
+          tie_word_embeddings=False, use_sliding_window=False),
+     "bfloat16", 201),
+    ("gpt2_tied", "GPT2Config", "GPT2LMHeadModel",
+     dict(n_embd=64, n_layer=2, n_head=4, n_inner=96, vocab_size=256, n_positions=256,
+          activation_function="gelu_new", layer_norm_epsilon=1e-5, tie_word_embeddings=True,
+          bos_token_id=1, eos_token_id=2),
+     "float32", 202),
+    ("pythia_neox", "GPTNeoXConfig", "GPTNeoXForCausalLM",
+     dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, vocab_size=256,
+          max_position_embeddings=256, rotary_pct=0.25, rotary_emb_base=10000, use_parallel_residual=True,
+          hidden_act="gelu", layer_norm_eps=1e-5, tie_word_embeddings=False, attention_bias=True,
+          bos_token_id=1, eos_token_id=2),
+     "float16", 203),
+    ("phi3", "Phi3Config", "Phi3ForCausalLM",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+          num_key_value_heads=2, vocab_size=256, max_position_embeddings=256,
+          original_max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+          tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0, sliding_window=None),
+     "bfloat16", 204),
+    ("gemma2", "Gemma2Config", "Gemma2ForCausalLM",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+          num_key_value_heads=2, head_dim=16, vocab_size=256, max_position_embeddings=256,
+          rms_norm_eps=1e-6, rope_theta=10000.0, sliding_window=4, query_pre_attn_scalar=16,
+          final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+          hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+          bos_token_id=1, eos_token_id=2, pad_token_id=0),
+     "float32", 205),
 ]
 
 
@@ -122,14 +162,21 @@ def load_pretrained(model_cls, path):
     return model
 
 
+def is_norm_parameter(name):
+    leaf = name.split(".")[-2] if "." in name else name
+    return "norm" in name or leaf.startswith("ln_")
+
+
 def randomize_(model, seed):
     """Re-initialize every parameter with a spread large enough to give interesting logits."""
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():  # tied parameters are listed once
-            if "norm" in name:
+            if is_norm_parameter(name) and name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+            elif is_norm_parameter(name):
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:  # embeddings, linear weights and (qwen2) q/k/v biases
+            else:  # embeddings, linear weights and biases
                 p.copy_(0.2 * torch.randn_like(p))
 
 
@@ -216,7 +263,8 @@ def check_saved_files(model_dir, saved_dtype, tied, shards_wanted):
         for tname, info in read_safetensors_header(os.path.join(model_dir, fname)).items():
             assert info["dtype"] == SAFETENSORS_DTYPE[saved_dtype], (fname, tname, info["dtype"])
             names.add(tname)
-    assert ("lm_head.weight" in names) == (not tied), sorted(names)
+    has_head = any(n in names for n in ("lm_head.weight", "embed_out.weight"))  # GPT-NeoX: embed_out
+    assert has_head == (not tied), sorted(names)
     return names
 
 
@@ -300,7 +348,7 @@ def check_rope(model, name):
     rtype = rope.get("rope_type", rope.get("type", "default"))
     if rtype == "default":
         return
-    head_dim = model.config.head_dim
+    head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // model.config.num_attention_heads
     theta = rope.get("rope_theta", getattr(model.config, "rope_theta", None))
     base = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
     inv = model.model.rotary_emb.inv_freq.double()
@@ -317,10 +365,10 @@ def check_rope(model, name):
         assert n_same and n_mid and n_div, ratio
 
 
-def make_tiny(out_dir, name, config_cls, model_cls, extra, saved_dtype, seed, shards):
+def make_tiny(out_dir, name, config_cls, model_cls, extra, saved_dtype, seed, shards, base=COMMON):
     model_dir = os.path.join(out_dir, "hf", name)
     log(f"{name}: {model_cls.__name__}, saved as {saved_dtype}, seed {seed}")
-    kwargs = dict(COMMON)
+    kwargs = dict(base)
     kwargs.update(extra)
     config = make_config(config_cls, **kwargs)
     torch.manual_seed(seed)
@@ -341,7 +389,7 @@ def make_tiny(out_dir, name, config_cls, model_cls, extra, saved_dtype, seed, sh
     for k in names:
         assert torch.equal(state[k], rounded[k]), f"{name}: {k} changed across save/load"
     if tied:
-        assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+        assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
     check_rope(model, name)
 
     vocab = config.vocab_size
@@ -598,6 +646,25 @@ def main():
         if args.only and name not in args.only:
             continue
         make_tiny(args.out, name, config_cls, model_cls, extra, saved_dtype, seed, shards)
+    failed = []
+    for name, config_name, model_name, config, saved_dtype, seed in FAMILY_MODELS:
+        if args.only and name not in args.only:
+            continue
+        config_cls = getattr(transformers, config_name, None)
+        model_cls = getattr(transformers, model_name, None)
+        if config_cls is None or model_cls is None:
+            log(f"{name}: transformers {transformers.__version__} has no {model_name}; skipped")
+            failed.append(name)
+            continue
+        try:
+            make_tiny(args.out, name, config_cls, model_cls, config, saved_dtype, seed, 1, base={})
+        except Exception as e:  # one family's failure must not stop the others; reported and exit code 1
+            import traceback
+
+            traceback.print_exc()
+            log(f"{name}: FAILED: {type(e).__name__}: {e}")
+            failed.append(name)
+            shutil.rmtree(os.path.join(args.out, "hf", name), ignore_errors=True)
     if args.stories:
         make_stories(args.out, args.stories)
 
@@ -607,6 +674,9 @@ def main():
             if f.endswith((".json", ".safetensors")) and ("hf" in root.split(os.sep) or f.startswith("stories260K")):
                 total += os.path.getsize(os.path.join(root, f))
     log(f"done: {total / 1024:.0f} KiB written under {args.out}")
+    if failed:
+        log(f"not written: {failed}")
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,13 +9,22 @@
 #include <new>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "anvil/status.h"
 #include "core/tensor.h"
-#include "formats/model_config.h"
-#include "runtime/sampler.h"
+#include "backends/sampler.h"
 
 namespace anvil {
+
+// How rotary embedding pairs the dimensions of a head.
+enum class RopePairing {
+  kRotateHalf,     // HF: (x[i], x[i + head_dim/2])
+  kAdjacentPairs,  // llama2.c / Meta: (x[2i], x[2i+1])
+};
+
+// Which GELU: the exact one (erf), or the tanh approximation (GPT-2's gelu_new, gelu_pytorch_tanh).
+enum class GeluApproximation { kNone, kTanh };
 
 // Plain-data description of which cached keys/values each sequence's queries attend to. Built once per
 // step by the ModelRunner; every attention layer reads the same one.
@@ -49,11 +58,11 @@ class CapturedGraph {
   virtual Status replay() = 0;
 };
 
-// One draw of Backend::sample: the logits row it reads and the request state it samples under. The spans and
-// params must stay valid for the call.
+// One draw of Backend::sample: the logits row it reads and the request state it samples under, as plain data. The
+// spans must stay valid for the call.
 struct SamplingRow {
   int64_t logits_row = 0;                 // several draws may read one row (n samples of one prompt)
-  const SamplingParams* params = nullptr;
+  SamplingOptions options;
   std::span<const int32_t> prompt_ids;    // for the repetition penalty
   std::span<const int32_t> output_ids;    // for every penalty; the draw's step is output_ids.size()
   uint64_t seed = 0;
@@ -97,6 +106,16 @@ class Backend {
   // residual += x; out = rms_norm(residual) * weight. All [num_tokens, hidden_size] except weight [hidden_size].
   virtual Status add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, float eps,
                               const Tensor& out) = 0;
+  // out = (x - mean(x)) / sqrt(var(x) + eps) * weight (+ bias), mean and (biased) variance over each row.
+  // x, out: [num_tokens, hidden_size]; weight, bias: [hidden_size], bias may be undefined.
+  virtual Status layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
+                            const Tensor& out) = 0;
+  // residual += x; out = layer_norm(residual) * weight (+ bias). Shapes as layer_norm; residual like x.
+  virtual Status add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, const Tensor& bias,
+                                float eps, const Tensor& out) = 0;
+  // out = gelu(x) element-wise: x * Phi(x) (kNone) or 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (kTanh).
+  // x, out: [num_tokens, n]; out may alias x.
+  virtual Status gelu(const Tensor& x, GeluApproximation approximation, const Tensor& out) = 0;
   // out = x @ weight^T (+ bias). x: [num_tokens, in]; weight: [out_features, in]; bias: [out_features] or
   // undefined; out: [num_tokens, out_features].
   virtual Status linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) = 0;
@@ -159,8 +178,8 @@ class Backend {
   // log_softmax(logits[s])[token_ids[s]]. logits: fp32 [num_seqs, vocab_size]; token_ids: int32 [num_seqs];
   // logprobs: fp32 [num_seqs]. Lets a greedy step download a few bytes instead of every logit.
   virtual Status greedy_sample(const Tensor& logits, const Tensor& token_ids, const Tensor& logprobs) = 0;
-  // Full sampling of many draws at once: results[i] = Sampler().sample(logits[rows[i].logits_row], *rows[i].params,
-  // rows[i].prompt_ids, rows[i].output_ids, rows[i].seed) (runtime/sampler.h defines it exactly; a device may
+  // Full sampling of many draws at once: results[i] = Sampler().sample(logits[rows[i].logits_row], rows[i].options,
+  // rows[i].prompt_ids, rows[i].output_ids, rows[i].seed) (backends/sampler.h defines it exactly; a device may
   // differ only at floating-point near-ties of the draw). logits: fp32 [num_logits_rows, vocab_size] on this
   // backend's device; results.size() == rows.size(), filled on the host. Uploads what it needs and synchronizes
   // once. The default downloads the logits and runs the CPU Sampler.
@@ -199,8 +218,5 @@ struct CpuBackendOptions {
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options);
-
-// Inverse rotary frequencies [head_dim / 2] for `rope`, with linear or llama3 scaling applied (as HF does).
-std::vector<float> rope_inv_freq(const RopeConfig& rope, int64_t head_dim);
 
 }  // namespace anvil

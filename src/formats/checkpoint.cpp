@@ -1,6 +1,6 @@
-// load_checkpoint: decides the format from the path (HF directory, llama2.c file, GGUF), loads it, and checks
-// that every tensor the model needs is there with the right shape. Also WeightStore lookups and the random
-// dummy checkpoint used to run a model from its config.json alone.
+// read_checkpoint: decides the format from the path (HF directory, llama2.c file, GGUF) and reads its config and
+// tensors. Also WeightStore lookups and shape checks, and the random weights used to run a model from its
+// config.json alone.
 #include "formats/checkpoint.h"
 
 #include <unistd.h>
@@ -15,7 +15,6 @@
 #include "core/logging.h"
 #include "formats/gguf_checkpoint.h"
 #include "formats/llama2c.h"
-#include "formats/llama_weights.h"
 #include "formats/safetensors.h"
 
 namespace anvil {
@@ -34,7 +33,7 @@ std::string shape_string(const int64_t* shape, int ndim) {
   return s + "]";
 }
 
-Status check_shape(const WeightStore& store, const std::string& name, const int64_t* shape, int ndim) {
+Status check_tensor_shape(const WeightStore& store, const std::string& name, const int64_t* shape, int ndim) {
   const Tensor* t = store.find(name);
   if (t == nullptr) return not_found("tensor " + name + " is missing (file " + store.source() + ")");
   bool same = t->ndim == ndim;
@@ -133,17 +132,30 @@ std::string tokenizer_beside_llama2c(const fs::path& file, int64_t vocab_size) {
   return "";
 }
 
-Expected<ModelConfig> read_hf_config(const fs::path& dir) {
-  const fs::path config_path = dir / "config.json";
-  if (!is_file(config_path)) return not_found("directory " + dir.string() + " has no config.json");
-  ANVIL_ASSIGN_OR_RETURN(const std::string text, read_small_file(config_path.string()));
-  return parse_hf_config(text, config_path.string());
+Expected<ConfigMap> read_json_config(const fs::path& path) {
+  ANVIL_ASSIGN_OR_RETURN(const std::string text, read_small_file(path.string()));
+  return parse_config_json(text, "config.json " + path.string());
 }
 
-Expected<Checkpoint> load_hf_directory(const fs::path& dir) {
-  Checkpoint ckpt;
-  ANVIL_ASSIGN_OR_RETURN(ckpt.config, read_hf_config(dir));
-  WeightStore& store = ckpt.weights;
+Expected<CheckpointData> read_hf_config_only(const fs::path& dir) {
+  const fs::path config_path = dir / "config.json";
+  if (!is_file(config_path)) return not_found("directory " + dir.string() + " has no config.json");
+  CheckpointData data;
+  ANVIL_ASSIGN_OR_RETURN(data.config_map, read_json_config(config_path));
+  const fs::path generation_path = dir / "generation_config.json";
+  if (is_file(generation_path)) {
+    ANVIL_ASSIGN_OR_RETURN(const std::string text, read_small_file(generation_path.string()));
+    ANVIL_ASSIGN_OR_RETURN(data.generation_config,
+                           parse_config_json(text, "generation_config.json " + generation_path.string()));
+  }
+  data.tokenizer_path = tokenizer_beside_hf(dir);
+  return data;
+}
+
+Expected<CheckpointData> read_hf_directory(const fs::path& dir, const ConfigCheck& check) {
+  ANVIL_ASSIGN_OR_RETURN(CheckpointData data, read_hf_config_only(dir));
+  if (check) ANVIL_RETURN_IF_ERROR(check(data.config_map));
+  WeightStore& store = data.weights;
   const fs::path index_path = dir / "model.safetensors.index.json";
   const fs::path single_path = dir / "model.safetensors";
   if (is_file(index_path)) {
@@ -166,31 +178,21 @@ Expected<Checkpoint> load_hf_directory(const fs::path& dir) {
     store.set_source(files.size() == 1 ? files[0].string() : dir.string());
     for (const fs::path& f : files) ANVIL_RETURN_IF_ERROR(load_safetensors_file(f.string(), &store));
   }
-  ANVIL_RETURN_IF_ERROR(check_llama_weights(ckpt.config, store));
-
-  const DType stored = store.find("model.embed_tokens.weight")->dtype;
-  if (stored != ckpt.config.dtype) {
-    ANVIL_LOG_INFO("{}: config.json says dtype {}, the weights are stored in {}; using {}", dir.string(),
-                   dtype_name(ckpt.config.dtype), dtype_name(stored), dtype_name(stored));
-    ckpt.config.dtype = stored;
-  }
-  ckpt.format = "hf-safetensors";
-  ckpt.tokenizer_path = tokenizer_beside_hf(dir);
-  return ckpt;
+  data.format = "hf-safetensors";
+  return data;
 }
 
-Expected<Checkpoint> load_dummy(const fs::path& path) {
+Expected<CheckpointData> read_dummy(const fs::path& path) {
   std::error_code ec;
-  const bool is_dir = fs::is_directory(path, ec);
-  Expected<ModelConfig> config = [&]() -> Expected<ModelConfig> {
-    if (is_dir) return read_hf_config(path);
-    ANVIL_ASSIGN_OR_RETURN(const std::string text, read_small_file(path.string()));
-    return parse_hf_config(text, path.string());
-  }();
-  if (!config.ok()) return config.status();
-  ANVIL_ASSIGN_OR_RETURN(Checkpoint ckpt, make_dummy_checkpoint(*config, config->dtype, 0));
-  ckpt.tokenizer_path = tokenizer_beside_hf(is_dir ? path : path.parent_path());
-  return ckpt;
+  CheckpointData data;
+  if (fs::is_directory(path, ec)) {
+    ANVIL_ASSIGN_OR_RETURN(data, read_hf_config_only(path));
+  } else {
+    ANVIL_ASSIGN_OR_RETURN(data.config_map, read_json_config(path));
+    data.tokenizer_path = tokenizer_beside_hf(path.parent_path());
+  }
+  data.format = "dummy";
+  return data;
 }
 
 // Counter-based random numbers: element i of a tensor depends only on (seed, tensor name, i), so the fill is
@@ -227,8 +229,8 @@ void fill_tensor(void* dst, DType dtype, int64_t numel, WeightInit init, uint64_
     float values[kChunk];
     const int64_t begin = chunk * kChunk;
     const int64_t n = std::min(kChunk, numel - begin);
-    if (init == WeightInit::kOnes) {
-      std::fill(values, values + n, 1.0f);
+    if (init == WeightInit::kOnes || init == WeightInit::kZeros) {
+      std::fill(values, values + n, init == WeightInit::kOnes ? 1.0f : 0.0f);
     } else {
       for (int64_t i = 0; i < n; ++i) {
         values[i] = std_dev * approx_normal(mix64(key + static_cast<uint64_t>(begin + i)));
@@ -253,56 +255,53 @@ const Tensor* WeightStore::find(const std::string& name) const {
 }
 
 Expected<Tensor> WeightStore::get(const std::string& name, std::initializer_list<int64_t> shape) const {
-  ANVIL_RETURN_IF_ERROR(check_shape(*this, name, shape.begin(), static_cast<int>(shape.size())));
+  ANVIL_RETURN_IF_ERROR(check_tensor_shape(*this, name, shape.begin(), static_cast<int>(shape.size())));
   return *find(name);
 }
 
-std::vector<WeightSpec> llama_weight_specs(const ModelConfig& c) {
-  const int64_t q_dim = c.num_heads * c.head_dim;
-  const int64_t kv_dim = c.num_kv_heads * c.head_dim;
-  std::vector<WeightSpec> specs;
-  specs.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, WeightInit::kNormal});
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    specs.push_back({p + "input_layernorm.weight", {c.hidden_size}, WeightInit::kOnes});
-    specs.push_back({p + "self_attn.q_proj.weight", {q_dim, c.hidden_size}, WeightInit::kNormal});
-    specs.push_back({p + "self_attn.k_proj.weight", {kv_dim, c.hidden_size}, WeightInit::kNormal});
-    specs.push_back({p + "self_attn.v_proj.weight", {kv_dim, c.hidden_size}, WeightInit::kNormal});
-    if (c.has_qkv_bias) {
-      specs.push_back({p + "self_attn.q_proj.bias", {q_dim}, WeightInit::kNormal});
-      specs.push_back({p + "self_attn.k_proj.bias", {kv_dim}, WeightInit::kNormal});
-      specs.push_back({p + "self_attn.v_proj.bias", {kv_dim}, WeightInit::kNormal});
-    }
-    specs.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}, WeightInit::kNormal});
-    specs.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}, WeightInit::kOnes});
-    specs.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}, WeightInit::kNormal});
-    specs.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}, WeightInit::kNormal});
-    specs.push_back({p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}, WeightInit::kNormal});
-  }
-  specs.push_back({"model.norm.weight", {c.hidden_size}, WeightInit::kOnes});
-  if (!c.tie_word_embeddings) {
-    specs.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}, WeightInit::kNormal});
-  }
-  return specs;
+Status WeightStore::check_shape(const std::string& name, std::span<const int64_t> shape) const {
+  return check_tensor_shape(*this, name, shape.data(), static_cast<int>(shape.size()));
 }
 
-Status check_llama_weights(const ModelConfig& config, const WeightStore& store) {
-  for (const WeightSpec& spec : llama_weight_specs(config)) {
-    ANVIL_RETURN_IF_ERROR(check_shape(store, spec.name, spec.shape.data(), static_cast<int>(spec.shape.size())));
+Status WeightStore::rename(const std::function<std::string(const std::string&)>& rename) {
+  std::map<std::string, Tensor> renamed;
+  for (auto& [name, tensor] : tensors_) {
+    std::string to = rename(name);
+    if (to.empty()) to = name;
+    if (!renamed.emplace(to, tensor).second) {
+      return invalid_file("tensor " + name + " and another tensor both stand for " + to + " (file " + source_ + ")");
+    }
+  }
+  tensors_ = std::move(renamed);
+  return Status();
+}
+
+Status check_weights(std::span<const WeightSpec> specs, const WeightStore& store) {
+  for (const WeightSpec& spec : specs) {
+    ANVIL_RETURN_IF_ERROR(check_tensor_shape(store, spec.name, spec.shape.data(), static_cast<int>(spec.shape.size())));
   }
   return Status();
 }
 
-Expected<Checkpoint> load_checkpoint(const std::string& path, LoadFormat format) {
+Expected<ConfigMap> parse_config_json(const std::string& json_text, const std::string& source) {
+  json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) return invalid_file(source + ": not valid JSON");
+  if (!root.is_object()) return invalid_file(source + ": the top level is not a JSON object");
+  return ConfigMap(std::move(root), source);
+}
+
+Expected<CheckpointData> read_checkpoint(const std::string& path, LoadFormat format, const ConfigCheck& check) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   if (!fs::exists(st)) return not_found("checkpoint path " + path + " does not exist");
-  if (format == LoadFormat::kDummy) return load_dummy(path);
-  if (fs::is_directory(st)) return load_hf_directory(path);
+  if (format == LoadFormat::kDummy) return read_dummy(path);
+  if (fs::is_directory(st)) return read_hf_directory(path, check);
   if (!fs::is_regular_file(st)) return invalid_argument("checkpoint path " + path + " is not a file or directory");
 
   const fs::path p(path);
-  if (p.filename() == "config.json") return load_hf_directory(p.parent_path().empty() ? "." : p.parent_path());
+  if (p.filename() == "config.json") {
+    return read_hf_directory(p.parent_path().empty() ? "." : p.parent_path(), check);
+  }
   if (ends_with(path, ".safetensors")) {
     return invalid_argument("checkpoint path " + path +
                             " is a safetensors file; pass the directory that holds it and its config.json");
@@ -310,25 +309,24 @@ Expected<Checkpoint> load_checkpoint(const std::string& path, LoadFormat format)
   ANVIL_ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::open(path));
   const bool gguf_magic = file->size() >= 4 && std::memcmp(file->data(), "GGUF", 4) == 0;
   file.reset();
-  if (gguf_magic || ends_with(path, ".gguf")) return load_gguf_checkpoint(path);
+  if (gguf_magic || ends_with(path, ".gguf")) return read_gguf_checkpoint(path);
 
-  ANVIL_ASSIGN_OR_RETURN(Checkpoint ckpt, load_llama2c_checkpoint(path));
-  ANVIL_RETURN_IF_ERROR(check_llama_weights(ckpt.config, ckpt.weights));
-  ckpt.tokenizer_path = tokenizer_beside_llama2c(p, ckpt.config.vocab_size);
-  return ckpt;
+  ANVIL_ASSIGN_OR_RETURN(CheckpointData data, read_llama2c_checkpoint(path));
+  int64_t vocab_size = 0;
+  ANVIL_RETURN_IF_ERROR(data.config_map.get_int("vocab_size", &vocab_size));
+  data.tokenizer_path = tokenizer_beside_llama2c(p, vocab_size);
+  return data;
 }
 
-Expected<Checkpoint> make_dummy_checkpoint(const ModelConfig& config, DType dtype, uint64_t seed) {
-  ANVIL_RETURN_IF_ERROR(validate_model_config(config, "dummy checkpoint config"));
+Status add_random_weights(std::span<const WeightSpec> specs, DType dtype, uint64_t seed, WeightStore* store) {
   if (dtype != DType::kF32 && dtype != DType::kF16 && dtype != DType::kBF16) {
     return invalid_argument("dummy checkpoint: dtype " + std::string(dtype_name(dtype)) +
                             " is not supported (float32, float16, bfloat16)");
   }
-  const std::vector<WeightSpec> specs = llama_weight_specs(config);
   uint64_t total_bytes = 0;
   for (const WeightSpec& s : specs) {
     uint64_t n = dtype_size(dtype);
-    for (int64_t d : s.shape) n *= static_cast<uint64_t>(d);  // bounded by validate_model_config
+    for (int64_t d : s.shape) n *= static_cast<uint64_t>(d);  // bounded by the model config's validation
     total_bytes += n;
   }
   const uint64_t host_bytes = host_memory_bytes();
@@ -337,12 +335,7 @@ Expected<Checkpoint> make_dummy_checkpoint(const ModelConfig& config, DType dtyp
                               std::string(dtype_name(dtype)) + ", the host has " + std::to_string(host_bytes >> 20) +
                               " MiB");
   }
-
-  Checkpoint ckpt;
-  ckpt.config = config;
-  ckpt.config.dtype = dtype;
-  ckpt.format = "dummy";
-  ckpt.weights.set_source("dummy weights (seed " + std::to_string(seed) + ")");
+  store->set_source("dummy weights (seed " + std::to_string(seed) + ")");
   for (const WeightSpec& s : specs) {
     Tensor view = Tensor::make(nullptr, dtype, s.shape.data(), static_cast<int>(s.shape.size()));
     Buffer buffer;
@@ -354,10 +347,10 @@ Expected<Checkpoint> make_dummy_checkpoint(const ModelConfig& config, DType dtyp
     }
     view.data = buffer.data();
     fill_tensor(view.data, dtype, view.numel(), s.init, hash_name(s.name, seed), 0.02f);
-    ckpt.weights.add_view(s.name, view);
-    ckpt.weights.keep_buffer(std::move(buffer));
+    store->add_view(s.name, view);
+    store->keep_buffer(std::move(buffer));
   }
-  return ckpt;
+  return Status();
 }
 
 }  // namespace anvil

@@ -4,6 +4,7 @@
 #include "formats/llama2c.h"
 
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 namespace anvil {
 
@@ -46,7 +47,7 @@ Expected<Layout> compute_layout(const Llama2cHeader& h, const std::string& prefi
   const uint64_t head_size = dim / static_cast<uint64_t>(h.n_heads);
   const uint64_t kv_dim = head_size * static_cast<uint64_t>(h.n_kv_heads);
   const uint64_t seq = static_cast<uint64_t>(h.seq_len);
-  // Header values are bounded by validate_model_config, so these products fit easily; the cursor still checks.
+  // Header values are bounded by check_header_bounds, so these products fit easily; the cursor still checks.
   const uint64_t q_numel = layers * dim * dim;
   const uint64_t kv_numel = layers * kv_dim * dim;
   const uint64_t ffn_numel = layers * hidden * dim;
@@ -77,10 +78,34 @@ Expected<Layout> compute_layout(const Llama2cHeader& h, const std::string& prefi
   return l;
 }
 
+// Limits well above any real model, so a lying header cannot make us allocate terabytes or overflow sizes.
+Status check_header_bounds(const Llama2cHeader& h, const std::string& prefix) {
+  const std::pair<const char*, std::pair<int64_t, int64_t>> bounds[] = {
+      {"dim", {h.dim, int64_t{1} << 20}},          {"hidden_dim", {h.hidden_dim, int64_t{1} << 20}},
+      {"n_layers", {h.n_layers, 4096}},             {"n_heads", {h.n_heads, int64_t{1} << 14}},
+      {"n_kv_heads", {h.n_kv_heads, h.n_heads}},   {"vocab_size", {h.vocab_size, 10'000'000}},
+      {"seq_len", {h.seq_len, int64_t{1} << 28}}};
+  for (const auto& [name, value_max] : bounds) {
+    if (value_max.first > value_max.second) {
+      return invalid_file(prefix + ": header " + name + " is " + std::to_string(value_max.first) +
+                          ", expected at most " + std::to_string(value_max.second));
+    }
+  }
+  if (h.n_heads % h.n_kv_heads != 0) {
+    return invalid_file(prefix + ": header n_heads " + std::to_string(h.n_heads) + " is not a multiple of n_kv_heads " +
+                        std::to_string(h.n_kv_heads));
+  }
+  if ((h.dim / h.n_heads) % 2 != 0) {
+    return invalid_file(prefix + ": head size " + std::to_string(h.dim / h.n_heads) +
+                        " (dim / n_heads) must be even for rotary embedding");
+  }
+  return Status();
+}
+
 }  // namespace
 
 Expected<Llama2cHeader> parse_llama2c_header(const uint8_t* data, size_t size, const std::string& source,
-                                             ModelConfig* config) {
+                                             ConfigMap* config) {
   const std::string prefix = "llama2.c checkpoint " + source;
   if (size < kLlama2cLegacyHeaderBytes) {
     return invalid_file(prefix + ": " + std::to_string(size) + " bytes, too small for the " +
@@ -142,46 +167,48 @@ Expected<Llama2cHeader> parse_llama2c_header(const uint8_t* data, size_t size, c
                         std::to_string(h.n_heads));
   }
 
-  ModelConfig c;
-  c.architecture = "LlamaForCausalLM";
-  c.model_type = "llama";
-  c.hidden_size = h.dim;
-  c.intermediate_size = h.hidden_dim;
-  c.num_layers = h.n_layers;
-  c.num_heads = h.n_heads;
-  c.num_kv_heads = h.n_kv_heads;
-  c.head_dim = h.dim / h.n_heads;
-  c.vocab_size = h.vocab_size;
-  c.max_position_embeddings = h.seq_len;
-  c.rms_norm_eps = 1e-5f;
-  c.rope.theta = 10000.0f;
-  c.rope.pairing = RopePairing::kAdjacentPairs;
-  c.tie_word_embeddings = h.shared_classifier;
-  c.has_qkv_bias = false;
-  c.dtype = DType::kF32;
-  c.bos_token_ids = {1};
-  c.eos_token_ids = {2};
-  ANVIL_RETURN_IF_ERROR(validate_model_config(c, prefix));
-
+  ANVIL_RETURN_IF_ERROR(check_header_bounds(h, prefix));
+  // NOTE: the header as Hugging Face config keys: a llama2.c file is a Llama by definition. Its q/k rows are in
+  // Meta's interleaved order, which the Llama family rotates as adjacent pairs (models/llama.cpp, format "llama2c").
+  nlohmann::json c = {
+      {"architectures", {"LlamaForCausalLM"}},
+      {"model_type", "llama"},
+      {"hidden_size", h.dim},
+      {"intermediate_size", h.hidden_dim},
+      {"num_hidden_layers", h.n_layers},
+      {"num_attention_heads", h.n_heads},
+      {"num_key_value_heads", h.n_kv_heads},
+      {"head_dim", h.dim / h.n_heads},
+      {"vocab_size", h.vocab_size},
+      {"max_position_embeddings", h.seq_len},
+      {"rms_norm_eps", 1e-5},
+      {"rope_theta", 10000.0},
+      {"tie_word_embeddings", h.shared_classifier},
+      {"dtype", "float32"},
+      {"bos_token_id", 1},
+      {"eos_token_id", 2},
+  };
   ANVIL_ASSIGN_OR_RETURN(const Layout layout, compute_layout(h, prefix));
   if (layout.total_bytes != size) {
     return invalid_file(prefix + ": size " + std::to_string(size) + " bytes, header implies " +
                         std::to_string(layout.total_bytes));
   }
-  *config = c;
+  *config = ConfigMap(std::move(c), prefix);
   return h;
 }
 
-Expected<Checkpoint> load_llama2c_checkpoint(const std::string& path) {
+Expected<CheckpointData> read_llama2c_checkpoint(const std::string& path) {
   ANVIL_ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::open(path));
-  Checkpoint ckpt;
-  ANVIL_ASSIGN_OR_RETURN(const Llama2cHeader h, parse_llama2c_header(file->data(), file->size(), path, &ckpt.config));
+  CheckpointData ckpt;
+  ANVIL_ASSIGN_OR_RETURN(const Llama2cHeader h,
+                         parse_llama2c_header(file->data(), file->size(), path, &ckpt.config_map));
   ANVIL_ASSIGN_OR_RETURN(const Layout layout, compute_layout(h, "llama2.c checkpoint " + path));
-  const ModelConfig& c = ckpt.config;
-  const int64_t dim = c.hidden_size;
-  const int64_t hidden = c.intermediate_size;
-  const int64_t kv_dim = c.num_kv_heads * c.head_dim;
-  const int64_t q_dim = c.num_heads * c.head_dim;
+  const int64_t dim = h.dim;
+  const int64_t hidden = h.hidden_dim;
+  const int64_t head_dim = h.dim / h.n_heads;
+  const int64_t kv_dim = h.n_kv_heads * head_dim;
+  const int64_t q_dim = h.n_heads * head_dim;
+  const int64_t vocab_size = h.vocab_size;
 
   // NOTE: weights are read-only by convention; the const is cast away only to fit the Tensor view type.
   auto* base = const_cast<uint8_t*>(file->data());
@@ -192,8 +219,8 @@ Expected<Checkpoint> load_llama2c_checkpoint(const std::string& path) {
   auto layer_offset = [](uint64_t array_offset, int64_t layer, int64_t per_layer_numel) {
     return array_offset + static_cast<uint64_t>(layer * per_layer_numel) * 4;
   };
-  view("model.embed_tokens.weight", layout.embed, {c.vocab_size, dim});
-  for (int64_t i = 0; i < c.num_layers; ++i) {
+  view("model.embed_tokens.weight", layout.embed, {vocab_size, dim});
+  for (int64_t i = 0; i < h.n_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     view(p + "input_layernorm.weight", layer_offset(layout.rms_att, i, dim), {dim});
     view(p + "self_attn.q_proj.weight", layer_offset(layout.wq, i, q_dim * dim), {q_dim, dim});
@@ -206,7 +233,7 @@ Expected<Checkpoint> load_llama2c_checkpoint(const std::string& path) {
     view(p + "mlp.up_proj.weight", layer_offset(layout.w3, i, hidden * dim), {hidden, dim});
   }
   view("model.norm.weight", layout.rms_final, {dim});
-  if (!c.tie_word_embeddings) view("lm_head.weight", layout.wcls, {c.vocab_size, dim});
+  if (!h.shared_classifier) view("lm_head.weight", layout.wcls, {vocab_size, dim});
   w.keep_file(std::move(file));
   w.set_source(path);
   ckpt.format = "llama2c";

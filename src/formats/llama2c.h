@@ -29,13 +29,15 @@ struct Llama2cHeader {
   size_t header_bytes = 0;
 };
 
-// Reads and validates the header of the llama2.c bytes `data[0, size)` and fills `config`; `source` names the file.
-// Rejects version 2 (int8) and unknown versions, non-positive or inconsistent sizes, and a file size other than
-// exactly what the header implies.
+// Reads and validates the header of the llama2.c bytes `data[0, size)` and fills `config` with it as Hugging Face
+// config.json keys (architectures = LlamaForCausalLM); `source` names the file. Rejects version 2 (int8) and
+// unknown versions, non-positive, out-of-bounds or inconsistent sizes, and a file size other than exactly what the
+// header implies.
 Expected<Llama2cHeader> parse_llama2c_header(const uint8_t* data, size_t size, const std::string& source,
-                                             ModelConfig* config);
+                                             ConfigMap* config);
 
-// Maps `path` and returns its config and weight views (format "llama2c"; tokenizer_path left empty).
-Expected<Checkpoint> load_llama2c_checkpoint(const std::string& path);
+// Maps `path` and returns its config and weight views under Hugging Face Llama names (format "llama2c";
+// tokenizer_path left empty).
+Expected<CheckpointData> read_llama2c_checkpoint(const std::string& path);
 
 }  // namespace anvil

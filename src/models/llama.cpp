@@ -1,14 +1,23 @@
-// The Llama family: Llama 1/2/3, Mistral, Qwen2 (qkv bias), SmolLM. Pre-norm decoder with RMSNorm, rotary
-// embedding (rotate-half or adjacent pairs), grouped-query attention and a SwiGLU MLP; optionally tied
-// embeddings. Single-device and plain: quantization and sharding are build passes, not model code.
+// The Llama family: Llama 1/2/3, Mistral, Qwen2 (qkv bias), Qwen3 (QK-norm), Phi-3 (fused checkpoint weights),
+// SmolLM. Pre-norm decoder with RMSNorm, rotary embedding (rotate-half or adjacent pairs), grouped-query attention
+// and a SwiGLU MLP; optionally tied embeddings. Single-device and plain: quantization and sharding are build passes, not model code.
+// Also the family's registry entry: its config fields (config.json, GGUF `llama.*`/`qwen2.*`, llama2.c headers),
+// its weight list and llama.cpp's names for them.
 // At load, q/k/v are fused into one [q + 2 kv, hidden] projection and gate/up into one [2 inter, hidden]
 // projection: one GEMM (or decode GEMV) each instead of three and two.
+#include "models/llama.h"
+
+#include <charconv>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "core/logging.h"
+#include "models/head_views.h"
 #include "models/model.h"
+#include "models/registry.h"
 
 namespace anvil {
 namespace {
@@ -17,6 +26,8 @@ struct LayerWeights {
   Tensor input_norm;  // [hidden_size]
   Tensor qkv_proj;    // [(num_heads + 2 num_kv_heads) * head_dim, hidden_size]: q rows, k rows, v rows
   Tensor qkv_bias;    // [(num_heads + 2 num_kv_heads) * head_dim] or undefined
+  Tensor q_norm;      // [head_dim] (Qwen3) or undefined
+  Tensor k_norm;      // [head_dim] (Qwen3) or undefined
   // Set instead of qkv_proj when q/k/v cannot be fused (quantized parts of different types).
   Tensor q_proj;          // [num_heads * head_dim, hidden_size]
   Tensor k_proj;          // [num_kv_heads * head_dim, hidden_size]
@@ -65,7 +76,8 @@ Tensor concat_rows(const std::vector<Tensor>& parts, Buffer* storage) {
 
 class LlamaModel final : public Model {
  public:
-  LlamaModel(const ModelConfig& config, Backend& backend) : config_(config), backend_(backend) {}
+  LlamaModel(const ModelConfig& config, Backend& backend)
+      : config_(config), options_(llama_config(config_)), backend_(backend) {}
 
   Status load(const WeightStore& weights) {
     const int64_t h = config_.hidden_size;
@@ -88,6 +100,8 @@ class LlamaModel final : public Model {
     // different quantized types (Q4_K_M/Q5_K_M give attn_v a bigger type than attn_q/attn_k) are not fused:
     // each is uploaded as it is into `unfused` and run as its own linear. Dequantizing the odd one (or all) to
     // fp32 instead would read about 6x its bytes every token; two extra small GEMVs cost far less.
+    // NOTE: with QK-norm (Qwen3) q, k and v stay three weights: the per-head norm reads q and k as contiguous
+    // [num_tokens * heads, head_dim] rows, which the column views of a fused projection are not.
     auto fetch_fused = [&](std::initializer_list<Part> parts, Tensor* dst,
                            std::initializer_list<Tensor*> unfused) -> Status {
       std::vector<Tensor> hosts;
@@ -96,7 +110,8 @@ class LlamaModel final : public Model {
         hosts.push_back(t);
       }
       Buffer stacked;
-      const Tensor host = concat_rows(hosts, &stacked);
+      const bool keep_apart = options_.has_qk_norm && unfused.size() == 3;
+      const Tensor host = keep_apart ? Tensor() : concat_rows(hosts, &stacked);
       if (!host.defined()) {
         Tensor* const* out = unfused.begin();
         for (const Tensor& h_part : hosts) {
@@ -117,11 +132,19 @@ class LlamaModel final : public Model {
       const std::string p = "model.layers." + std::to_string(i) + ".";
       LayerWeights& l = layers_[i];
       ANVIL_RETURN_IF_ERROR(fetch(p + "input_layernorm.weight", {h}, &l.input_norm));
-      ANVIL_RETURN_IF_ERROR(fetch_fused({{p + "self_attn.q_proj.weight", {q_dim, h}},
+      if (options_.has_fused_projections) {
+        ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.qkv_proj.weight", {q_dim + 2 * kv_dim, h}, &l.qkv_proj));
+      } else {
+        ANVIL_RETURN_IF_ERROR(fetch_fused({{p + "self_attn.q_proj.weight", {q_dim, h}},
                                          {p + "self_attn.k_proj.weight", {kv_dim, h}},
                                          {p + "self_attn.v_proj.weight", {kv_dim, h}}},
                                         &l.qkv_proj, {&l.q_proj, &l.k_proj, &l.v_proj}));
-      if (config_.has_qkv_bias) {
+      }
+      if (options_.has_qk_norm) {
+        ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.q_norm.weight", {config_.head_dim}, &l.q_norm));
+        ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.k_norm.weight", {config_.head_dim}, &l.k_norm));
+      }
+      if (options_.has_qkv_bias) {
         ANVIL_RETURN_IF_ERROR(fetch_fused({{p + "self_attn.q_proj.bias", {q_dim}},
                                            {p + "self_attn.k_proj.bias", {kv_dim}},
                                            {p + "self_attn.v_proj.bias", {kv_dim}}},
@@ -129,9 +152,13 @@ class LlamaModel final : public Model {
       }
       ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.o_proj.weight", {h, q_dim}, &l.o_proj));
       ANVIL_RETURN_IF_ERROR(fetch(p + "post_attention_layernorm.weight", {h}, &l.post_attn_norm));
-      ANVIL_RETURN_IF_ERROR(
-          fetch_fused({{p + "mlp.gate_proj.weight", {inter, h}}, {p + "mlp.up_proj.weight", {inter, h}}},
-                      &l.gate_up_proj, {&l.gate_proj, &l.up_proj}));
+      if (options_.has_fused_projections) {
+        ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.gate_up_proj.weight", {2 * inter, h}, &l.gate_up_proj));
+      } else {
+        ANVIL_RETURN_IF_ERROR(
+            fetch_fused({{p + "mlp.gate_proj.weight", {inter, h}}, {p + "mlp.up_proj.weight", {inter, h}}},
+                        &l.gate_up_proj, {&l.gate_proj, &l.up_proj}));
+      }
       ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.down_proj.weight", {h, inter}, &l.down_proj));
     }
     ANVIL_RETURN_IF_ERROR(fetch("model.norm.weight", {h}, &final_norm_));
@@ -226,6 +253,20 @@ class LlamaModel final : public Model {
             normed, l.v_proj, has_bias ? l.qkv_bias.slice_rows((nh + nkv) * hd, (nh + 2 * nkv) * hd) : no_bias,
             v3.reshape({num_tokens, nkv * hd})));
       }
+      if (l.q_norm.defined()) {
+        // QK-norm: RMSNorm over each head's head_dim, before rotary. The normed q goes to `q` (rotated in place
+        // below), the normed k to `attn` (free until attention writes it).
+        const Tensor q_normed = q.reshape({num_tokens * nh, hd});
+        const Tensor k_normed = view(attn_, {num_tokens * nkv, hd});
+        ANVIL_RETURN_IF_ERROR(
+            backend_.rms_norm(q_in.reshape({num_tokens * nh, hd}), l.q_norm, config_.rms_norm_eps, q_normed));
+        ANVIL_RETURN_IF_ERROR(
+            backend_.rms_norm(k3.reshape({num_tokens * nkv, hd}), l.k_norm, config_.rms_norm_eps, k_normed));
+        q_in = q_normed.reshape({num_tokens, nh, hd});
+        k3 = k_normed.reshape({num_tokens, nkv, hd});
+        debug("q_norm", il, q_in);
+        debug("k_norm", il, k3);
+      }
       const Tensor q3 = q.reshape({num_tokens, nh, hd});
       ANVIL_RETURN_IF_ERROR(backend_.rope_and_cache_write(q_in, k3, v3, in.positions, in.slot_mapping, inv_freq_,
                                                           config_.rope.pairing, kv_cache[i], q3));
@@ -265,14 +306,8 @@ class LlamaModel final : public Model {
   }
 
  private:
-  // Heads [first_col, first_col + heads * head_dim) of every row of x [num_tokens, cols], as a row-strided
-  // [num_tokens, heads, head_dim] view.
   Tensor column_heads(const Tensor& x, int64_t first_col, int64_t heads) const {
-    const int64_t hd = config_.head_dim;
-    Tensor t = Tensor::make(static_cast<char*>(x.data) + first_col * dtype_size(x.dtype), x.dtype,
-                            {x.size(0), heads, hd}, x.device);
-    t.strides[0] = x.size(1);
-    return t;
+    return anvil::column_heads(x, first_col, heads, config_.head_dim);
   }
 
   // A contiguous [num_tokens, heads, head_dim] view of x's buffer starting `first` elements in.
@@ -324,6 +359,7 @@ class LlamaModel final : public Model {
   }
 
   ModelConfig config_;
+  LlamaConfig options_;
   Backend& backend_;
   std::vector<Buffer> storage_;
   size_t weight_bytes_ = 0;
@@ -342,14 +378,327 @@ class LlamaModel final : public Model {
 
 }  // namespace
 
-Expected<std::unique_ptr<Model>> create_model(const Checkpoint& checkpoint, Backend& backend) {
-  const ModelConfig& config = checkpoint.config;
-  if (!is_supported_architecture(config.architecture)) {
-    return unsupported("architecture '" + config.architecture + "' is not supported");
-  }
+namespace {
+
+// ---- the registry entry -------------------------------------------------------------------------------
+
+const LlamaConfig kDefaultLlamaConfig;
+
+Expected<std::unique_ptr<Model>> create_llama(const ModelConfig& config, const WeightStore& weights,
+                                              Backend& backend) {
   auto model = std::make_unique<LlamaModel>(config, backend);
-  ANVIL_RETURN_IF_ERROR(model->load(checkpoint.weights));
+  ANVIL_RETURN_IF_ERROR(model->load(weights));
   return std::unique_ptr<Model>(std::move(model));
 }
+
+std::vector<WeightSpec> llama_weight_specs(const ModelConfig& c) {
+  const LlamaConfig& options = llama_config(c);
+  const int64_t q_dim = c.num_heads * c.head_dim;
+  const int64_t kv_dim = c.num_kv_heads * c.head_dim;
+  std::vector<WeightSpec> specs;
+  specs.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, WeightInit::kNormal});
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    specs.push_back({p + "input_layernorm.weight", {c.hidden_size}, WeightInit::kOnes});
+    if (options.has_fused_projections) {
+      specs.push_back({p + "self_attn.qkv_proj.weight", {q_dim + 2 * kv_dim, c.hidden_size}, WeightInit::kNormal});
+    } else {
+      specs.push_back({p + "self_attn.q_proj.weight", {q_dim, c.hidden_size}, WeightInit::kNormal});
+      specs.push_back({p + "self_attn.k_proj.weight", {kv_dim, c.hidden_size}, WeightInit::kNormal});
+      specs.push_back({p + "self_attn.v_proj.weight", {kv_dim, c.hidden_size}, WeightInit::kNormal});
+    }
+    if (options.has_qkv_bias) {
+      specs.push_back({p + "self_attn.q_proj.bias", {q_dim}, WeightInit::kNormal});
+      specs.push_back({p + "self_attn.k_proj.bias", {kv_dim}, WeightInit::kNormal});
+      specs.push_back({p + "self_attn.v_proj.bias", {kv_dim}, WeightInit::kNormal});
+    }
+    if (options.has_qk_norm) {
+      specs.push_back({p + "self_attn.q_norm.weight", {c.head_dim}, WeightInit::kOnes});
+      specs.push_back({p + "self_attn.k_norm.weight", {c.head_dim}, WeightInit::kOnes});
+    }
+    specs.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}, WeightInit::kNormal});
+    specs.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}, WeightInit::kOnes});
+    if (options.has_fused_projections) {
+      specs.push_back({p + "mlp.gate_up_proj.weight", {2 * c.intermediate_size, c.hidden_size}, WeightInit::kNormal});
+    } else {
+      specs.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}, WeightInit::kNormal});
+      specs.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}, WeightInit::kNormal});
+    }
+    specs.push_back({p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}, WeightInit::kNormal});
+  }
+  specs.push_back({"model.norm.weight", {c.hidden_size}, WeightInit::kOnes});
+  if (!c.tie_word_embeddings) {
+    specs.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}, WeightInit::kNormal});
+  }
+  return specs;
+}
+
+std::string model_type_for(const std::string& architecture) {
+  if (architecture == "MistralForCausalLM") return "mistral";
+  if (architecture == "Qwen2ForCausalLM") return "qwen2";
+  if (architecture == "Qwen3ForCausalLM") return "qwen3";
+  if (architecture == "Phi3ForCausalLM") return "phi3";
+  return "llama";
+}
+
+// config.json (or a llama2.c header written as config.json keys).
+Expected<ModelConfig> parse_hf(const CheckpointData& data, const std::string& architecture) {
+  const ConfigMap& top = data.config_map;
+  const std::string& prefix = top.source();
+  ModelConfig config;
+  auto options = std::make_shared<LlamaConfig>();
+  config.architecture = architecture;
+  ANVIL_RETURN_IF_ERROR(top.get_string("model_type", &config.model_type));
+  if (config.model_type.empty()) config.model_type = model_type_for(architecture);
+  ANVIL_RETURN_IF_ERROR(top.get_int("hidden_size", &config.hidden_size, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(top.get_int("intermediate_size", &config.intermediate_size, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(top.get_int("num_hidden_layers", &config.num_layers, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(top.get_int("num_attention_heads", &config.num_heads, Need::kRequired));
+  config.num_kv_heads = config.num_heads;
+  ANVIL_RETURN_IF_ERROR(top.get_int("num_key_value_heads", &config.num_kv_heads));
+  if (config.num_heads > 0) config.head_dim = config.hidden_size / config.num_heads;
+  ANVIL_RETURN_IF_ERROR(top.get_int("head_dim", &config.head_dim));
+  ANVIL_RETURN_IF_ERROR(top.get_int("vocab_size", &config.vocab_size, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(top.get_int("max_position_embeddings", &config.max_position_embeddings, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(top.get_float("rms_norm_eps", &config.rms_norm_eps));
+  ANVIL_RETURN_IF_ERROR(parse_hf_rope(top, &config.rope));
+  // llama2.c keeps Meta's interleaved q/k rows (formats/llama2c.h).
+  if (data.format == "llama2c") config.rope.pairing = RopePairing::kAdjacentPairs;
+  ANVIL_RETURN_IF_ERROR(top.get_bool("tie_word_embeddings", &config.tie_word_embeddings));
+  ANVIL_RETURN_IF_ERROR(top.get_bool("attention_bias", &options->has_qkv_bias));
+  if (architecture == "Qwen2ForCausalLM") options->has_qkv_bias = true;
+  if (architecture == "Qwen3ForCausalLM") options->has_qk_norm = true;
+  if (architecture == "Phi3ForCausalLM") {
+    options->has_fused_projections = true;
+    // Phi-4-mini rotates only part of each head (partial_rotary_factor < 1), which this family does not do.
+    float partial = 1.0f;
+    ANVIL_RETURN_IF_ERROR(top.get_float("partial_rotary_factor", &partial));
+    std::optional<ConfigMap> parameters;
+    ANVIL_RETURN_IF_ERROR(top.get_object("rope_parameters", &parameters));
+    if (parameters) ANVIL_RETURN_IF_ERROR(parameters->get_float("partial_rotary_factor", &partial));
+    if (partial != 1.0f) {
+      return top.unsupported_value(parameters && parameters->contains("partial_rotary_factor")
+                                       ? "rope_parameters.partial_rotary_factor"
+                                       : "partial_rotary_factor",
+                                   std::to_string(partial), "1.0");
+    }
+  }
+
+  bool mlp_bias = false;
+  ANVIL_RETURN_IF_ERROR(top.get_bool("mlp_bias", &mlp_bias));
+  if (mlp_bias) return top.unsupported_value("mlp_bias", "true", "false");
+  std::string hidden_act;
+  ANVIL_RETURN_IF_ERROR(top.get_string("hidden_act", &hidden_act));
+  if (!hidden_act.empty() && hidden_act != "silu" && hidden_act != "swish") {
+    return top.unsupported_value("hidden_act", hidden_act, "silu");
+  }
+
+  std::string dtype_name_str;
+  std::string dtype_key = "dtype";
+  ANVIL_RETURN_IF_ERROR(top.get_string("dtype", &dtype_name_str));
+  if (dtype_name_str.empty()) {
+    dtype_key = "torch_dtype";
+    ANVIL_RETURN_IF_ERROR(top.get_string("torch_dtype", &dtype_name_str));
+  }
+  if (!dtype_name_str.empty() && !parse_dtype(dtype_name_str, &config.dtype)) {
+    return top.unsupported_value(dtype_key, dtype_name_str, "float32, float16, bfloat16");
+  }
+
+  ANVIL_RETURN_IF_ERROR(top.get_token_ids("bos_token_id", &config.bos_token_ids));
+  ANVIL_RETURN_IF_ERROR(top.get_token_ids("eos_token_id", &config.eos_token_ids));
+
+  int64_t sliding_window = 0;
+  ANVIL_RETURN_IF_ERROR(top.get_int("sliding_window", &sliding_window));
+  bool use_sliding_window = architecture == "MistralForCausalLM" || architecture == "Phi3ForCausalLM";
+  ANVIL_RETURN_IF_ERROR(top.get_bool("use_sliding_window", &use_sliding_window));
+  if (use_sliding_window && sliding_window > 0 && sliding_window < config.max_position_embeddings) {
+    ANVIL_LOG_WARN(
+        "{}: sliding_window {} is smaller than max_position_embeddings {}; Anvil uses full attention, "
+        "so outputs past {} tokens differ from the reference",
+        prefix, sliding_window, config.max_position_embeddings, sliding_window);
+  }
+  config.family_config = std::move(options);
+  return config;
+}
+
+// GGUF metadata keys `<arch>.*` (llama.cpp's names).
+// NOTE: llama.cpp's convert_hf_to_gguf.py permutes the q/k rows (and biases) of "llama" models back into Meta's
+// interleaved order (LlamaModel.permute), and llama.cpp runs them with adjacent-pair rotary; "qwen2" tensors are
+// written unpermuted and run with NeoX (rotate-half) rotary. Pairing follows the file so no rows are moved here.
+Expected<ModelConfig> parse_gguf(const CheckpointData& data, const std::string& architecture) {
+  const ConfigMap& meta = data.config_map;
+  const std::string& prefix = meta.source();
+  std::string arch;
+  ANVIL_RETURN_IF_ERROR(meta.get_string("general.architecture", &arch));
+  auto key = [&](const char* name) { return arch + "." + name; };
+  ModelConfig c;
+  auto options = std::make_shared<LlamaConfig>();
+  c.architecture = architecture;
+  c.model_type = arch;
+  c.rope.pairing = arch == "llama" ? RopePairing::kAdjacentPairs : RopePairing::kRotateHalf;
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("embedding_length"), &c.hidden_size, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("block_count"), &c.num_layers, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("feed_forward_length"), &c.intermediate_size, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("attention.head_count"), &c.num_heads, Need::kRequired));
+  c.num_kv_heads = c.num_heads;
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("attention.head_count_kv"), &c.num_kv_heads));
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("context_length"), &c.max_position_embeddings, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(meta.get_float(key("attention.layer_norm_rms_epsilon"), &c.rms_norm_eps));
+  if (c.num_heads > 0) c.head_dim = c.hidden_size / c.num_heads;
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("attention.key_length"), &c.head_dim));
+  int64_t value_length = c.head_dim;
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("attention.value_length"), &value_length));
+  if (value_length != c.head_dim) {
+    return unsupported(prefix + ": attention.value_length " + std::to_string(value_length) +
+                       " differs from the key length " + std::to_string(c.head_dim) + "; this is not supported");
+  }
+  int64_t rope_dims = c.head_dim;
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("rope.dimension_count"), &rope_dims));
+  if (rope_dims != c.head_dim) {
+    return unsupported(prefix + ": " + key("rope.dimension_count") + " " + std::to_string(rope_dims) +
+                       " rotates part of the head (head_dim " + std::to_string(c.head_dim) +
+                       "); partial rotary is not supported");
+  }
+  ANVIL_RETURN_IF_ERROR(meta.get_float(key("rope.freq_base"), &c.rope.theta));
+  if (const Tensor* f = data.weights.find("rope_freqs.weight")) {
+    // Llama 3.1+ rope scaling: llama.cpp's converter writes per-dimension factors instead of the scaling keys;
+    // the model divides its inv_freq by them (load()). [head_dim / 2] float32, finite and positive.
+    if (f->dtype != DType::kF32 || f->ndim != 1 || f->shape[0] * 2 != c.head_dim) {
+      return invalid_file(prefix + ": tensor rope_freqs.weight must be float32 [" + std::to_string(c.head_dim / 2) +
+                          "] (head_dim / 2)");
+    }
+    for (int64_t i = 0; i < f->numel(); ++i) {
+      const float x = f->ptr<const float>()[i];
+      if (!(std::isfinite(x) && x > 0.0f)) {
+        return invalid_file(prefix + ": tensor rope_freqs.weight holds " + std::to_string(x) + " at " +
+                            std::to_string(i) + "; rotary frequency factors must be finite and positive");
+      }
+    }
+  }
+  std::string type;
+  ANVIL_RETURN_IF_ERROR(meta.get_string(key("rope.scaling.type"), &type));
+  float factor = 0.0f;
+  ANVIL_RETURN_IF_ERROR(meta.get_float(key("rope.scaling.factor"), &factor));
+  if (type.empty()) {
+    float legacy_linear = 1.0f;  // older files: <arch>.rope.scale_linear
+    ANVIL_RETURN_IF_ERROR(meta.get_float(key("rope.scale_linear"), &legacy_linear));
+    if (legacy_linear != 1.0f) {
+      type = "linear";
+      factor = legacy_linear;
+    }
+  }
+  if (type == "linear") {
+    if (factor == 0.0f) {
+      return invalid_file(prefix + ": linear rope scaling needs key '" + key("rope.scaling.factor") + "'");
+    }
+    c.rope.scaling = RopeScalingType::kLinear;
+    c.rope.factor = factor;
+  } else if (!type.empty() && type != "none") {
+    return meta.unsupported_value(key("rope.scaling.type"), type, "none, linear");
+  }
+
+  const Tensor* embed = data.weights.find("token_embd.weight");
+  if (embed == nullptr) return not_found(prefix + ": tensor token_embd.weight is missing");
+  if (embed->ndim != 2) {
+    return invalid_file(prefix + ": tensor token_embd.weight has " + std::to_string(embed->ndim) +
+                        " dims, expected 2 [hidden_size, vocab_size]");
+  }
+  c.vocab_size = embed->shape[0];
+  int64_t stated_vocab = c.vocab_size;
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("vocab_size"), &stated_vocab));
+  if (stated_vocab != c.vocab_size) {
+    return invalid_file(prefix + ": " + key("vocab_size") + " is " + std::to_string(stated_vocab) +
+                        ", but token_embd.weight has " + std::to_string(c.vocab_size) + " rows");
+  }
+  c.tie_word_embeddings = !data.weights.contains("output.weight");
+  options->has_qkv_bias = arch == "qwen2" || data.weights.contains("blk.0.attn_q.bias");
+  c.dtype = DType::kF32;
+  c.family_config = std::move(options);
+  return c;
+}
+
+Expected<ModelConfig> parse_llama_config(const CheckpointData& data, const std::string& architecture) {
+  return data.format == "gguf" ? parse_gguf(data, architecture) : parse_hf(data, architecture);
+}
+
+struct LayerTensorName {
+  const char* gguf_suffix;
+  const char* hf_suffix;
+};
+
+constexpr LayerTensorName kLayerTensors[] = {
+    {"attn_norm.weight", "input_layernorm.weight"},
+    {"attn_q.weight", "self_attn.q_proj.weight"},
+    {"attn_k.weight", "self_attn.k_proj.weight"},
+    {"attn_v.weight", "self_attn.v_proj.weight"},
+    {"attn_q.bias", "self_attn.q_proj.bias"},
+    {"attn_k.bias", "self_attn.k_proj.bias"},
+    {"attn_v.bias", "self_attn.v_proj.bias"},
+    {"attn_output.weight", "self_attn.o_proj.weight"},
+    {"ffn_norm.weight", "post_attention_layernorm.weight"},
+    {"ffn_gate.weight", "mlp.gate_proj.weight"},
+    {"ffn_up.weight", "mlp.up_proj.weight"},
+    {"ffn_down.weight", "mlp.down_proj.weight"},
+};
+
+// Parses "blk.<n>." at the start of `name`; the layer index and the rest, or false.
+bool split_layer_name(const std::string& name, int64_t* layer, std::string* rest) {
+  constexpr std::string_view kPrefix = "blk.";
+  if (name.compare(0, kPrefix.size(), kPrefix) != 0) return false;
+  const char* begin = name.data() + kPrefix.size();
+  const char* end = name.data() + name.size();
+  const auto [ptr, ec] = std::from_chars(begin, end, *layer);
+  if (ec != std::errc() || ptr == begin || ptr == end || *ptr != '.' || (*begin == '0' && ptr - begin > 1)) {
+    return false;
+  }
+  *rest = std::string(ptr + 1, end);
+  return true;
+}
+
+Status adopt_llama_gguf_tensors(const ModelConfig& config, WeightStore* weights) {
+  for (const auto& [name, tensor] : weights->tensors()) {
+    if (llama_gguf_tensor_name(name, config.num_layers).empty()) {
+      return unsupported("GGUF file " + weights->source() + ": tensor '" + name + "' has no counterpart in Anvil's " +
+                         config.model_type + " model (block_count " + std::to_string(config.num_layers) + ")");
+    }
+  }
+  return weights->rename([&](const std::string& name) { return llama_gguf_tensor_name(name, config.num_layers); });
+}
+
+}  // namespace
+
+const LlamaConfig& llama_config(const ModelConfig& config) {
+  const auto* own = dynamic_cast<const LlamaConfig*>(config.family_config.get());
+  return own != nullptr ? *own : kDefaultLlamaConfig;
+}
+
+std::string llama_gguf_tensor_name(const std::string& gguf_name, int64_t num_layers) {
+  if (gguf_name == "token_embd.weight") return "model.embed_tokens.weight";
+  if (gguf_name == "output_norm.weight") return "model.norm.weight";
+  if (gguf_name == "output.weight") return "lm_head.weight";
+  if (gguf_name == "rope_freqs.weight") return "rope_freqs.weight";  // no HF counterpart: kept under its name
+  int64_t layer = 0;
+  std::string rest;
+  if (!split_layer_name(gguf_name, &layer, &rest) || layer < 0 || layer >= num_layers) return "";
+  for (const LayerTensorName& t : kLayerTensors) {
+    if (rest == t.gguf_suffix) return "model.layers." + std::to_string(layer) + "." + t.hf_suffix;
+  }
+  return "";
+}
+
+extern const ModelFamily kLlamaFamily;
+const ModelFamily kLlamaFamily = {
+    .name = "llama",
+    .hf_architectures = {{"LlamaForCausalLM", "llama"},
+                         {"MistralForCausalLM", "mistral"},
+                         {"Qwen2ForCausalLM", "qwen2"},
+                         {"Qwen3ForCausalLM", "qwen3"},
+                         {"Phi3ForCausalLM", "phi3"}},
+    .gguf_architectures = {{"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}},
+    .parse_config = parse_llama_config,
+    .weight_specs = llama_weight_specs,
+    .adopt_gguf_tensors = adopt_llama_gguf_tensors,
+    .create = create_llama,
+};
 
 }  // namespace anvil

@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "backends/backend.h"
-#include "formats/checkpoint.h"
+#include "models/model_config.h"
 
 namespace anvil {
 
@@ -44,7 +44,6 @@ class Model {
   virtual uint64_t scratch_epoch() const = 0;
 };
 
-// Builds the model for checkpoint.config.architecture; weights are uploaded through `backend`.
-Expected<std::unique_ptr<Model>> create_model(const Checkpoint& checkpoint, Backend& backend);
+// Families and create_model: models/registry.h.
 
 }  // namespace anvil

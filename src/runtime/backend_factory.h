@@ -6,7 +6,7 @@
 
 #include "anvil/engine.h"
 #include "backends/backend.h"
-#include "formats/model_config.h"
+#include "models/model_config.h"
 #include "runtime/memory_plan.h"
 
 namespace anvil {

@@ -525,7 +525,7 @@ Status Engine::Impl::sample_all(const StepPlan& plan, const StepResults& results
     for (const Draw& w : draws) {
       const SampleState& s = w.request->samples[w.sample_index];
       rows.push_back(SamplingRow{.logits_row = static_cast<int64_t>(w.row),
-                                 .params = &w.request->params,
+                                 .options = sampling_options(w.request->params),
                                  .prompt_ids = w.request->prompt_ids,
                                  .output_ids = s.output_ids,
                                  .seed = s.seed});

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "anvil/engine.h"
-#include "formats/checkpoint.h"
+#include "models/registry.h"
 #include "kv/kv_cache_manager.h"
 #include "models/model.h"
 #include "runtime/model_runner.h"

@@ -10,7 +10,7 @@
 #include "backends/cuda/cuda_backend.h"
 #include "../models/runner_test_util.h"
 #include "cuda_test_util.h"
-#include "formats/checkpoint.h"
+#include "models/registry.h"
 #include "models/model.h"
 #include "runtime/model_runner.h"
 

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "cuda_test_util.h"
+#include "models/rope.h"
 
 namespace anvil::test {
 namespace {
@@ -214,9 +215,9 @@ class CudaAttention : public CudaOps {
     const size_t cache_elems = static_cast<size_t>(num_blocks) * bs * nkv * hd;
     auto kc = rnd(cache_elems), vc = rnd(cache_elems);
     auto q = rnd(num_tokens * nh * hd), k = rnd(num_tokens * nkv * hd), v = rnd(num_tokens * nkv * hd);
-    ModelConfig mc;
-    mc.rope.theta = 10000.0f;
-    auto inv = rope_inv_freq(mc.rope, hd);
+    RopeConfig rope;
+    rope.theta = 10000.0f;
+    auto inv = rope_inv_freq(rope, hd);
 
     auto meta_for = [&](bool gpu) {
       AttentionMetadata m = layout.metadata(*h_, bs, gpu);
@@ -310,6 +311,55 @@ TEST_P(CudaAttention, DecodeKernelOddBatchesGroupsAndSplits) {
   run_case({16, 2, 256, 32, decode_batch(7, 7)}, RopePairing::kRotateHalf);                   // head_dim 256, group 8
   run_case({32, 8, 128, 16, {{1, 1}, {1, 130}, {1, 300}}, 32768}, RopePairing::kRotateHalf);  // graph-style
   run_case({32, 8, 128, 16, decode_batch(19, 8), 32768}, RopePairing::kRotateHalf);
+}
+
+// LayerNorm with and without bias, and the fused residual add, on rows with a non-zero mean (LayerNorm removes it).
+TEST_P(CudaOps, LayerNormWithBiasAndFusedAdd) {
+  for (auto [rows, n] : {std::pair{1, 19}, std::pair{7, 111}, std::pair{19, 768}}) {
+    auto x = rnd(rows * n), res = rnd(rows * n), w = rnd(n), b = rnd(n, 0.5f);
+    for (float& v : x) v += 0.75f;
+    for (float& v : w) v += 1.0f;
+    round_to(x, GetParam());
+    round_to(w, GetParam());
+    for (const bool with_bias : {true, false}) {
+      const Tensor cpu_bias = with_bias ? h_->host(b, {n}) : Tensor();
+      const Tensor gpu_bias = with_bias ? h_->device(b, {n}) : Tensor();
+      const std::string what = std::to_string(n) + (with_bias ? " with bias" : " without bias");
+      auto cpu_out = h_->host(std::vector<float>(rows * n), {rows, n});
+      ASSERT_TRUE(h_->cpu().layer_norm(h_->host(x, {rows, n}), h_->host(w, {n}), cpu_bias, 1e-5f, cpu_out).ok());
+      auto gpu_out = h_->device(std::vector<float>(rows * n, NAN), {rows, n});
+      ASSERT_TRUE(h_->gpu().layer_norm(h_->device(x, {rows, n}), h_->device(w, {n}), gpu_bias, 1e-5f, gpu_out).ok());
+      expect_close(h_->download(gpu_out), h_->read_host(cpu_out), "layer_norm " + what);
+
+      auto cpu_res = h_->host(res, {rows, n});
+      ASSERT_TRUE(
+          h_->cpu().add_layer_norm(h_->host(x, {rows, n}), cpu_res, h_->host(w, {n}), cpu_bias, 1e-6f, cpu_out).ok());
+      auto gpu_res = h_->device(res, {rows, n});
+      ASSERT_TRUE(h_->gpu()
+                      .add_layer_norm(h_->device(x, {rows, n}), gpu_res, h_->device(w, {n}), gpu_bias, 1e-6f, gpu_out)
+                      .ok());
+      expect_close(h_->download(gpu_out), h_->read_host(cpu_out), "add_layer_norm out " + what);
+      expect_close(h_->download(gpu_res), h_->read_host(cpu_res), "add_layer_norm residual " + what);
+    }
+  }
+}
+
+TEST_P(CudaOps, GeluExactAndTanh) {
+  for (auto [rows, n] : {std::pair{1, 19}, std::pair{7, 111}, std::pair{19, 3072}}) {
+    auto x = rnd(rows * n, 2.0f);
+    for (const GeluApproximation approx : {GeluApproximation::kNone, GeluApproximation::kTanh}) {
+      const std::string what = std::string(approx == GeluApproximation::kTanh ? "tanh " : "erf ") + std::to_string(n);
+      auto cpu_out = h_->host(std::vector<float>(rows * n), {rows, n});
+      ASSERT_TRUE(h_->cpu().gelu(h_->host(x, {rows, n}), approx, cpu_out).ok());
+      auto gpu_out = h_->device(std::vector<float>(rows * n, NAN), {rows, n});
+      ASSERT_TRUE(h_->gpu().gelu(h_->device(x, {rows, n}), approx, gpu_out).ok());
+      expect_close(h_->download(gpu_out), h_->read_host(cpu_out), "gelu " + what);
+      // In place (out aliases x), as the models call it.
+      auto gpu_inout = h_->device(x, {rows, n});
+      ASSERT_TRUE(h_->gpu().gelu(gpu_inout, approx, gpu_inout).ok());
+      expect_close(h_->download(gpu_inout), h_->read_host(cpu_out), "gelu in place " + what);
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaOps, ::testing::Values(DType::kF16, DType::kBF16),

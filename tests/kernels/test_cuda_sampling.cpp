@@ -43,7 +43,7 @@ std::vector<float> penalized_row(std::span<const float> raw, const Draw& d) {
   for (int32_t id : d.output_ids)
     if (id >= 0 && id < vocab) counts[id] += 1;
   for (auto [id, count] : counts) {
-    x[id] = sampling::penalized_logit(x[id], p, true, count);
+    x[id] = sampling::penalized_logit(x[id], sampling_options(p), true, count);
     if (std::isnan(x[id])) x[id] = -INFINITY;
   }
   return x;
@@ -176,7 +176,7 @@ class CudaSampling : public ::testing::Test {
     std::vector<SamplingRow> rows;
     for (const Draw& d : draws) {
       rows.push_back({.logits_row = d.logits_row,
-                      .params = &d.params,
+                      .options = sampling_options(d.params),
                       .prompt_ids = d.prompt_ids,
                       .output_ids = d.output_ids,
                       .seed = d.seed});

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "backends/backend.h"
-#include "formats/checkpoint.h"
+#include "models/registry.h"
 #include "models/model.h"
 #include "runtime/model_runner.h"
 

@@ -77,7 +77,7 @@ TEST_P(HfParity, LogitsAndGreedyTokensMatchTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfParity,
                          ::testing::Values("llama_mha", "llama3_gqa", "llama_linear_mqa", "qwen2_bias", "mistral",
-                                           "smollm_tied"));
+                                           "smollm_tied", "qwen3_qknorm", "gpt2_tied", "phi3"));
 
 // Older transformers write rope settings at the top level (rope_theta, rope_scaling, torch_dtype); the same
 // weights under that config must give the same logits.

@@ -8,7 +8,7 @@
 #include <random>
 
 #include "backends/backend.h"
-#include "formats/checkpoint.h"
+#include "models/registry.h"
 #include "models/model.h"
 #include "runtime/model_runner.h"
 #include "runner_test_util.h"

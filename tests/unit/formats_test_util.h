@@ -19,10 +19,10 @@
 #include "core/dtype.h"
 #include "formats/checkpoint.h"
 #include "formats/llama2c.h"
-#include "formats/llama_weights.h"
 #include "formats/mapped_file.h"
-#include "formats/model_config.h"
 #include "formats/safetensors.h"
+#include "models/llama.h"
+#include "models/registry.h"
 
 namespace anvil::formats_test {
 

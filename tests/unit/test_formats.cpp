@@ -76,7 +76,7 @@ TEST(FormatsConfig, ParsesSmolLmConfig) {
   EXPECT_EQ(c->rope.scaling, RopeScalingType::kNone);
   EXPECT_EQ(c->rope.pairing, RopePairing::kRotateHalf);
   EXPECT_TRUE(c->tie_word_embeddings);
-  EXPECT_FALSE(c->has_qkv_bias);
+  EXPECT_FALSE(llama_config(*c).has_qkv_bias);
   EXPECT_EQ(c->dtype, DType::kBF16);
   EXPECT_EQ(c->bos_token_ids, std::vector<int32_t>{1});
   EXPECT_EQ(c->eos_token_ids, std::vector<int32_t>{2});
@@ -120,7 +120,7 @@ TEST(FormatsConfig, Qwen2HasBiasAndTransformers5Fields) {
   Expected<ModelConfig> c = parse_hf_config(j.dump(), "qwen/config.json");
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   EXPECT_EQ(c->model_type, "qwen2");
-  EXPECT_TRUE(c->has_qkv_bias);
+  EXPECT_TRUE(llama_config(*c).has_qkv_bias);
   EXPECT_EQ(c->head_dim, 64);
   EXPECT_FLOAT_EQ(c->rope.theta, 1e6f);
   EXPECT_EQ(c->rope.scaling, RopeScalingType::kNone);
@@ -187,7 +187,7 @@ TEST(FormatsConfig, UnknownArchitectureIsUnsupported) {
   EXPECT_TRUE(has_substr(c.status().message(), "/models/neox/config.json"));
   EXPECT_TRUE(has_substr(c.status().message(), "Qwen2ForCausalLM"));
   EXPECT_TRUE(is_supported_architecture("MistralForCausalLM"));
-  EXPECT_FALSE(is_supported_architecture("GPT2LMHeadModel"));
+  EXPECT_FALSE(is_supported_architecture("MambaForCausalLM"));
 }
 
 TEST(FormatsConfig, MalformedJson) {
@@ -408,7 +408,7 @@ TEST(FormatsCheckpoint, LoadsSingleFileDirectory) {
     EXPECT_EQ(ckpt->config.num_kv_heads, 2);
     EXPECT_EQ(ckpt->config.dtype, dtype);
     EXPECT_EQ(ckpt->tokenizer_path, dir.file("tokenizer.json"));
-    EXPECT_TRUE(check_llama_weights(ckpt->config, ckpt->weights).ok());
+    EXPECT_TRUE(check_weights(model_weight_specs(ckpt->config), ckpt->weights).ok());
     expect_values(*ckpt, m);
 
     Expected<Checkpoint> via_config = load_checkpoint(dir.file("config.json"));
@@ -436,7 +436,7 @@ TEST(FormatsCheckpoint, Qwen2NeedsBiases) {
   write_tiny_dir(dir, m);
   Expected<Checkpoint> ckpt = load_checkpoint(dir.path().string());
   ASSERT_TRUE(ckpt.ok()) << ckpt.status().to_string();
-  EXPECT_TRUE(ckpt->config.has_qkv_bias);
+  EXPECT_TRUE(llama_config(ckpt->config).has_qkv_bias);
   expect_values(*ckpt, m);
 
   std::erase_if(m.tensors, [](const StTensor& t) { return t.name == "model.layers.1.self_attn.k_proj.bias"; });

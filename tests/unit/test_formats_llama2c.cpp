@@ -258,7 +258,9 @@ ModelConfig tiny_config() {
   c.head_dim = 8;
   c.vocab_size = 1000;
   c.max_position_embeddings = 256;
-  c.has_qkv_bias = true;
+  auto options = std::make_shared<LlamaConfig>();
+  options->has_qkv_bias = true;
+  c.family_config = options;
   return c;
 }
 
@@ -269,8 +271,8 @@ TEST(FormatsDummy, ShapesValuesAndDeterminism) {
     ASSERT_TRUE(a.ok()) << a.status().to_string();
     EXPECT_EQ(a->format, "dummy");
     EXPECT_EQ(a->config.dtype, dtype);
-    ASSERT_TRUE(check_llama_weights(c, a->weights).ok());
-    EXPECT_EQ(a->weights.tensors().size(), llama_weight_specs(c).size());
+    ASSERT_TRUE(check_weights(model_weight_specs(c), a->weights).ok());
+    EXPECT_EQ(a->weights.tensors().size(), model_weight_specs(c).size());
     EXPECT_TRUE(a->weights.contains("lm_head.weight"));
     EXPECT_TRUE(a->weights.contains("model.layers.2.self_attn.v_proj.bias"));
 
@@ -318,7 +320,7 @@ TEST(FormatsDummy, FromConfigPath) {
     EXPECT_EQ(ckpt->format, "dummy");
     EXPECT_EQ(ckpt->config.dtype, DType::kBF16);
     EXPECT_TRUE(ckpt->config.tie_word_embeddings);
-    EXPECT_TRUE(check_llama_weights(ckpt->config, ckpt->weights).ok());
+    EXPECT_TRUE(check_weights(model_weight_specs(ckpt->config), ckpt->weights).ok());
     EXPECT_FALSE(ckpt->weights.contains("lm_head.weight"));
   }
   TempDir empty;

@@ -12,9 +12,10 @@
 
 #include "anvil/engine.h"
 #include "backends/backend.h"
-#include "formats/checkpoint.h"
+#include "models/registry.h"
 #include "formats/gguf.h"
 #include "formats/gguf_checkpoint.h"
+#include "models/llama.h"
 #include "formats/gguf_quant.h"
 #include "test_gguf_util.h"
 
@@ -112,7 +113,7 @@ TEST_P(GgufConverted, ConfigAndWeightsMatchTheSafetensors) {
   }
   EXPECT_EQ(g.rope.pairing, is_llama ? RopePairing::kAdjacentPairs : RopePairing::kRotateHalf);
   EXPECT_EQ(g.tie_word_embeddings, h.tie_word_embeddings);
-  EXPECT_EQ(g.has_qkv_bias, h.has_qkv_bias);
+  EXPECT_EQ(llama_config(g).has_qkv_bias, llama_config(h).has_qkv_bias);
   EXPECT_EQ(g.dtype, h.dtype);
   EXPECT_EQ(gguf->gguf_tokenizer, nullptr);
 
@@ -221,7 +222,7 @@ TEST_F(GgufLoad, DequantizesAndMapsATinyModel) {
   EXPECT_EQ(c->config.max_position_embeddings, 64);
   EXPECT_EQ(c->config.rms_norm_eps, 1e-6f);
   EXPECT_TRUE(c->config.tie_word_embeddings);
-  EXPECT_FALSE(c->config.has_qkv_bias);
+  EXPECT_FALSE(llama_config(c->config).has_qkv_bias);
   EXPECT_EQ(c->config.bos_token_ids, std::vector<int32_t>{1});
   EXPECT_EQ(c->config.eos_token_ids, (std::vector<int32_t>{2, 3}));  // eos, then end-of-turn
   EXPECT_EQ(c->config.dtype, DType::kF32);
@@ -275,7 +276,7 @@ TEST_F(GgufLoad, CopiesMisalignedPlainTensors) {
   Expected<Checkpoint> c = load_checkpoint(path);
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   for (const GgufTensorInfo& t : file->tensors) {
-    const Tensor* w = c->weights.find(gguf_to_hf_tensor_name(t.name, 1));
+    const Tensor* w = c->weights.find(llama_gguf_tensor_name(t.name, 1));
     ASSERT_NE(w, nullptr) << t.name;
     EXPECT_EQ(reinterpret_cast<uintptr_t>(w->data) % 4, 0u) << t.name;
     std::vector<float> expected(t.numel);
@@ -290,21 +291,21 @@ TEST_F(GgufLoad, Qwen2HasBiasesAndRotateHalf) {
   Expected<Checkpoint> c = load_checkpoint(write(gguf_test::tiny_llama_gguf(o, &rng_)));
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   EXPECT_EQ(c->config.architecture, "Qwen2ForCausalLM");
-  EXPECT_TRUE(c->config.has_qkv_bias);
+  EXPECT_TRUE(llama_config(c->config).has_qkv_bias);
   EXPECT_EQ(c->config.rope.pairing, RopePairing::kRotateHalf);
   EXPECT_NE(c->weights.find("model.layers.0.self_attn.k_proj.bias"), nullptr);
 }
 
 TEST_F(GgufLoad, TensorNameMapping) {
-  EXPECT_EQ(gguf_to_hf_tensor_name("blk.11.ffn_gate.weight", 12), "model.layers.11.mlp.gate_proj.weight");
-  EXPECT_EQ(gguf_to_hf_tensor_name("blk.0.attn_output.weight", 1), "model.layers.0.self_attn.o_proj.weight");
-  EXPECT_EQ(gguf_to_hf_tensor_name("blk.3.ffn_norm.weight", 4), "model.layers.3.post_attention_layernorm.weight");
-  EXPECT_EQ(gguf_to_hf_tensor_name("output_norm.weight", 1), "model.norm.weight");
-  EXPECT_EQ(gguf_to_hf_tensor_name("blk.12.ffn_gate.weight", 12), "");  // past block_count
-  EXPECT_EQ(gguf_to_hf_tensor_name("blk.01.ffn_gate.weight", 12), "");
-  EXPECT_EQ(gguf_to_hf_tensor_name("blk.-1.ffn_gate.weight", 12), "");
-  EXPECT_EQ(gguf_to_hf_tensor_name("blk.1", 12), "");
-  EXPECT_EQ(gguf_to_hf_tensor_name("blk.0.attn_q_norm.weight", 12), "");
+  EXPECT_EQ(llama_gguf_tensor_name("blk.11.ffn_gate.weight", 12), "model.layers.11.mlp.gate_proj.weight");
+  EXPECT_EQ(llama_gguf_tensor_name("blk.0.attn_output.weight", 1), "model.layers.0.self_attn.o_proj.weight");
+  EXPECT_EQ(llama_gguf_tensor_name("blk.3.ffn_norm.weight", 4), "model.layers.3.post_attention_layernorm.weight");
+  EXPECT_EQ(llama_gguf_tensor_name("output_norm.weight", 1), "model.norm.weight");
+  EXPECT_EQ(llama_gguf_tensor_name("blk.12.ffn_gate.weight", 12), "");  // past block_count
+  EXPECT_EQ(llama_gguf_tensor_name("blk.01.ffn_gate.weight", 12), "");
+  EXPECT_EQ(llama_gguf_tensor_name("blk.-1.ffn_gate.weight", 12), "");
+  EXPECT_EQ(llama_gguf_tensor_name("blk.1", 12), "");
+  EXPECT_EQ(llama_gguf_tensor_name("blk.0.attn_q_norm.weight", 12), "");
 }
 
 TEST_F(GgufLoad, BadModelsAreClearErrors) {
@@ -366,7 +367,7 @@ TEST_F(GgufLoad, BadModelsAreClearErrors) {
     b.add_string("general.architecture", "llama");
     b.add_string("llama.embedding_length", "576");
     EXPECT_TRUE(
-        load_fails(b, StatusCode::kInvalidFile, "key 'llama.embedding_length' is string '576', expected an integer"));
+        load_fails(b, StatusCode::kInvalidFile, "key 'llama.embedding_length' must be an integer, got string \"576\""));
   }
   {
     gguf_test::TinyGgufOptions o;
@@ -438,7 +439,7 @@ TEST(GgufSmolLM2, LoadsTheDemoModel) {
   // Dequantized rows equal gguf-py's, bit for bit (Q8_0 embeddings, Q4_1 attention).
   const std::vector<float> rows = gguf_test::read_f32_file(kGgufData + "/smollm2_rows.f32");
   for (const json& r : ref["rows"]) {
-    const std::string name = gguf_to_hf_tensor_name(r["tensor"].get<std::string>(), m.num_layers);
+    const std::string name = llama_gguf_tensor_name(r["tensor"].get<std::string>(), m.num_layers);
     const Tensor* t = c->weights.find(name);
     ASSERT_NE(t, nullptr) << name;
     ASSERT_TRUE(is_quantized(t->dtype)) << name;  // kept quantized: decode the row

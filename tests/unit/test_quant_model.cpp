@@ -10,8 +10,9 @@
 #include <random>
 
 #include "anvil/engine.h"
-#include "formats/checkpoint.h"
+#include "models/registry.h"
 #include "formats/gguf_checkpoint.h"
+#include "models/llama.h"
 #include "test_gguf_util.h"
 
 namespace anvil {
@@ -108,7 +109,7 @@ TEST_P(QuantModel, MatchesItsDequantizedTwin) {
   Expected<Checkpoint> ckpt = load_checkpoint(qpath);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status().to_string();
   for (const auto& [gguf_name, type] : c.types) {
-    const Tensor* w = ckpt->weights.find(gguf_to_hf_tensor_name(gguf_name, 1));
+    const Tensor* w = ckpt->weights.find(llama_gguf_tensor_name(gguf_name, 1));
     ASSERT_NE(w, nullptr) << gguf_name;
     EXPECT_TRUE(is_quantized(w->dtype)) << gguf_name << " was not kept quantized";
   }

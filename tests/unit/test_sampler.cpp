@@ -50,13 +50,13 @@ SamplingParams greedy_params() {
 
 SampleResult sample(std::span<const float> logits, const SamplingParams& params, uint64_t seed = 0,
                     std::span<const int32_t> prompt_ids = {}, std::span<const int32_t> output_ids = {}) {
-  return Sampler().sample(logits, params, prompt_ids, output_ids, seed);
+  return Sampler().sample(logits, sampling_options(params), prompt_ids, output_ids, seed);
 }
 
 // Draw with output position `step` (= len(output_ids)) when no penalty reads the ids.
 SampleResult sample_at_step(std::span<const float> logits, const SamplingParams& params, uint64_t seed, size_t step) {
   static const std::vector<int32_t> kZeros(1 << 16, 0);
-  return Sampler().sample(logits, params, {}, std::span<const int32_t>(kZeros.data(), step), seed);
+  return Sampler().sample(logits, sampling_options(params), {}, std::span<const int32_t>(kZeros.data(), step), seed);
 }
 
 // ---- reference implementation -----------------------------------------------------------------------
@@ -736,8 +736,9 @@ TEST(SamplerPenalty, PenaltiesShiftTheSampledDistributionAsReference) {
   constexpr int kDraws = 20000;
   std::vector<double> freq(19, 0.0);
   for (int i = 0; i < kDraws; ++i) {
-    freq[Sampler().sample(logits, params, prompt_ids, output_ids, 500 + static_cast<uint64_t>(i)).token_id] +=
-        1.0 / kDraws;
+    const SampleResult r =
+        Sampler().sample(logits, sampling_options(params), prompt_ids, output_ids, 500 + static_cast<uint64_t>(i));
+    freq[r.token_id] += 1.0 / kDraws;
   }
   expect_chi_square_fits(freq, probs, kDraws);
   const std::vector<double> unpenalized = reference_log_softmax(logits);
@@ -771,7 +772,7 @@ TEST(SamplerBackend, CpuOpMatchesSamplerPerDrawInAnyBatchShape) {
   std::vector<SamplingRow> rows;
   for (int i = 0; i < 24; ++i) {
     rows.push_back({.logits_row = i % kLogitsRows,
-                    .params = &params[i % params.size()],
+                    .options = sampling_options(params[i % params.size()]),
                     .prompt_ids = prompt_ids,
                     .output_ids = std::span<const int32_t>(output_ids).first(static_cast<size_t>(i % 13)),
                     .seed = static_cast<uint64_t>(i / 3)});
@@ -788,7 +789,7 @@ TEST(SamplerBackend, CpuOpMatchesSamplerPerDrawInAnyBatchShape) {
     const SamplingRow& row = rows[i];
     const SampleResult want =
         Sampler().sample(std::span<const float>(logits).subspan(static_cast<size_t>(row.logits_row * kVocab), kVocab),
-                         *row.params, row.prompt_ids, row.output_ids, row.seed);
+                         row.options, row.prompt_ids, row.output_ids, row.seed);
     for (const SampleResult* got : {&results[i], &reversed_results[rows.size() - 1 - i]}) {
       EXPECT_EQ(got->token_id, want.token_id) << "draw " << i;
       EXPECT_EQ(got->logprob, want.logprob) << "draw " << i;

@@ -41,6 +41,20 @@ void rms_norm_row(const float* x, const Tensor& weight, float eps, int64_t n, fl
   for (int64_t i = 0; i < n; ++i) out[i] = (x[i] * inv) * load_as_f32(weight, i);
 }
 
+// LayerNorm of one row: two passes in double (mean, then the biased variance of x - mean), as a reference.
+void layer_norm_row(const float* x, const Tensor& weight, const Tensor& bias, float eps, int64_t n, float* out) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
+  const double mean = sum / static_cast<double>(n);
+  double sum_sq = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum_sq += (x[i] - mean) * (x[i] - mean);
+  const double inv = 1.0 / std::sqrt(sum_sq / static_cast<double>(n) + static_cast<double>(eps));
+  for (int64_t i = 0; i < n; ++i) {
+    const float normed = static_cast<float>((x[i] - mean) * inv);
+    out[i] = normed * load_as_f32(weight, i) + (bias.defined() ? load_as_f32(bias, i) : 0.0f);
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options) {
@@ -201,6 +215,56 @@ Status CpuBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const 
       rotate(k_row + h * head_dim, k_row + h * head_dim, cos_v.data(), sin_v.data());
     std::memcpy(cache.k.ptr<float>() + slots[t] * kv_row, k_row, kv_row * 4);
     std::memcpy(cache.v.ptr<float>() + slots[t] * kv_row, v_row, kv_row * 4);
+  }
+  return Status();
+}
+
+Status CpuBackend::layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
+                              const Tensor& out) {
+  ANVIL_RETURN_IF_ERROR(expect_f32(x, "layer_norm", "x"));
+  ANVIL_RETURN_IF_ERROR(expect_f32(out, "layer_norm", "out"));
+  const int64_t rows = x.size(0);
+  const int64_t n = x.size(1);
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows; ++r)
+    layer_norm_row(x.ptr<const float>() + r * n, weight, bias, eps, n, out.ptr<float>() + r * n);
+  return Status();
+}
+
+Status CpuBackend::add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, const Tensor& bias,
+                                  float eps, const Tensor& out) {
+  ANVIL_RETURN_IF_ERROR(expect_f32(x, "add_layer_norm", "x"));
+  ANVIL_RETURN_IF_ERROR(expect_f32(residual, "add_layer_norm", "residual"));
+  ANVIL_RETURN_IF_ERROR(expect_f32(out, "add_layer_norm", "out"));
+  const int64_t rows = x.size(0);
+  const int64_t n = x.size(1);
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows; ++r) {
+    float* res = residual.ptr<float>() + r * n;
+    const float* xr = x.ptr<const float>() + r * n;
+    for (int64_t i = 0; i < n; ++i) res[i] += xr[i];
+    layer_norm_row(res, weight, bias, eps, n, out.ptr<float>() + r * n);
+  }
+  return Status();
+}
+
+Status CpuBackend::gelu(const Tensor& x, GeluApproximation approximation, const Tensor& out) {
+  ANVIL_RETURN_IF_ERROR(expect_f32(x, "gelu", "x"));
+  ANVIL_RETURN_IF_ERROR(expect_f32(out, "gelu", "out"));
+  const int64_t n = x.numel();
+  const float* in = x.ptr<const float>();
+  float* o = out.ptr<float>();
+  if (approximation == GeluApproximation::kTanh) {
+    constexpr float kSqrt2OverPi = 0.7978845608028654f;
+#pragma omp parallel for
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = in[i];
+      o[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+    }
+  } else {
+    constexpr float kInvSqrt2 = 0.7071067811865476f;
+#pragma omp parallel for
+    for (int64_t i = 0; i < n; ++i) o[i] = 0.5f * in[i] * (1.0f + std::erf(in[i] * kInvSqrt2));
   }
   return Status();
 }

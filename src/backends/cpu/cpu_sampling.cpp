@@ -36,7 +36,6 @@ Status check_sample_args(const Tensor& logits, std::span<const SamplingRow> rows
                             " results");
   }
   for (const SamplingRow& row : rows) {
-    if (row.params == nullptr) return invalid_argument("sample: a row has no SamplingParams");
     if (row.logits_row < 0 || row.logits_row >= logits.size(0)) {
       return invalid_argument("sample: logits row " + std::to_string(row.logits_row) + " is outside [0, " +
                               std::to_string(logits.size(0)) + ")");
@@ -53,7 +52,7 @@ void sample_on_host(const float* logits, int64_t vocab_size, std::span<const Sam
   for (int64_t i = 0; i < num_rows; ++i) {
     const SamplingRow& row = rows[i];
     const std::span<const float> values(logits + row.logits_row * vocab_size, static_cast<size_t>(vocab_size));
-    results[i] = sampler.sample(values, *row.params, row.prompt_ids, row.output_ids, row.seed);
+    results[i] = sampler.sample(values, row.options, row.prompt_ids, row.output_ids, row.seed);
   }
 }
 

@@ -46,6 +46,10 @@ class CudaBackend final : public Backend {
   Status rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override;
   Status add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, float eps,
                       const Tensor& out) override;
+  Status layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, const Tensor& out) override;
+  Status add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor& weight, const Tensor& bias, float eps,
+                        const Tensor& out) override;
+  Status gelu(const Tensor& x, GeluApproximation approximation, const Tensor& out) override;
   Status linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) override;
   Status rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                               const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,

@@ -1,6 +1,6 @@
 // Full sampling on the GPU: penalties, temperature, top-k, top-p, min-p and the seeded exponential-race draw,
 // plus the chosen token's raw logprob and the top-N raw logprobs, for many draws in one launch (one CTA per
-// draw). It reproduces runtime/sampler.h's definition: cuts are found by radix selection over the logits' float
+// draw). It reproduces backends/sampler.h's definition: cuts are found by radix selection over the logits' float
 // bits (no sort), top-p masses are the same integers the CPU sums, and each float step is rounded alike.
 #include <algorithm>
 #include <climits>
@@ -26,7 +26,7 @@ constexpr uint32_t kNoBucket = kBuckets;
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int32_t kSeenFlag = 1 << 30;  // penalty counts: bit 30 = seen in prompt or output, low bits = output count
 
-// One draw's plan, built on the host from its SamplingParams and sampling::make_draw_plan.
+// One draw's plan, built on the host from its SamplingOptions and sampling::make_draw_plan.
 struct RowPlan {
   int64_t logits_row;
   int64_t prompt_offset, prompt_len;  // into the uploaded ids (rows with penalties only)
@@ -503,7 +503,7 @@ Status reserve(void** ptr, size_t* have, size_t nbytes, bool is_host, cudaStream
 }
 
 bool has_penalty(const SamplingRow& row) {
-  const SamplingParams& p = *row.params;
+  const SamplingOptions& p = row.options;
   const bool active = p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
   return active && (!row.prompt_ids.empty() || !row.output_ids.empty());
 }
@@ -530,7 +530,7 @@ Status CudaBackend::sample(const Tensor& logits, std::span<const SamplingRow> ro
   int64_t num_top_total = 0;
   for (size_t r = 0; r < num_rows; ++r) {
     const SamplingRow& row = rows[r];
-    const SamplingParams& params = *row.params;
+    const SamplingOptions& params = row.options;
     const sampling::DrawPlan draw =
         sampling::make_draw_plan(params, vocab, row.seed, static_cast<uint64_t>(row.output_ids.size()));
     RowPlan& p = plans[r];

@@ -1,7 +1,7 @@
 // Sampler: the CPU reference for turning one sequence's logits into its next token (penalties, temperature,
 // top-k, top-p, min-p, exponential-race draw) and for the raw logprobs reported with it. The CUDA sampler is
 // checked against this file, so it favours exactness (integer masses, a fully specified order) over speed.
-#include "runtime/sampler.h"
+#include "backends/sampler.h"
 
 #include <algorithm>
 #include <bit>
@@ -40,7 +40,7 @@ uint64_t mass(double scaled_log_weight, int bits) {
   return static_cast<uint64_t>(std::exp(scaled_log_weight) * std::ldexp(1.0, bits) + 0.5);
 }
 
-DrawPlan make_draw_plan(const SamplingParams& params, int64_t vocab_size, uint64_t seed, uint64_t step) {
+DrawPlan make_draw_plan(const SamplingOptions& params, int64_t vocab_size, uint64_t seed, uint64_t step) {
   DrawPlan plan;
   plan.is_greedy = !(params.temperature >= kGreedyTemperature);  // also NaN
   plan.temperature = static_cast<double>(params.temperature);
@@ -54,7 +54,7 @@ DrawPlan make_draw_plan(const SamplingParams& params, int64_t vocab_size, uint64
   return plan;
 }
 
-float penalized_logit(float x, const SamplingParams& params, bool seen, int32_t output_count) {
+float penalized_logit(float x, const SamplingOptions& params, bool seen, int32_t output_count) {
   const float rep = params.repetition_penalty;
   if (seen && rep != 1.0f) {
     // NOTE: volatile keeps the compiler from fusing x * rep into the subtraction below (GCC contracts across
@@ -123,7 +123,7 @@ std::vector<TokenLogprob> top_logprobs(const std::vector<float>& logits, float m
 }
 
 // Applies every penalty to `logits` ([vocab_size], NaN-free): each distinct id of prompt and output once.
-void apply_penalties(std::vector<float>& logits, const SamplingParams& params, std::span<const int32_t> prompt_ids,
+void apply_penalties(std::vector<float>& logits, const SamplingOptions& params, std::span<const int32_t> prompt_ids,
                      std::span<const int32_t> output_ids) {
   const bool has_repetition = params.repetition_penalty != 1.0f;
   const bool has_presence = params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f;
@@ -257,7 +257,7 @@ float counter_uniform(uint64_t seed, uint64_t counter) {
   return static_cast<float>(sampling::counter_bits(seed, counter) >> 40) * 0x1p-24f;
 }
 
-SampleResult Sampler::sample(std::span<const float> logits, const SamplingParams& params,
+SampleResult Sampler::sample(std::span<const float> logits, const SamplingOptions& params,
                              std::span<const int32_t> prompt_ids, std::span<const int32_t> output_ids,
                              uint64_t seed) const {
   SampleResult result;

@@ -1,0 +1,47 @@
+// ModelConfig: the hyper-parameters every model family fills from its checkpoint's ConfigMap and the engine reads
+// (KV-cache shape, vocabulary, context, special tokens). What only one family needs lives in that family's own
+// struct (a FamilyConfig, kept in family_config). No weights, no model logic.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "anvil/status.h"
+#include "core/dtype.h"
+#include "models/rope.h"
+
+namespace anvil {
+
+// Base of a family's own config struct (models/<family>.cpp derives from it).
+struct FamilyConfig {
+  virtual ~FamilyConfig() = default;
+};
+
+struct ModelConfig {
+  std::string architecture;  // e.g. "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"
+  std::string model_type;    // e.g. "llama", "qwen2", "mistral"
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t vocab_size = 0;
+  int64_t max_position_embeddings = 0;
+  float rms_norm_eps = 1e-5f;  // the epsilon of the family's normalization (RMSNorm or LayerNorm)
+  RopeConfig rope;
+  bool tie_word_embeddings = false;
+  DType dtype = DType::kF32;  // dtype the checkpoint stores its weights in
+  std::vector<int32_t> bos_token_ids;
+  std::vector<int32_t> eos_token_ids;
+  // The family's own settings (null: the family's defaults), set by its config parser.
+  std::shared_ptr<const FamilyConfig> family_config;
+};
+
+// Checks sizes are positive and consistent (num_heads % num_kv_heads == 0, head_dim even, ...); `source` prefixes
+// the errors.
+Status validate_model_config(const ModelConfig& config, const std::string& source);
+
+}  // namespace anvil
