@@ -162,20 +162,21 @@ void check_kind(QuantKind kind, GgmlType ggml, std::mt19937& rng) {
     std::vector<float> of(max_tokens * rows);
     const double tol_int8 = dt == DType::kBF16 ? 8e-3 : 1.5e-3;  // output rounding and fp32 sums only
     for (int num_tokens = 1; num_tokens <= max_tokens; ++num_tokens) {
-      for (cuda::QuantGemvX mode : {cuda::QuantGemvX::kAuto, cuda::QuantGemvX::kSeparate, cuda::QuantGemvX::kInKernel}) {
-      SCOPED_TRACE("x mode " + std::to_string(static_cast<int>(mode)));
-      ASSERT_EQ(cudaMemset(dout.p, 0xff, oh.size() * 2), cudaSuccess);  // NaN in fp16 and bf16
-      ASSERT_TRUE(cuda::quant_gemv<T>(kind, dw.p, rows, cols, static_cast<const T*>(dx.p), num_tokens,
-                                      static_cast<T*>(dout.p), ws.p, nullptr, mode)
-                      .ok());
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      ASSERT_EQ(cudaMemcpy(oh.data(), dout.p, oh.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-      convert_to_f32(oh.data(), dt, of.data(), of.size());
-      const size_t n = static_cast<size_t>(num_tokens) * rows;
-      EXPECT_LT(rel_l2(of, ref_int8, n), tol_int8) << "num_tokens " << num_tokens;
-      // x's int8 rounding costs ~0.5% per product; judged against exact x where enough outputs average it.
-      if (n >= 64) EXPECT_LT(rel_l2(of, ref, n), 3e-2) << "num_tokens " << num_tokens;
-      for (size_t i = n; i < oh.size(); ++i) ASSERT_EQ(oh[i], 0xffff) << "wrote past num_tokens at " << i;
+      for (cuda::QuantGemvX mode :
+           {cuda::QuantGemvX::kAuto, cuda::QuantGemvX::kSeparate, cuda::QuantGemvX::kInKernel}) {
+        SCOPED_TRACE("x mode " + std::to_string(static_cast<int>(mode)));
+        ASSERT_EQ(cudaMemset(dout.p, 0xff, oh.size() * 2), cudaSuccess);  // NaN in fp16 and bf16
+        ASSERT_TRUE(cuda::quant_gemv<T>(kind, dw.p, rows, cols, static_cast<const T*>(dx.p), num_tokens,
+                                        static_cast<T*>(dout.p), ws.p, nullptr, mode)
+                        .ok());
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(oh.data(), dout.p, oh.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+        convert_to_f32(oh.data(), dt, of.data(), of.size());
+        const size_t n = static_cast<size_t>(num_tokens) * rows;
+        EXPECT_LT(rel_l2(of, ref_int8, n), tol_int8) << "num_tokens " << num_tokens;
+        // x's int8 rounding costs ~0.5% per product; judged against exact x where enough outputs average it.
+        if (n >= 64) EXPECT_LT(rel_l2(of, ref, n), 3e-2) << "num_tokens " << num_tokens;
+        for (size_t i = n; i < oh.size(); ++i) ASSERT_EQ(oh[i], 0xffff) << "wrote past num_tokens at " << i;
       }
     }
   }

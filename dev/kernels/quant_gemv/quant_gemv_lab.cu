@@ -591,8 +591,8 @@ int main(int argc, char** argv) {
       const size_t bytes = shape.rows * quant_row_bytes(kKinds[k], shape.cols);
       const int nbuf = num_buffers(pool, bytes);
       char line[400];
-      int n = std::snprintf(line, sizeof line, "%-5s %-8s %6.1f MB", quant_kind_name(kKinds[k]), shape.name,
-                            bytes * 1e-6);
+      int n =
+          std::snprintf(line, sizeof line, "%-5s %-8s %6.1f MB", quant_kind_name(kKinds[k]), shape.name, bytes * 1e-6);
       for (int ti = 0; ti < 4; ++ti) {
         double t[2] = {0, 0};
         for (int m = 0; m < 2; ++m) {
@@ -600,8 +600,8 @@ int main(int argc, char** argv) {
           if (mode == QuantGemvX::kInKernel && 1.25 * toks[ti] * shape.cols > 64 * 1024) continue;
           t[m] = time_graph(
               [&](int i, cudaStream_t s) {
-                CKS(quant_gemv<BF>(kKinds[k], buffer(pool, bytes, i), shape.rows, shape.cols, x, toks[ti], out, dws,
-                                   s, mode));
+                CKS(quant_gemv<BF>(kKinds[k], buffer(pool, bytes, i), shape.rows, shape.cols, x, toks[ti], out, dws, s,
+                                   mode));
               },
               nbuf, st);
         }
@@ -629,8 +629,8 @@ int main(int argc, char** argv) {
       const size_t bytes = shape.rows * quant_row_bytes(kKinds[k], shape.cols);
       const int nbuf = num_buffers(pool, bytes);
       char line[400];
-      int n = std::snprintf(line, sizeof line, "%-5s %-8s %6.1f MB", quant_kind_name(kKinds[k]), shape.name,
-                            bytes * 1e-6);
+      int n =
+          std::snprintf(line, sizeof line, "%-5s %-8s %6.1f MB", quant_kind_name(kKinds[k]), shape.name, bytes * 1e-6);
       for (int gt : gtoks) {
         const double t = time_graph(
             [&](int i, cudaStream_t s) {
@@ -674,9 +674,8 @@ int main(int argc, char** argv) {
   for (int ti = 0; ti < 4; ++ti) {
     std::printf("ntok %d: %.0f / %.0f\n", toks[ti], sum_sep[ti] * 1e6, sum_in[ti] * 1e6);
   }
-  std::printf(
-      "\n== quant_gemv (bf16, graph replay): us and %% of copy %.0f GB/s, separate x launch / in-kernel x ==\n",
-      copy_gbs);
+  std::printf("\n== quant_gemv (bf16, graph replay): us and %% of copy %.0f GB/s, separate x launch / in-kernel x ==\n",
+              copy_gbs);
   std::printf("kind  shape     weights  | ntok 1 | ntok 2 | ntok 4 | ntok 8\n");
   for (auto& l : table) std::printf("%s\n", l.c_str());
   if (!skip_validation) std::printf("validation: %d checks, %d failures\n", g_checks, g_failures);

@@ -37,8 +37,7 @@ cudaError_t launch_tok(const void* w, int64_t rows, int64_t cols, quant::Quantiz
   const int smem = ring + (kFused ? static_cast<int>(quant::smem_x_bytes(cols, num_tokens)) : 0);
   auto* kernel = quant::quant_gemv_kernel<K, kTok, c.rows, c.pipe, c.split, Dp4aDot, T, kFused>;
   if constexpr (max_smem > 48 * 1024) {
-    static const cudaError_t attr =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+    static const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
     if (attr != cudaSuccess) return attr;
   }
   constexpr int kRowsPerCta = c.rows * quant::kGemvWarps / c.split;
@@ -137,9 +136,9 @@ Status quant_gemv(QuantKind kind, const void* w, int64_t rows, int64_t cols, con
   if (!aligned16(w) || !aligned16(x) || !aligned16(out) || !aligned16(workspace)) {
     return invalid_argument("quant_gemv: weight, x, out and workspace must be 16-byte aligned");
   }
-  const bool fused = x_mode == QuantGemvX::kInKernel ||
-                     (x_mode == QuantGemvX::kAuto && num_tokens <= kQuantGemvFusedMaxTokens &&
-                      quant::smem_x_bytes(cols, num_tokens) <= kMaxSmemXBytes);
+  const bool fused =
+      x_mode == QuantGemvX::kInKernel || (x_mode == QuantGemvX::kAuto && num_tokens <= kQuantGemvFusedMaxTokens &&
+                                          quant::smem_x_bytes(cols, num_tokens) <= kMaxSmemXBytes);
   if (fused) {
     if (quant::smem_x_bytes(cols, num_tokens) > kMaxSmemXBytes) {
       return invalid_argument("quant_gemv: x of " + std::to_string(num_tokens) + " x " + std::to_string(cols) +
