@@ -215,12 +215,13 @@ void check_gemm(QuantKind kind, GgmlType ggml, std::mt19937& rng) {
       }
     }
     const int64_t extra = rows;  // one poisoned token row past the end must stay untouched
-    DevBuf dw(w.size()), dx(xh.size() * 2), dout((num_tokens * rows + extra) * 2);
+    const size_t ws_bytes = cuda::quant_gemm_workspace_bytes(rows, cols, num_tokens);
+    DevBuf dw(w.size()), dx(xh.size() * 2), dout((num_tokens * rows + extra) * 2), ws(std::max<size_t>(ws_bytes, 16));
     ASSERT_EQ(cudaMemcpy(dw.p, w.data(), w.size(), cudaMemcpyHostToDevice), cudaSuccess);
     ASSERT_EQ(cudaMemcpy(dx.p, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
     ASSERT_EQ(cudaMemset(dout.p, 0xff, (num_tokens * rows + extra) * 2), cudaSuccess);
     ASSERT_TRUE(cuda::quant_gemm<T>(kind, dw.p, rows, cols, static_cast<const T*>(dx.p), num_tokens,
-                                    static_cast<T*>(dout.p), nullptr)
+                                    static_cast<T*>(dout.p), ws.p, nullptr)
                     .ok());
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     std::vector<uint16_t> oh(num_tokens * rows + extra);
@@ -261,8 +262,11 @@ TEST(CudaQuant, RejectsBadArguments) {
   EXPECT_FALSE(
       cuda::quant_gemv(QuantKind::kQ4_0, static_cast<uint8_t*>(w.p) + 2, 1, 32, xb, 1, ob, ws.p, nullptr).ok());
   EXPECT_FALSE(cuda::quant_dequantize(QuantKind::kQ8_0, w.p, 1, 48, ob, nullptr).ok());
-  EXPECT_FALSE(cuda::quant_gemm(QuantKind::kQ6_K, w.p, 1, 288, xb, 16, ob, nullptr).ok());
-  EXPECT_FALSE(cuda::quant_gemm(QuantKind::kQ4_0, w.p, 1, 32, xb, 0, ob, nullptr).ok());
+  EXPECT_FALSE(cuda::quant_gemm(QuantKind::kQ6_K, w.p, 1, 288, xb, 16, ob, ws.p, nullptr).ok());
+  EXPECT_FALSE(cuda::quant_gemm(QuantKind::kQ4_0, w.p, 1, 32, xb, 0, ob, ws.p, nullptr).ok());
+  // [1 x 4096] at 16 tokens splits K (one tile), so it needs the workspace.
+  EXPECT_GT(cuda::quant_gemm_workspace_bytes(1, 4096, 16), 0u);
+  EXPECT_FALSE(cuda::quant_gemm(QuantKind::kQ4_0, w.p, 1, 4096, xb, 16, ob, nullptr, nullptr).ok());
   // x of 8 tokens x 8192 columns does not fit the in-kernel quantization's 64 KB.
   EXPECT_FALSE(
       cuda::quant_gemv(QuantKind::kQ8_0, w.p, 1, 8192, xb, 8, ob, ws.p, nullptr, cuda::QuantGemvX::kInKernel).ok());

@@ -622,6 +622,12 @@ int main(int argc, char** argv) {
 
   // quant_gemm (batched steps) per kind, shape and token count: time, % of copy on the weight bytes, TFLOP/s.
   const int gtoks[4] = {16, 64, 128, 256};
+  size_t gws_bytes = 16;
+  for (const Shape& shape : kShapes) {
+    for (int gt : gtoks) gws_bytes = std::max(gws_bytes, quant_gemm_workspace_bytes(shape.rows, shape.cols, gt));
+  }
+  void* dgws;
+  CK(cudaMalloc(&dgws, gws_bytes));
   std::vector<std::string> gtable;
   for (int k = 0; k < kNumQuantKinds; ++k) {
     for (int sh = 0; sh < 5; ++sh) {
@@ -634,7 +640,7 @@ int main(int argc, char** argv) {
       for (int gt : gtoks) {
         const double t = time_graph(
             [&](int i, cudaStream_t s) {
-              CKS(quant_gemm<BF>(kKinds[k], buffer(pool, bytes, i), shape.rows, shape.cols, x, gt, out, s));
+              CKS(quant_gemm<BF>(kKinds[k], buffer(pool, bytes, i), shape.rows, shape.cols, x, gt, out, dgws, s));
             },
             nbuf, st);
         n += std::snprintf(line + n, sizeof line - n, " | %8.2f us %5.1f%% %4.0f TF", t * 1e6,

@@ -11,7 +11,7 @@
 //     quant_gemv<__nv_bfloat16>(kind, w, rows, cols, x /*[num_tokens, cols]*/, num_tokens,
 //                               out /*[num_tokens, rows]*/, ws, stream);
 //   batched steps (9..kQuantGemmMaxTokens tokens): quant_gemm<__nv_bfloat16>(kind, w, rows, cols, x, num_tokens,
-//     out, stream), no workspace;
+//     out, ws /*quant_gemm_workspace_bytes(rows, cols, num_tokens)*/, stream);
 //   long prefill: quant_dequantize<__nv_bfloat16>(kind, w, rows, cols, tmp /*[rows, cols]*/, stream), then the
 //     existing cuBLASLt GEMM on tmp (or dequantize once at upload and keep the 16-bit weight).
 // Preconditions, checked (invalid_argument otherwise): cols % quant_block_size(kind) == 0; w, x, out and the
@@ -36,7 +36,11 @@ enum class QuantKind : uint8_t { kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ8_0, kQ4_K, kQ5_K
 inline constexpr int kNumQuantKinds = 8;
 inline constexpr int kQuantGemvMaxTokens = 8;
 // Up to this many tokens quant_gemv (QuantGemvX::kAuto) quantizes x inside the GEMV kernel (one launch).
-inline constexpr int kQuantGemvFusedMaxTokens = 2;
+// NOTE: 0, so never: measured slower at every token count and shape on an H200 (2026-12-03, every CTA
+// re-quantizes all of x: Q8_0 lm_head at 1 token 192 against 137 us with the separate launch; sum over all kinds
+// and llama3-8b shapes 1797 against 1563 us at 1 token, 9609 against 3085 at 8;
+// bench/results/2026-12-03_h200_quant_gpu.md).
+inline constexpr int kQuantGemvFusedMaxTokens = 0;
 
 // Where quant_gemv quantizes x: kAuto picks (measured); kSeparate: its own launch into the workspace; kInKernel:
 // each CTA into its shared memory (x's int8 form must fit 64 KB: num_tokens * cols * 1.25 bytes).
@@ -99,10 +103,12 @@ inline constexpr int kQuantGemmMaxTokens = 256;
 
 // out[t, n] = sum_k x[t, k] * W[n, k] for any num_tokens >= 1 (meant for 9..kQuantGemmMaxTokens): the weight's
 // blocks are decoded to T in shared memory, tile by tile, and multiplied on the tensor cores (fp32 accumulation).
-// w, x, out as quant_gemv; no workspace. T is __half or __nv_bfloat16.
+// w, x, out as quant_gemv; T is __half or __nv_bfloat16. `workspace` (16-byte aligned) holds fp32 partial sums
+// where K is split to fill the GPU: quant_gemm_workspace_bytes() bytes, 0 (workspace may be null) otherwise.
+size_t quant_gemm_workspace_bytes(int64_t rows, int64_t cols, int num_tokens);
 template <typename T>
 Status quant_gemm(QuantKind kind, const void* w, int64_t rows, int64_t cols, const T* x, int num_tokens, T* out,
-                  cudaStream_t stream);
+                  void* workspace, cudaStream_t stream);
 
 // out [rows, cols] = dequantize(w), computed in fp32 exactly as the CPU decoder (formats/gguf_quant.cpp) and
 // rounded once to T (__half or __nv_bfloat16, or float for an exact copy of the CPU values).

@@ -39,7 +39,8 @@ Status CudaBackend::quant_linear(const Tensor& x, const Tensor& weight, const Te
     });
     // fp32 outputs (the logits) go through a 16-bit staging row, then one conversion.
     const bool staged = out.dtype != dtype_;
-    const size_t ws_bytes = gemv ? align16(quant_gemv_workspace_bytes(cols, static_cast<int>(num_tokens))) : 0;
+    const size_t ws_bytes = align16(gemv ? quant_gemv_workspace_bytes(cols, static_cast<int>(num_tokens))
+                                         : quant_gemm_workspace_bytes(rows, cols, static_cast<int>(num_tokens)));
     const size_t stage_bytes = staged ? align16(static_cast<size_t>(num_tokens * rows) * elem) : 0;
     void* buf = nullptr;
     if (ws_bytes + stage_bytes > 0) {
@@ -55,7 +56,7 @@ Status CudaBackend::quant_linear(const Tensor& x, const Tensor& weight, const Te
                              static_cast<T*>(dst), buf, stream_);
       } else {
         return quant_gemm<T>(*kind, weight.data, rows, cols, x.ptr<const T>(), static_cast<int>(num_tokens),
-                             static_cast<T*>(dst), stream_);
+                             static_cast<T*>(dst), buf, stream_);
       }
     }));
     if (!staged) return Status();
