@@ -1,4 +1,4 @@
-// quant_gemm: out = x W^T for batched steps (9..256 tokens: batched decode, chunked prefill) on GGUF block-quantized
+// quant_gemm: out = x W^T for batched steps (9..64 tokens in the engine: batched decode) on GGUF block-quantized
 // weights read in place. A CTA owns 64 weight rows x 64 tokens (and a range of K where the matrix is too small to
 // fill the GPU: split K, fp32 partial sums reduced by a second launch); per 256-element K step its 256 threads
 // decode the weight tile's 32-element units (quant_blocks.cuh, the CPU decoder's fp32 values rounded to T) from

@@ -98,8 +98,13 @@ Status quant_gemv(QuantKind kind, const void* w, int64_t rows, int64_t cols, con
                   void* workspace, cudaStream_t stream, QuantGemvX x_mode = QuantGemvX::kAuto);
 
 // Steps of more than kQuantGemvMaxTokens and up to this many tokens run quant_gemm (quant_linear's choice); longer
-// ones dequantize the weight into scratch and run the dense cuBLASLt GEMM (its rate pays the dequantization).
-inline constexpr int kQuantGemmMaxTokens = 256;
+// ones dequantize the weight into scratch and run the dense cuBLASLt GEMM.
+// NOTE: 64 (one token tile): quant_gemm's time grows with every further 64 tokens (each token tile decodes the
+// weights again). On an H200 (2026-12-03, bench/results/2026-12-03_h200_quant_gpu.md) a W3 batch-64 decode step on
+// Q4_K took 13.8 ms with it, where dequantizing every weight per step would cost ~10 ms alone (the dequantize
+// kernel's measured 76.5 us per 4096 x 14336) on top of the 6.5 ms bf16 step; at 128 tokens it lost the prefill
+// (W1 prompt 128 on Q4_K: 5,711 tok/s, against 7,836 with dequantize + cuBLASLt on 2026-12-02).
+inline constexpr int kQuantGemmMaxTokens = 64;
 
 // out[t, n] = sum_k x[t, k] * W[n, k] for any num_tokens >= 1 (meant for 9..kQuantGemmMaxTokens): the weight's
 // blocks are decoded to T in shared memory, tile by tile, and multiplied on the tensor cores (fp32 accumulation).
