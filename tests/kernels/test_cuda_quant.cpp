@@ -3,7 +3,8 @@
 // every token count 1..8. Dequantization must be exact (bit-identical in fp32, equal to the rounded CPU value in
 // 16 bits); the GEMV is compared with an fp64 dot of the CPU-dequantized weights and x, both with x exact and with
 // x quantized to int8 per 32 elements as the kernel does (the tight check: only fp32 sums and the output rounding
-// remain). Outputs are poisoned first; rows of tokens past num_tokens must stay untouched.
+// remain), with x quantized in its own launch and inside the GEMV kernel. quant_gemm (batched steps) against an fp64
+// dot of the weights rounded to T. Outputs are poisoned first; rows of tokens past num_tokens must stay untouched.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -161,19 +162,74 @@ void check_kind(QuantKind kind, GgmlType ggml, std::mt19937& rng) {
     std::vector<float> of(max_tokens * rows);
     const double tol_int8 = dt == DType::kBF16 ? 8e-3 : 1.5e-3;  // output rounding and fp32 sums only
     for (int num_tokens = 1; num_tokens <= max_tokens; ++num_tokens) {
-      ASSERT_EQ(cudaMemset(dout.p, 0xff, oh.size() * 2), cudaSuccess);  // NaN in fp16 and bf16
-      ASSERT_TRUE(cuda::quant_gemv<T>(kind, dw.p, rows, cols, static_cast<const T*>(dx.p), num_tokens,
-                                      static_cast<T*>(dout.p), ws.p, nullptr)
-                      .ok());
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      ASSERT_EQ(cudaMemcpy(oh.data(), dout.p, oh.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-      convert_to_f32(oh.data(), dt, of.data(), of.size());
-      const size_t n = static_cast<size_t>(num_tokens) * rows;
-      EXPECT_LT(rel_l2(of, ref_int8, n), tol_int8) << "num_tokens " << num_tokens;
-      // x's int8 rounding costs ~0.5% per product; judged against exact x where enough outputs average it.
-      if (n >= 64) EXPECT_LT(rel_l2(of, ref, n), 3e-2) << "num_tokens " << num_tokens;
-      for (size_t i = n; i < oh.size(); ++i) ASSERT_EQ(oh[i], 0xffff) << "wrote past num_tokens at " << i;
+      for (cuda::QuantGemvX mode :
+           {cuda::QuantGemvX::kAuto, cuda::QuantGemvX::kSeparate, cuda::QuantGemvX::kInKernel}) {
+        SCOPED_TRACE("x mode " + std::to_string(static_cast<int>(mode)));
+        ASSERT_EQ(cudaMemset(dout.p, 0xff, oh.size() * 2), cudaSuccess);  // NaN in fp16 and bf16
+        ASSERT_TRUE(cuda::quant_gemv<T>(kind, dw.p, rows, cols, static_cast<const T*>(dx.p), num_tokens,
+                                        static_cast<T*>(dout.p), ws.p, nullptr, mode)
+                        .ok());
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(oh.data(), dout.p, oh.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+        convert_to_f32(oh.data(), dt, of.data(), of.size());
+        const size_t n = static_cast<size_t>(num_tokens) * rows;
+        EXPECT_LT(rel_l2(of, ref_int8, n), tol_int8) << "num_tokens " << num_tokens;
+        // x's int8 rounding costs ~0.5% per product; judged against exact x where enough outputs average it.
+        if (n >= 64) EXPECT_LT(rel_l2(of, ref, n), 3e-2) << "num_tokens " << num_tokens;
+        for (size_t i = n; i < oh.size(); ++i) ASSERT_EQ(oh[i], 0xffff) << "wrote past num_tokens at " << i;
+      }
     }
+  }
+}
+
+// quant_gemm against an fp64 dot of the CPU-dequantized weights rounded to T (what the kernel multiplies) and x in
+// T: only fp32 sums and the output rounding remain. Odd row and token counts, partial tiles in every dimension.
+template <typename T>
+void check_gemm(QuantKind kind, GgmlType ggml, std::mt19937& rng) {
+  const std::string name = cuda::quant_kind_name(kind);
+  const DType dt = dtype_of<T>();
+  const int64_t bs = cuda::quant_block_size(kind);
+  const std::tuple<int64_t, int64_t, int> cases[] = {
+      {1, bs, 9}, {7, 3 * bs, 13}, {19, bs == 32 ? 1056 : 2304, 65}, {111, 4096 + bs, 100}, {300, 512, 200}};
+  for (auto [rows, cols, num_tokens] : cases) {
+    SCOPED_TRACE(name + " " + std::string(dtype_name(dt)) + " [" + std::to_string(rows) + ", " + std::to_string(cols) +
+                 "] x " + std::to_string(num_tokens) + " tokens");
+    const std::vector<uint8_t> w = random_blocks(kind, rows, cols, rng);
+    std::vector<float> wf(rows * cols);
+    ASSERT_TRUE(dequantize_gguf(ggml, w.data(), w.size(), wf.data(), wf.size()).ok());
+    std::vector<uint16_t> wh(wf.size());
+    convert_from_f32(wf.data(), dt, wh.data(), wf.size());
+    convert_to_f32(wh.data(), dt, wf.data(), wf.size());
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> x(num_tokens * cols);
+    for (float& v : x) v = nd(rng);
+    std::vector<uint16_t> xh(x.size());
+    convert_from_f32(x.data(), dt, xh.data(), x.size());
+    convert_to_f32(xh.data(), dt, x.data(), x.size());
+    std::vector<double> ref(num_tokens * rows);
+    for (int t = 0; t < num_tokens; ++t) {
+      for (int64_t n = 0; n < rows; ++n) {
+        double a = 0;
+        for (int64_t k = 0; k < cols; ++k) a += static_cast<double>(wf[n * cols + k]) * x[t * cols + k];
+        ref[t * rows + n] = a;
+      }
+    }
+    const int64_t extra = rows;  // one poisoned token row past the end must stay untouched
+    const size_t ws_bytes = cuda::quant_gemm_workspace_bytes(rows, cols, num_tokens);
+    DevBuf dw(w.size()), dx(xh.size() * 2), dout((num_tokens * rows + extra) * 2), ws(std::max<size_t>(ws_bytes, 16));
+    ASSERT_EQ(cudaMemcpy(dw.p, w.data(), w.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dx.p, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemset(dout.p, 0xff, (num_tokens * rows + extra) * 2), cudaSuccess);
+    ASSERT_TRUE(cuda::quant_gemm<T>(kind, dw.p, rows, cols, static_cast<const T*>(dx.p), num_tokens,
+                                    static_cast<T*>(dout.p), ws.p, nullptr)
+                    .ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<uint16_t> oh(num_tokens * rows + extra);
+    ASSERT_EQ(cudaMemcpy(oh.data(), dout.p, oh.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    std::vector<float> of(oh.size());
+    convert_to_f32(oh.data(), dt, of.data(), of.size());
+    EXPECT_LT(rel_l2(of, ref, ref.size()), dt == DType::kBF16 ? 8e-3 : 1.5e-3);
+    for (size_t i = ref.size(); i < oh.size(); ++i) ASSERT_EQ(oh[i], 0xffff) << "wrote past num_tokens at " << i;
   }
 }
 
@@ -183,6 +239,15 @@ TEST(CudaQuant, GemvAndDequantizeMatchCpuDecoder) {
   for (size_t i = 0; i < std::size(kKinds); ++i) {
     check_kind<__nv_bfloat16>(kKinds[i], kGgml[i], rng);
     check_kind<__half>(kKinds[i], kGgml[i], rng);
+  }
+}
+
+TEST(CudaQuant, GemmMatchesCpuDecoder) {
+  if (!has_gpu()) GTEST_SKIP() << "no usable GPU";
+  std::mt19937 rng(std::random_device{}());
+  for (size_t i = 0; i < std::size(kKinds); ++i) {
+    check_gemm<__nv_bfloat16>(kKinds[i], kGgml[i], rng);
+    check_gemm<__half>(kKinds[i], kGgml[i], rng);
   }
 }
 
@@ -197,6 +262,14 @@ TEST(CudaQuant, RejectsBadArguments) {
   EXPECT_FALSE(
       cuda::quant_gemv(QuantKind::kQ4_0, static_cast<uint8_t*>(w.p) + 2, 1, 32, xb, 1, ob, ws.p, nullptr).ok());
   EXPECT_FALSE(cuda::quant_dequantize(QuantKind::kQ8_0, w.p, 1, 48, ob, nullptr).ok());
+  EXPECT_FALSE(cuda::quant_gemm(QuantKind::kQ6_K, w.p, 1, 288, xb, 16, ob, ws.p, nullptr).ok());
+  EXPECT_FALSE(cuda::quant_gemm(QuantKind::kQ4_0, w.p, 1, 32, xb, 0, ob, ws.p, nullptr).ok());
+  // [1 x 4096] at 16 tokens splits K (one tile), so it needs the workspace.
+  EXPECT_GT(cuda::quant_gemm_workspace_bytes(1, 4096, 16), 0u);
+  EXPECT_FALSE(cuda::quant_gemm(QuantKind::kQ4_0, w.p, 1, 4096, xb, 16, ob, nullptr, nullptr).ok());
+  // x of 8 tokens x 8192 columns does not fit the in-kernel quantization's 64 KB.
+  EXPECT_FALSE(
+      cuda::quant_gemv(QuantKind::kQ8_0, w.p, 1, 8192, xb, 8, ob, ws.p, nullptr, cuda::QuantGemvX::kInKernel).ok());
   EXPECT_EQ(cuda::quant_kind_from_ggml(12), QuantKind::kQ4_K);
   EXPECT_FALSE(cuda::quant_kind_from_ggml(0).has_value());
 }

@@ -1,9 +1,12 @@
 // Kernel lab for GGUF block-quantized decode GEMV and dequantization (never linked into the engine).
 // Validates every QuantKind, token count 1..8 and odd shapes against the CPU decoder (formats/gguf_quant.cpp,
 // fp64 dots of its dequantized weights), then times llama3-8b shapes with CUDA graphs over weight buffers that
-// rotate through more than the L2, against a device-to-device copy measured in the same run. Variants: v1 fp32
-// FMA on dequantized values (lab only), v2 dp4a on int8 x (the engine's, src/backends/cuda/quant_gemv.cu) with
-// several rows per CTA. Build and run: dev/kernels/quant_gemv/build.sh, then run.sh on the GPU machine.
+// rotate through more than the L2, against a device-to-device copy measured in the same run. Validated variants:
+// v1 fp32 FMA on dequantized values (lab only), v2 dp4a on int8 x (the engine's, src/backends/cuda/quant_gemv.cu)
+// in every configuration of the 2026-12-02 sweep. Timed (2026-12-03): the engine GEMV with x quantized in its own
+// launch against inside the kernel, quant_gemm (batched steps, quant_gemm.cu) at 16-256 tokens, dequantize.
+// (The 2026-12-02 configuration sweep and the v1/v2 variant timings are in git history and logs/.)
+// Build and run: dev/kernels/quant_gemv/build.sh, then run.sh on the GPU machine.
 #include <omp.h>
 
 #include <algorithm>
@@ -17,6 +20,7 @@
 #include <vector>
 
 #include "backends/cuda/quant_dequantize.cu"
+#include "backends/cuda/quant_gemm.cu"
 #include "backends/cuda/quant_gemv.cu"
 #include "core/dtype.h"
 #include "formats/gguf_quant.h"
@@ -103,7 +107,7 @@ void launch_variant(const void* w, int64_t rows, int64_t cols, typename Dot::Arg
   CK(attr);
   constexpr int kRowsPerCta = kRows * quant::kGemvWarps / kSplit;
   kernel<<<static_cast<unsigned>((rows + kRowsPerCta - 1) / kRowsPerCta), quant::kGemvWarps * 32, smem, st>>>(
-      static_cast<const uint8_t*>(w), rows, cols, args, ntok, out);
+      static_cast<const uint8_t*>(w), rows, cols, args, nullptr, ntok, out);
 }
 
 // ---- configurations swept for the engine path: rows per group, pipeline depth, warps splitting a row ----------
@@ -559,14 +563,14 @@ int main(int argc, char** argv) {
       memcpy_gbs, kcopy_gbs, read_gbs, copy_gbs);
   CK(cudaFree(cdst));
 
-  const int64_t max_cols = 14336, max_rows = 128256;
+  const int64_t max_cols = 14336, max_rows = 128256, max_toks = 256;
   void *dx, *dout, *dws, *ddq;
-  CK(cudaMalloc(&dx, 8 * max_cols * 2));
-  CK(cudaMalloc(&dout, 8 * max_rows * 2));
+  CK(cudaMalloc(&dx, max_toks * max_cols * 2));
+  CK(cudaMalloc(&dout, max_toks * max_rows * 2));
   CK(cudaMalloc(&dws, quant_gemv_workspace_bytes(max_cols, 8)));
   // x: standard normal values in bf16.
   {
-    std::vector<uint16_t> xh(8 * max_cols);
+    std::vector<uint16_t> xh(max_toks * max_cols);
     std::mt19937 rng(3);
     std::normal_distribution<float> nd;
     for (auto& v : xh) v = float_to_bf16(nd(rng));
@@ -575,116 +579,77 @@ int main(int argc, char** argv) {
   using BF = __nv_bfloat16;
   auto* x = static_cast<const BF*>(dx);
   auto* out = static_cast<BF*>(dout);
-  auto* ws = static_cast<int8_t*>(dws);
-  const quant::QuantizedX xq{ws, reinterpret_cast<const float2*>(ws + (8 * max_cols + 15) / 16 * 16)};
 
-  // Engine path (quantize x + GEMV, bf16) per kind, shape, token count and configuration; the configuration
-  // with the least total time over all kinds and shapes wins its token bucket.
+  // Engine GEMV (quant_gemv, bf16) per kind, shape and token count: x quantized in its own launch (kSeparate, the
+  // 2026-12-02 path) against inside the GEMV kernel (kInKernel, where x's int8 form fits 64 KB).
   const int toks[4] = {1, 2, 4, 8};
-  std::vector<double> tt(kNumQuantKinds * 5 * 4 * kNumCfg);
-  auto at = [&](int k, int sh, int ti, int c) -> double& { return tt[((k * 5 + sh) * 4 + ti) * kNumCfg + c]; };
+  std::vector<std::string> table;
+  double sum_sep[4] = {}, sum_in[4] = {};
   for (int k = 0; k < kNumQuantKinds; ++k) {
     for (int sh = 0; sh < 5; ++sh) {
       const Shape& shape = kShapes[sh];
       const size_t bytes = shape.rows * quant_row_bytes(kKinds[k], shape.cols);
       const int nbuf = num_buffers(pool, bytes);
+      char line[400];
+      int n =
+          std::snprintf(line, sizeof line, "%-5s %-8s %6.1f MB", quant_kind_name(kKinds[k]), shape.name, bytes * 1e-6);
       for (int ti = 0; ti < 4; ++ti) {
-        for (int c = 0; c < kNumCfg; ++c) {
-          at(k, sh, ti, c) = time_graph(
+        double t[2] = {0, 0};
+        for (int m = 0; m < 2; ++m) {
+          const QuantGemvX mode = m == 0 ? QuantGemvX::kSeparate : QuantGemvX::kInKernel;
+          if (mode == QuantGemvX::kInKernel && 1.25 * toks[ti] * shape.cols > 64 * 1024) continue;
+          t[m] = time_graph(
               [&](int i, cudaStream_t s) {
-                launch_cfg_any(kKinds[k], c, buffer(pool, bytes, i), shape.rows, shape.cols, x, toks[ti], out, dws, s);
+                CKS(quant_gemv<BF>(kKinds[k], buffer(pool, bytes, i), shape.rows, shape.cols, x, toks[ti], out, dws, s,
+                                   mode));
               },
               nbuf, st);
-          CK(cudaGetLastError());
-          std::printf("gemv %s %s ntok %d cfg %d: %.2f us\n", quant_kind_name(kKinds[k]), shape.name, toks[ti], c,
-                      at(k, sh, ti, c) * 1e6);
+        }
+        sum_sep[ti] += t[0];
+        sum_in[ti] += t[1] > 0 ? t[1] : t[0];
+        auto pct = [&](double v) { return 100.0 * bytes / v * 1e-9 / copy_gbs; };
+        if (t[1] > 0) {
+          n += std::snprintf(line + n, sizeof line - n, " | %6.2f %4.1f%% / %6.2f %4.1f%%", t[0] * 1e6, pct(t[0]),
+                             t[1] * 1e6, pct(t[1]));
+        } else {
+          n += std::snprintf(line + n, sizeof line - n, " | %6.2f %4.1f%% /      -      ", t[0] * 1e6, pct(t[0]));
         }
       }
-    }
-  }
-  int best[4];
-  std::vector<std::string> ctable;
-  for (int ti = 0; ti < 4; ++ti) {
-    double bt = 1e30;
-    char line[256];
-    int n = std::snprintf(line, sizeof line, "ntok %d total us:", toks[ti]);
-    for (int c = 0; c < kNumCfg; ++c) {
-      double sum = 0;
-      for (int k = 0; k < kNumQuantKinds; ++k)
-        for (int sh = 0; sh < 5; ++sh) sum += at(k, sh, ti, c);
-      const Cfg cf = toks[ti] == 1   ? cfg_of<1>(c)
-                     : toks[ti] == 2 ? cfg_of<2>(c)
-                     : toks[ti] == 4 ? cfg_of<4>(c)
-                                     : cfg_of<8>(c);
-      n += std::snprintf(line + n, sizeof line - n, "  R%d P%d S%d %.0f", cf.rows, cf.pipe, cf.split, sum * 1e6);
-      if (sum < bt) bt = sum, best[ti] = c;
-    }
-    std::snprintf(line + n, sizeof line - n, "  -> cfg %d", best[ti]);
-    ctable.push_back(line);
-  }
-  std::vector<std::string> table;
-  for (int k = 0; k < kNumQuantKinds; ++k) {
-    for (int sh = 0; sh < 5; ++sh) {
-      const size_t bytes = kShapes[sh].rows * quant_row_bytes(kKinds[k], kShapes[sh].cols);
-      char line[256];
-      int n = std::snprintf(line, sizeof line, "%-5s %-8s %6.1f MB", quant_kind_name(kKinds[k]), kShapes[sh].name,
-                            bytes * 1e-6);
-      for (int ti = 0; ti < 4; ++ti) {
-        const double t = at(k, sh, ti, best[ti]);
-        n += std::snprintf(line + n, sizeof line - n, " | %7.2f us %5.1f%%", t * 1e6,
-                           100.0 * bytes / t * 1e-9 / copy_gbs);
-      }
+      std::printf("gemv %s\n", line);
       table.push_back(line);
     }
   }
 
-  // Variants on Q4_0 and Q4_K: GEMV kernel alone (x already quantized), dp4a with 2/4/8 rows per CTA and v1 fp32.
-  std::vector<std::string> vtable;
-  auto variants = [&](auto kc) {
-    constexpr QuantKind K = decltype(kc)::value;
-    for (const Shape& sh : kShapes) {
-      const size_t bytes = sh.rows * quant_row_bytes(K, sh.cols);
+  // quant_gemm (batched steps) per kind, shape and token count: time, % of copy on the weight bytes, TFLOP/s.
+  const int gtoks[4] = {16, 64, 128, 256};
+  size_t gws_bytes = 16;
+  for (const Shape& shape : kShapes) {
+    for (int gt : gtoks) gws_bytes = std::max(gws_bytes, quant_gemm_workspace_bytes(shape.rows, shape.cols, gt));
+  }
+  void* dgws;
+  CK(cudaMalloc(&dgws, gws_bytes));
+  std::vector<std::string> gtable;
+  for (int k = 0; k < kNumQuantKinds; ++k) {
+    for (int sh = 0; sh < 5; ++sh) {
+      const Shape& shape = kShapes[sh];
+      const size_t bytes = shape.rows * quant_row_bytes(kKinds[k], shape.cols);
       const int nbuf = num_buffers(pool, bytes);
-      auto pct = [&](double t) { return 100.0 * bytes / t * 1e-9 / copy_gbs; };
-      auto T = [&](auto&& f) {
-        return time_graph([&](int i, cudaStream_t s) { f(buffer(pool, bytes, i), s); }, nbuf, st);
-      };
-      typename quant::Dp4aDot::Args da{xq};
-      typename Fp32Dot<BF>::Args fa{x};
-      using D = quant::Dp4aDot;
-      const double d1r2 = T([&](const void* w, cudaStream_t s) {
-        launch_variant<K, 1, 2, 3, D, BF>(w, sh.rows, sh.cols, da, 1, out, s);
-      });
-      const double d1r4 = T([&](const void* w, cudaStream_t s) {
-        launch_variant<K, 1, 4, 3, D, BF>(w, sh.rows, sh.cols, da, 1, out, s);
-      });
-      const double d1r1 = T([&](const void* w, cudaStream_t s) {
-        launch_variant<K, 1, 1, 3, D, BF>(w, sh.rows, sh.cols, da, 1, out, s);
-      });
-      const double f1r2 = T([&](const void* w, cudaStream_t s) {
-        launch_variant<K, 1, 2, 3, Fp32Dot<BF>, BF>(w, sh.rows, sh.cols, fa, 1, out, s);
-      });
-      const double d8r4 = T([&](const void* w, cudaStream_t s) {
-        launch_variant<K, 8, 4, 3, D, BF>(w, sh.rows, sh.cols, da, 8, out, s);
-      });
-      const double d8r8 = T([&](const void* w, cudaStream_t s) {
-        launch_variant<K, 8, 8, 2, D, BF>(w, sh.rows, sh.cols, da, 8, out, s);
-      });
-      const double f8r4 = T([&](const void* w, cudaStream_t s) {
-        launch_variant<K, 8, 4, 3, Fp32Dot<BF>, BF>(w, sh.rows, sh.cols, fa, 8, out, s);
-      });
-      CK(cudaGetLastError());
-      char line[320];
-      std::snprintf(line, sizeof line,
-                    "%-5s %-8s | t1: dp4a R1 %5.1f%% R2 %5.1f%% R4 %5.1f%% fp32 R2 %5.1f%% | t8: dp4a R4 %5.1f%% R8 "
-                    "%5.1f%% fp32 R4 %5.1f%%",
-                    quant_kind_name(K), sh.name, pct(d1r1), pct(d1r2), pct(d1r4), pct(f1r2), pct(d8r4), pct(d8r8),
-                    pct(f8r4));
-      vtable.push_back(line);
+      char line[400];
+      int n =
+          std::snprintf(line, sizeof line, "%-5s %-8s %6.1f MB", quant_kind_name(kKinds[k]), shape.name, bytes * 1e-6);
+      for (int gt : gtoks) {
+        const double t = time_graph(
+            [&](int i, cudaStream_t s) {
+              CKS(quant_gemm<BF>(kKinds[k], buffer(pool, bytes, i), shape.rows, shape.cols, x, gt, out, dgws, s));
+            },
+            nbuf, st);
+        n += std::snprintf(line + n, sizeof line - n, " | %8.2f us %5.1f%% %4.0f TF", t * 1e6,
+                           100.0 * bytes / t * 1e-9 / copy_gbs, 2.0 * shape.rows * shape.cols * gt / t * 1e-12);
+      }
+      std::printf("gemm %s\n", line);
+      gtable.push_back(line);
     }
-  };
-  variants(std::integral_constant<QuantKind, QuantKind::kQ4_0>{});
-  variants(std::integral_constant<QuantKind, QuantKind::kQ4_K>{});
+  }
 
   // Dequantize throughput (bf16 out) on the down shape: bytes read + written.
   std::vector<std::string> dtable;
@@ -705,17 +670,19 @@ int main(int argc, char** argv) {
   }
   CK(cudaDeviceSynchronize());
 
-  std::printf("\n== variants, GEMV kernel alone (x pre-quantized for dp4a), %% of copy %.0f GB/s ==\n", copy_gbs);
-  for (auto& l : vtable) std::printf("%s\n", l.c_str());
   std::printf("\n== dequantize ==\n");
   for (auto& l : dtable) std::printf("%s\n", l.c_str());
-  std::printf("\n== configurations (rows per warp group R, pipeline P, warps per row S) ==\n");
-  for (auto& l : ctable) std::printf("%s\n", l.c_str());
-  std::printf(
-      "\n== quantize x + GEMV (bf16, graph replay, best configuration per ntok), time and %% of copy %.0f GB/s ==\n",
-      copy_gbs);
-  std::printf(
-      "kind  shape     weights  |   ntok 1            |   ntok 2            |   ntok 4            |   ntok 8\n");
+  std::printf("\n== quant_gemm (bf16 mma.sync, graph replay): time, %% of copy %.0f GB/s on weight bytes, TFLOP/s ==\n",
+              copy_gbs);
+  std::printf("kind  shape     weights  |   16 tokens | 64 tokens | 128 tokens | 256 tokens\n");
+  for (auto& l : gtable) std::printf("%s\n", l.c_str());
+  std::printf("\n== quant_gemv totals over kinds and shapes (us): separate x launch / in-kernel x ==\n");
+  for (int ti = 0; ti < 4; ++ti) {
+    std::printf("ntok %d: %.0f / %.0f\n", toks[ti], sum_sep[ti] * 1e6, sum_in[ti] * 1e6);
+  }
+  std::printf("\n== quant_gemv (bf16, graph replay): us and %% of copy %.0f GB/s, separate x launch / in-kernel x ==\n",
+              copy_gbs);
+  std::printf("kind  shape     weights  | ntok 1 | ntok 2 | ntok 4 | ntok 8\n");
   for (auto& l : table) std::printf("%s\n", l.c_str());
   if (!skip_validation) std::printf("validation: %d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;

@@ -76,33 +76,38 @@ __device__ __forceinline__ void k_scale_min(uint32_t s0, uint32_t s1, uint32_t s
 }
 
 // Decodes unit `sub` (0 for the legacy formats, 0..7 for the K formats) of the block at `b` (2-byte aligned).
-template <QuantKind K>
+// kOffsetInMin (the GEMV's form): Q4_0 and Q5_0 keep q unsigned (0..15, 0..31) and carry the -8 / -16 offset in
+// m = -8 d / -16 d, which a dot product pays once per unit (m times the sum of x) instead of once per byte; the
+// values are then d * q + m, equal to the CPU decoder's d * (q - 8) up to fp32 rounding (so not for dequantize).
+template <QuantKind K, bool kOffsetInMin = false>
 __device__ __forceinline__ void decode_unit(const uint8_t* b, int sub, Unit& u) {
   if constexpr (K == QuantKind::kQ4_0 || K == QuantKind::kQ4_1) {
     constexpr int kQs = K == QuantKind::kQ4_0 ? 2 : 4;
     uint32_t qs[4];
     load_words(b + kQs, qs);
     u.d_lo = u.d_hi = load_f16(b);
-    u.m = K == QuantKind::kQ4_0 ? 0.0f : load_f16(b + 2);
+    constexpr bool kBiased = K == QuantKind::kQ4_0 && !kOffsetInMin;
+    u.m = K == QuantKind::kQ4_1 ? load_f16(b + 2) : (kOffsetInMin ? -8.0f * u.d_lo : 0.0f);
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const uint32_t lo = qs[k] & 0x0f0f0f0fu, hi = (qs[k] >> 4) & 0x0f0f0f0fu;
-      u.q[k] = K == QuantKind::kQ4_0 ? sub_bias(lo, 8) : lo;
-      u.q[k + 4] = K == QuantKind::kQ4_0 ? sub_bias(hi, 8) : hi;
+      u.q[k] = kBiased ? sub_bias(lo, 8) : lo;
+      u.q[k + 4] = kBiased ? sub_bias(hi, 8) : hi;
     }
   } else if constexpr (K == QuantKind::kQ5_0 || K == QuantKind::kQ5_1) {
     constexpr int kQh = K == QuantKind::kQ5_0 ? 2 : 4;
     uint32_t h[5];  // qh, then qs[16]
     load_words(b + kQh, h);
     u.d_lo = u.d_hi = load_f16(b);
-    u.m = K == QuantKind::kQ5_0 ? 0.0f : load_f16(b + 2);
+    constexpr bool kBiased = K == QuantKind::kQ5_0 && !kOffsetInMin;
+    u.m = K == QuantKind::kQ5_1 ? load_f16(b + 2) : (kOffsetInMin ? -16.0f * u.d_lo : 0.0f);
     const uint32_t qh = h[0];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const uint32_t lo = (h[k + 1] & 0x0f0f0f0fu) | spread_bit4(qh >> (4 * k));
       const uint32_t hi = ((h[k + 1] >> 4) & 0x0f0f0f0fu) | spread_bit4(qh >> (16 + 4 * k));
-      u.q[k] = K == QuantKind::kQ5_0 ? sub_bias(lo, 16) : lo;
-      u.q[k + 4] = K == QuantKind::kQ5_0 ? sub_bias(hi, 16) : hi;
+      u.q[k] = kBiased ? sub_bias(lo, 16) : lo;
+      u.q[k + 4] = kBiased ? sub_bias(hi, 16) : hi;
     }
   } else if constexpr (K == QuantKind::kQ8_0) {
     load_words(b + 2, u.q);

@@ -53,7 +53,9 @@ struct QuantizedX {
 };
 
 // dp4a dot product: per unit and token, int32 sums of q_w * q_x over each 16-element half, scaled in fp32.
-struct Dp4aDot {
+// kSharedX: x's int8 form lives in the CTA's shared memory (quantized by the GEMV kernel itself), not in global.
+template <bool kSharedX>
+struct Dp4aDotT {
   struct Args {
     QuantizedX x;
   };
@@ -65,8 +67,17 @@ struct Dp4aDot {
     for (int t = 0; t < kTok; ++t) {
       if (t >= num_tokens) break;
       const uint4* xp = reinterpret_cast<const uint4*>(a.x.q + t * cols + unit * 32);
-      const uint4 xa = __ldg(xp), xb = __ldg(xp + 1);
-      const float2 s = __ldg(a.x.s + t * units + unit);
+      uint4 xa, xb;
+      float2 s;
+      if constexpr (kSharedX) {
+        xa = xp[0];
+        xb = xp[1];
+        s = a.x.s[t * units + unit];
+      } else {
+        xa = __ldg(xp);
+        xb = __ldg(xp + 1);
+        s = __ldg(a.x.s + t * units + unit);
+      }
       const int xw[8] = {static_cast<int>(xa.x), static_cast<int>(xa.y), static_cast<int>(xa.z),
                          static_cast<int>(xa.w), static_cast<int>(xb.x), static_cast<int>(xb.y),
                          static_cast<int>(xb.z), static_cast<int>(xb.w)};
@@ -84,13 +95,66 @@ struct Dp4aDot {
     }
   }
 };
+using Dp4aDot = Dp4aDotT<false>;
+
+// Shared-memory bytes of x's int8 form for the in-kernel quantization: q [num_tokens, cols], then s.
+__host__ __device__ constexpr int64_t smem_x_q_bytes(int64_t cols, int num_tokens) {
+  return (num_tokens * cols + 15) / 16 * 16;
+}
+__host__ __device__ constexpr int64_t smem_x_bytes(int64_t cols, int num_tokens) {
+  return smem_x_q_bytes(cols, num_tokens) + num_tokens * (cols / 32) * 8;
+}
+
+// Quantizes 8-element group `i` of x [n = num_tokens * cols] into int8 q and, per 32 elements, s = (d, d * sum(q))
+// with x ~= d * q. Four consecutive lanes share a 32-element unit (shuffles): every lane of the warp must call it,
+// `live` false for groups past n (those store nothing).
+template <typename T>
+__device__ __forceinline__ void quantize_x_group(const T* __restrict__ x, int64_t i, bool live, int8_t* __restrict__ q,
+                                                 float2* __restrict__ s) {
+  float v[8] = {};
+  if (live) {
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(x) + i);
+    const T* h = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = to_float(h[j]);
+  }
+  float amax = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(v[j]));
+  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+  const float d = amax / 127.0f;
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  uint32_t packed[2] = {0u, 0u};
+  int sum = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int qv = __float2int_rn(v[j] * inv);
+    sum += qv;
+    packed[j / 4] |= (static_cast<uint32_t>(qv) & 0xffu) << (8 * (j % 4));
+  }
+  sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+  sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+  if (!live) return;
+  reinterpret_cast<uint2*>(q)[i] = make_uint2(packed[0], packed[1]);
+  if ((i & 3) == 0) s[i / 4] = make_float2(d, d * static_cast<float>(sum));
+}
+
+// x [n = num_tokens * cols] -> int8 q and (d, d * sum(q)) per 32 elements; one thread per 8 elements.
+template <typename T>
+__global__ void quantize_x_kernel(const T* __restrict__ x, int64_t n, int8_t* __restrict__ q, float2* __restrict__ s) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  quantize_x_group(x, i, i * 8 < n, q, s);
+}
 
 // out [num_tokens, rows]; grid: ceil(rows / (kRows * kGemvWarps / kSplit)) CTAs of kGemvWarps * 32 threads,
-// dynamic shared memory gemv_smem_bytes<K, kRows, kPipe>().
-template <QuantKind K, int kTok, int kRows, int kPipe, int kSplit, typename Dot, typename T>
+// dynamic shared memory gemv_smem_bytes<K, kRows, kPipe>() (+ smem_x_bytes(cols, num_tokens) with kFuseX).
+// kFuseX: `args` is ignored and every CTA quantizes x_raw [num_tokens, cols] into its shared memory itself while its
+// first weight stages are in flight (one launch instead of two; Dot must be Dp4aDot).
+template <QuantKind K, int kTok, int kRows, int kPipe, int kSplit, typename Dot, typename T, bool kFuseX = false>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     quant_gemv_kernel(const uint8_t* __restrict__ w, int64_t rows, int64_t cols, typename Dot::Args args,
-                      int num_tokens, T* __restrict__ out) {
+                      const T* __restrict__ x_raw, int num_tokens, T* __restrict__ out) {
   using Tr = Traits<K>;
   using SS = StageShape<K>;
   extern __shared__ __align__(16) uint8_t smem[];
@@ -139,6 +203,18 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 
 #pragma unroll
   for (int i = 0; i < kPipe - 1; ++i) issue(i);
+  [[maybe_unused]] typename Dp4aDotT<true>::Args xs{};
+  if constexpr (kFuseX) {
+    auto* q = reinterpret_cast<int8_t*>(smem + gemv_smem_bytes<K, kRows, kPipe>());
+    auto* s = reinterpret_cast<float2*>(q + smem_x_q_bytes(cols, num_tokens));
+    const int64_t groups = static_cast<int64_t>(num_tokens) * cols / 8;
+    for (int64_t base = 0; base < groups; base += kGemvWarps * 32) {
+      const int64_t i = base + threadIdx.x;
+      quantize_x_group(x_raw, i, i < groups, q, s);
+    }
+    __syncthreads();
+    xs = {{q, s}};
+  }
   for (int i = 0; i < my_stages; ++i) {
     issue(i + kPipe - 1);
     cp_async_wait<kPipe - 1>();
@@ -154,9 +230,13 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
       for (int r = 0; r < kRows; ++r) {
         const int64_t start = row_off(r) + stage_off;
         const uint8_t* b = slot + r * SS::kSlotBytes + (start & 15) + in_stage;
-        decode_unit<K>(b, lane % Tr::kUnitsPerBlock, u[r]);
+        decode_unit<K, true>(b, lane % Tr::kUnitsPerBlock, u[r]);
       }
-      Dot::template accumulate<kTok, kRows, T>(args, cols, num_tokens, unit, u, acc);
+      if constexpr (kFuseX) {
+        Dp4aDotT<true>::template accumulate<kTok, kRows, T>(xs, cols, num_tokens, unit, u, acc);
+      } else {
+        Dot::template accumulate<kTok, kRows, T>(args, cols, num_tokens, unit, u, acc);
+      }
     }
     __syncwarp();  // every lane is done with this slot before it is refilled
   }
@@ -183,40 +263,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
       out[t * rows + n] = from_float<T>(v);
     }
   }
-}
-
-// x [n = num_tokens * cols] -> int8 q and (d, d * sum(q)) per 32 elements; one thread per 8 elements.
-template <typename T>
-__global__ void quantize_x_kernel(const T* __restrict__ x, int64_t n, int8_t* __restrict__ q, float2* __restrict__ s) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const bool live = i * 8 < n;
-  float v[8] = {};
-  if (live) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(x) + i);
-    const T* h = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] = to_float(h[j]);
-  }
-  float amax = 0.0f;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(v[j]));
-  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-  const float d = amax / 127.0f;
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-  uint32_t packed[2] = {0u, 0u};
-  int sum = 0;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const int qv = __float2int_rn(v[j] * inv);
-    sum += qv;
-    packed[j / 4] |= (static_cast<uint32_t>(qv) & 0xffu) << (8 * (j % 4));
-  }
-  sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-  sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-  if (!live) return;
-  reinterpret_cast<uint2*>(q)[i] = make_uint2(packed[0], packed[1]);
-  if ((i & 3) == 0) s[i / 4] = make_float2(d, d * static_cast<float>(sum));
 }
 
 }  // namespace anvil::cuda::quant

@@ -1,6 +1,7 @@
 // Linear on GGUF block-quantized weights (DType kQ4_0 ... kQ6_K, kept in their file layout on the device):
-// decode-sized steps (<= 8 tokens, no bias) run quant_gemv, which dequantizes in registers; larger steps, and
-// weights with a bias, dequantize the weight into scratch and run the dense cuBLASLt GEMM on it.
+// decode-sized steps (<= 8 tokens, no bias) run quant_gemv, which dequantizes in registers; batched steps (up to
+// kQuantGemmMaxTokens) run quant_gemm, which decodes tiles into shared memory for the tensor cores; longer steps,
+// and weights with a bias, dequantize the weight into scratch and run the dense cuBLASLt GEMM on it.
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/cuda_backend.cuh"
 #include "backends/cuda/quant_gemv.cuh"
@@ -30,31 +31,40 @@ Status CudaBackend::quant_linear(const Tensor& x, const Tensor& weight, const Te
   }
   if (num_tokens == 0) return Status();
   const size_t elem = dtype_size(dtype_);
-  if (num_tokens <= kQuantGemvMaxTokens && !bias.defined()) {
+  if (num_tokens <= kQuantGemmMaxTokens && !bias.defined()) {
+    const bool gemv = num_tokens <= kQuantGemvMaxTokens;
     OpTimer timer(this, [&] {
-      return "quant_gemv " + std::string(dtype_name(weight.dtype)) + " T=" + std::to_string(num_tokens) + " " +
-             std::to_string(rows) + "x" + std::to_string(cols);
+      return std::string(gemv ? "quant_gemv " : "quant_gemm ") + std::string(dtype_name(weight.dtype)) +
+             " T=" + std::to_string(num_tokens) + " " + std::to_string(rows) + "x" + std::to_string(cols);
     });
     // fp32 outputs (the logits) go through a 16-bit staging row, then one conversion.
     const bool staged = out.dtype != dtype_;
-    const size_t ws_bytes = align16(quant_gemv_workspace_bytes(cols, static_cast<int>(num_tokens)));
+    const size_t ws_bytes = align16(gemv ? quant_gemv_workspace_bytes(cols, static_cast<int>(num_tokens))
+                                         : quant_gemm_workspace_bytes(rows, cols, static_cast<int>(num_tokens)));
     const size_t stage_bytes = staged ? align16(static_cast<size_t>(num_tokens * rows) * elem) : 0;
-    ANVIL_ASSIGN_OR_RETURN(void* buf, scratch(ws_bytes + stage_bytes));
+    void* buf = nullptr;
+    if (ws_bytes + stage_bytes > 0) {
+      ANVIL_ASSIGN_OR_RETURN(buf, scratch(ws_bytes + stage_bytes));
+    }
     void* dst = staged ? static_cast<char*>(buf) + ws_bytes : out.data;
     ANVIL_RETURN_IF_ERROR(dispatch_float(dtype_, [&](auto* tag) -> Status {
       using T = std::remove_pointer_t<decltype(tag)>;
       if constexpr (std::is_same_v<T, float>) {
         return internal_error("quant linear: fp32 activations");
-      } else {
+      } else if (gemv) {
         return quant_gemv<T>(*kind, weight.data, rows, cols, x.ptr<const T>(), static_cast<int>(num_tokens),
+                             static_cast<T*>(dst), buf, stream_);
+      } else {
+        return quant_gemm<T>(*kind, weight.data, rows, cols, x.ptr<const T>(), static_cast<int>(num_tokens),
                              static_cast<T*>(dst), buf, stream_);
       }
     }));
     if (!staged) return Status();
     return convert_on_device(dst, dtype_, out.data, out.dtype, num_tokens * rows, stream_);
   }
-  // NOTE: prefill dequantizes the whole weight per call into scratch (rows x cols 16-bit: 1 GB for a 128K x 4K
-  // LM head) and runs the dense GEMM; a GEMM reading the blocks directly would save that pass.
+  // NOTE: long prefills (and weights with a bias) dequantize the weight per call into scratch (rows x cols 16-bit:
+  // 1 GB for a 128K x 4K LM head; one matrix at a time, the scratch reused) and run the dense GEMM, whose rate
+  // repays the dequantization at thousands of tokens; steps up to kQuantGemmMaxTokens read the blocks in place.
   void* dense = nullptr;
   {
     OpTimer timer(this, [&] { return "quant_dequantize " + std::to_string(rows) + "x" + std::to_string(cols); });
