@@ -23,7 +23,8 @@ class CudaFlashInfer : public ::testing::Test {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) GTEST_SKIP() << "no usable GPU";
     int num_sms = 0;
-    if (cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess) GTEST_SKIP() << "no usable GPU";
+    if (cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess)
+      GTEST_SKIP() << "no usable GPU";
     auto fi = cuda::FlashInferPrefill::create(0, num_sms);
     if (!fi.ok()) GTEST_SKIP() << fi.status().to_string();
     fi_ = std::move(fi).value();
@@ -117,10 +118,9 @@ TEST_F(CudaFlashInfer, NewLengthsRenewThePlan) {
 
 TEST_F(CudaFlashInfer, RoutingPolicy) {
   const PagedLayout layout({{200, 200}, {150, 1150}}, 16, rng_);
-  const KvCacheView cache{h_->device(rnd(static_cast<size_t>(layout.num_blocks) * 16 * 2 * 128),
-                                     {layout.num_blocks, 16, 2, 128}),
-                          h_->device(rnd(static_cast<size_t>(layout.num_blocks) * 16 * 2 * 128),
-                                     {layout.num_blocks, 16, 2, 128})};
+  const KvCacheView cache{
+      h_->device(rnd(static_cast<size_t>(layout.num_blocks) * 16 * 2 * 128), {layout.num_blocks, 16, 2, 128}),
+      h_->device(rnd(static_cast<size_t>(layout.num_blocks) * 16 * 2 * 128), {layout.num_blocks, 16, 2, 128})};
   const Tensor q = h_->device(rnd(static_cast<size_t>(layout.num_tokens) * 8 * 128), {layout.num_tokens, 8, 128});
   AttentionMetadata meta = layout.metadata(*h_, 16, true);
   EXPECT_TRUE(cuda::FlashInferPrefill::wants(q, cache, meta));
@@ -128,14 +128,15 @@ TEST_F(CudaFlashInfer, RoutingPolicy) {
   no_host.host_query_start = {};
   EXPECT_FALSE(cuda::FlashInferPrefill::wants(q, cache, no_host)) << "needs the host copies to plan";
   const PagedLayout with_decode({{200, 200}, {1, 1150}}, 16, rng_);
-  const Tensor q2 = h_->device(rnd(static_cast<size_t>(with_decode.num_tokens) * 8 * 128),
-                               {with_decode.num_tokens, 8, 128});
+  const Tensor q2 =
+      h_->device(rnd(static_cast<size_t>(with_decode.num_tokens) * 8 * 128), {with_decode.num_tokens, 8, 128});
   EXPECT_FALSE(cuda::FlashInferPrefill::wants(q2, cache, with_decode.metadata(*h_, 16, true)))
       << "a decode row in the step keeps it on our kernel";
   const Tensor q64 = h_->device(rnd(static_cast<size_t>(layout.num_tokens) * 16 * 64), {layout.num_tokens, 16, 64});
   EXPECT_FALSE(cuda::FlashInferPrefill::wants(q64, cache, meta)) << "head_dim 64 is not instantiated";
   // Run refuses what wants() refuses, with an error rather than a wrong result.
-  auto out = h_->device(std::vector<float>(static_cast<size_t>(layout.num_tokens) * 8 * 128), {layout.num_tokens, 8 * 128});
+  auto out =
+      h_->device(std::vector<float>(static_cast<size_t>(layout.num_tokens) * 8 * 128), {layout.num_tokens, 8 * 128});
   EXPECT_FALSE(fi_->run(q, cache, no_host, 0.1f, out, nullptr).ok());
 }
 

@@ -18,7 +18,7 @@ namespace lab::fi {
 struct Workspace {
   void* float_buf = nullptr;  // device
   size_t float_bytes = 0;
-  void* int_buf = nullptr;  // device
+  void* int_buf = nullptr;   // device
   void* int_host = nullptr;  // page-locked host mirror of int_buf
   size_t int_bytes = 0;
 };
@@ -26,9 +26,9 @@ struct Workspace {
 // Everything one paged (or ragged) batch needs; the plan fills `plan` (opaque offsets into the workspace).
 struct PrefillBatch {
   int num_seqs = 0, num_tokens = 0, num_heads = 0, num_kv_heads = 0, block_size = 0;
-  const int32_t* qo_indptr_h = nullptr;  // [num_seqs + 1] query rows
-  const int32_t* kv_len_h = nullptr;     // [num_seqs] keys per sequence (cached prefix + new)
-  const int32_t* kv_indptr_h = nullptr;  // [num_seqs + 1] pages (paged) or key rows (ragged)
+  const int32_t* qo_indptr_h = nullptr;   // [num_seqs + 1] query rows
+  const int32_t* kv_len_h = nullptr;      // [num_seqs] keys per sequence (cached prefix + new)
+  const int32_t* kv_indptr_h = nullptr;   // [num_seqs + 1] pages (paged) or key rows (ragged)
   const int32_t* kv_indices_d = nullptr;  // [kv_indptr_h[num_seqs]] page ids (paged only)
   const void* q = nullptr;
   const void* k = nullptr;
@@ -47,11 +47,11 @@ std::string sm90_ragged_run(const Workspace& ws, const PrefillBatch& b, cudaStre
 
 struct DecodeBatch {
   int num_seqs = 0, num_heads = 0, num_kv_heads = 0, block_size = 0;
-  const int32_t* kv_indptr_h = nullptr;     // [num_seqs + 1] pages
-  const int32_t* kv_indptr_d = nullptr;     // same, on the device
-  const int32_t* kv_indices_d = nullptr;    // page ids
+  const int32_t* kv_indptr_h = nullptr;      // [num_seqs + 1] pages
+  const int32_t* kv_indptr_d = nullptr;      // same, on the device
+  const int32_t* kv_indices_d = nullptr;     // page ids
   const int32_t* last_page_len_d = nullptr;  // [num_seqs] keys in each sequence's last page (1..block_size)
-  const void* q = nullptr;                  // [num_seqs, num_heads, 128]
+  const void* q = nullptr;                   // [num_seqs, num_heads, 128]
   const void* k = nullptr;
   const void* v = nullptr;
   void* o = nullptr;  // [num_seqs, num_heads, 128]

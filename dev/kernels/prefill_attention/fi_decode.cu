@@ -3,7 +3,6 @@
 #include <cuda_bf16.h>
 
 #include <cstring>
-
 #include <flashinfer/attention/decode.cuh>
 #include <flashinfer/attention/default_decode_params.cuh>
 #include <flashinfer/attention/scheduler.cuh>
@@ -32,9 +31,8 @@ std::string decode_plan(const Workspace& ws, DecodeBatch& b, cudaStream_t stream
   PlanInfo info;
   auto estimate = flashinfer::BatchDecodeWithPagedKVCacheWorkEstimationDispatched<4, 128, kNoRope, Variant, Params>;
   cudaError_t e = flashinfer::DecodePlan<128, kNoRope, Variant, Params>(
-      ws.float_buf, ws.float_bytes, ws.int_buf, ws.int_host, ws.int_bytes, info,
-      const_cast<int32_t*>(b.kv_indptr_h), b.num_seqs, b.num_heads, b.block_size, /*enable_cuda_graph=*/false, stream,
-      estimate);
+      ws.float_buf, ws.float_bytes, ws.int_buf, ws.int_host, ws.int_bytes, info, const_cast<int32_t*>(b.kv_indptr_h),
+      b.num_seqs, b.num_heads, b.block_size, /*enable_cuda_graph=*/false, stream, estimate);
   if (e != cudaSuccess) return cuda_error(e, "DecodePlan");
   std::memcpy(b.plan, &info, sizeof(info));
   return {};
@@ -73,8 +71,8 @@ std::string decode_run(const Workspace& ws, const DecodeBatch& b, cudaStream_t s
     tmp_v = flashinfer::GetPtrFromBaseOffset<nv_bfloat16>(ws.float_buf, info.v_offset);
     tmp_s = flashinfer::GetPtrFromBaseOffset<float>(ws.float_buf, info.s_offset);
   }
-  cudaError_t e = flashinfer::BatchDecodeWithPagedKVCacheDispatched<128, kNoRope, Variant>(p, tmp_v, tmp_s, false,
-                                                                                           stream);
+  cudaError_t e =
+      flashinfer::BatchDecodeWithPagedKVCacheDispatched<128, kNoRope, Variant>(p, tmp_v, tmp_s, false, stream);
   return cuda_error(e, "BatchDecodeWithPagedKVCacheDispatched");
 }
 

@@ -2,7 +2,6 @@
 // times: bf16, head_dim 128, causal, no sliding window, per-head persistent schedule. Headers come from the
 // flashinfer-python wheel (flashinfer/data/include + its CUTLASS); nothing of it is copied here.
 #include <cstring>
-
 #include <flashinfer/attention/hopper/attention_updater.cuh>
 #include <flashinfer/attention/hopper/default_params.cuh>
 #include <flashinfer/attention/hopper/prefill_sm90.cuh>
@@ -75,8 +74,12 @@ void fill_common(P& p, const Workspace& ws, const PrefillBatch& b) {
 
 }  // namespace
 
-std::string sm90_paged_plan(const Workspace& ws, PrefillBatch& b, cudaStream_t stream) { return plan(ws, b, stream); }
-std::string sm90_ragged_plan(const Workspace& ws, PrefillBatch& b, cudaStream_t stream) { return plan(ws, b, stream); }
+std::string sm90_paged_plan(const Workspace& ws, PrefillBatch& b, cudaStream_t stream) {
+  return plan(ws, b, stream);
+}
+std::string sm90_ragged_plan(const Workspace& ws, PrefillBatch& b, cudaStream_t stream) {
+  return plan(ws, b, stream);
+}
 
 std::string sm90_paged_run(const Workspace& ws, const PrefillBatch& b, cudaStream_t stream) {
   Paged p{};

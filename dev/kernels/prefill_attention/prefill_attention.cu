@@ -27,13 +27,13 @@ namespace {
 constexpr int kHeads = 32, kKvHeads = 8, kHd = 128, kBlock = 16;
 const float kScale = 1.0f / std::sqrt(static_cast<float>(kHd));
 
-#define CK(x)                                                                                      \
-  do {                                                                                             \
-    cudaError_t e_ = (x);                                                                          \
-    if (e_ != cudaSuccess) {                                                                       \
+#define CK(x)                                                                                               \
+  do {                                                                                                      \
+    cudaError_t e_ = (x);                                                                                   \
+    if (e_ != cudaSuccess) {                                                                                \
       std::fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, __LINE__, #x); \
-      std::exit(1);                                                                                \
-    }                                                                                              \
+      std::exit(1);                                                                                         \
+    }                                                                                                       \
   } while (0)
 
 void must(const std::string& err, const char* what) {
@@ -70,7 +70,9 @@ void fill(__nv_bfloat16* p, size_t n, uint64_t seed) {
   fill_kernel<<<2048, 256>>>(p, n, seed);
   CK(cudaGetLastError());
 }
-float host_val(uint64_t seed, uint64_t i) { return __bfloat162float(rand_bf16(seed, i)); }
+float host_val(uint64_t seed, uint64_t i) {
+  return __bfloat162float(rand_bf16(seed, i));
+}
 
 // Ragged K/V for FlashInfer's ragged kernel: [sum of contexts, kv heads, hd] gathered from the paged pool.
 __global__ void gather_kernel(const __nv_bfloat16* pool, const int32_t* slots, __nv_bfloat16* dst, int64_t rows) {
@@ -209,8 +211,8 @@ Batch make_batch(std::vector<Seq> seqs, bool ragged, uint64_t table_seed, size_t
 }
 
 void free_batch(Batch& b) {
-  for (void* p : {static_cast<void*>(b.q), static_cast<void*>(b.k), static_cast<void*>(b.v),
-                  static_cast<void*>(b.out), static_cast<void*>(b.query_start_d), static_cast<void*>(b.context_lens_d),
+  for (void* p : {static_cast<void*>(b.q), static_cast<void*>(b.k), static_cast<void*>(b.v), static_cast<void*>(b.out),
+                  static_cast<void*>(b.query_start_d), static_cast<void*>(b.context_lens_d),
                   static_cast<void*>(b.kv_indptr_pages_d), static_cast<void*>(b.last_page_len_d),
                   static_cast<void*>(b.ragged_k), static_cast<void*>(b.ragged_v)})
     if (p) CK(cudaFree(p));
@@ -222,7 +224,7 @@ void free_batch(Batch& b) {
 // ---- CPU reference (fp64) on chosen (token) rows, all heads, table set 0 ----------------------------------------
 
 struct Check {
-  double rel_l2 = 0;  // ||out - ref|| / ||ref|| over the checked rows
+  double rel_l2 = 0;       // ||out - ref|| / ||ref|| over the checked rows
   int64_t non_finite = 0;  // anywhere in the output (it is poisoned with NaN before the run)
   int rows = 0;
 };
@@ -542,24 +544,29 @@ int main(int argc, char** argv) {
   std::printf("validation (fp64 CPU reference, outputs poisoned with NaN first)\n");
   {
     Batch b = make_batch({{1, 1}, {77, 77}, {300, 1000}, {129, 2049}, {19, 19}, {513, 513}}, true, 5, 64u << 20);
-    validate(b, [&] { ours_prefill(c, b, 0); }, 1 << 30, "ours", "prefill mixed (6 seqs)");
+    validate(
+        b, [&] { ours_prefill(c, b, 0); }, 1 << 30, "ours", "prefill mixed (6 seqs)");
     auto pp = fi_prefill_batch(b, false, 0);
     must(lab::fi::sm90_paged_plan(c.ws, pp, g_stream), "sm90_paged_plan");
-    validate(b, [&] { must(lab::fi::sm90_paged_run(c.ws, pp, g_stream), "sm90_paged_run"); }, 1 << 30, "fi-sm90-pg",
-             "prefill mixed (6 seqs)");
+    validate(
+        b, [&] { must(lab::fi::sm90_paged_run(c.ws, pp, g_stream), "sm90_paged_run"); }, 1 << 30, "fi-sm90-pg",
+        "prefill mixed (6 seqs)");
     auto pr = fi_prefill_batch(b, true, 0);
     must(lab::fi::sm90_ragged_plan(c.ws, pr, g_stream), "sm90_ragged_plan");
-    validate(b, [&] { must(lab::fi::sm90_ragged_run(c.ws, pr, g_stream), "sm90_ragged_run"); }, 1 << 30, "fi-sm90-rg",
-             "prefill mixed (6 seqs)");
+    validate(
+        b, [&] { must(lab::fi::sm90_ragged_run(c.ws, pr, g_stream), "sm90_ragged_run"); }, 1 << 30, "fi-sm90-rg",
+        "prefill mixed (6 seqs)");
     free_batch(b);
   }
   {
     Batch b = make_batch({{1, 1}, {1, 17}, {1, 128}, {1, 1000}, {1, 2049}, {1, 3001}, {1, 111}}, false, 6, 64u << 20);
-    validate(b, [&] { ours_decode(c, b, 0); }, 1 << 30, "ours", "decode 7 contexts");
+    validate(
+        b, [&] { ours_decode(c, b, 0); }, 1 << 30, "ours", "decode 7 contexts");
     auto d = fi_decode_batch(b, 0);
     must(lab::fi::decode_plan(c.ws, d, g_stream), "decode_plan");
-    validate(b, [&] { must(lab::fi::decode_run(c.ws, d, g_stream), "decode_run"); }, 1 << 30, "fi-decode",
-             "decode 7 contexts");
+    validate(
+        b, [&] { must(lab::fi::decode_run(c.ws, d, g_stream), "decode_run"); }, 1 << 30, "fi-decode",
+        "decode 7 contexts");
     free_batch(b);
   }
   if (quick) return 0;
@@ -567,8 +574,8 @@ int main(int argc, char** argv) {
   // 2. Ceilings measured in this process.
   const double tflops_ceiling = gemm_tflops();
   const double copy_ceiling = copy_gbs();
-  std::printf("ceilings: cuBLASLt bf16 GEMM 8192^3 %.0f TFLOP/s; device copy (read+write) %.0f GB/s\n",
-              tflops_ceiling, copy_ceiling);
+  std::printf("ceilings: cuBLASLt bf16 GEMM 8192^3 %.0f TFLOP/s; device copy (read+write) %.0f GB/s\n", tflops_ceiling,
+              copy_ceiling);
 
   // 3. Prefill: causal 2k/8k/32k single prompts; 512 new tokens over cached prefixes of 2k and 8k.
   struct PrefillCase {
@@ -576,23 +583,24 @@ int main(int argc, char** argv) {
     std::vector<Seq> seqs;
   };
   const std::vector<PrefillCase> prefill_cases = {
-      {"causal 2048", {{2048, 2048}}},
-      {"causal 8192", {{8192, 8192}}},
-      {"causal 32768", {{32768, 32768}}},
-      {"chunk 512 over 2048", {{512, 2560}}},
+      {"causal 2048", {{2048, 2048}}},        {"causal 8192", {{8192, 8192}}},
+      {"causal 32768", {{32768, 32768}}},     {"chunk 512 over 2048", {{512, 2560}}},
       {"chunk 512 over 8192", {{512, 8704}}},
   };
   std::vector<std::string> table;
   for (const auto& pc : prefill_cases) {
     Batch b = make_batch(pc.seqs, true, 100, 64u << 20);
     std::printf("%s\n", pc.name);
-    validate(b, [&] { ours_prefill(c, b, 0); }, 48, "ours", pc.name);
+    validate(
+        b, [&] { ours_prefill(c, b, 0); }, 48, "ours", pc.name);
     auto pp = fi_prefill_batch(b, false, 0);
     must(lab::fi::sm90_paged_plan(c.ws, pp, g_stream), "sm90_paged_plan");
-    validate(b, [&] { must(lab::fi::sm90_paged_run(c.ws, pp, g_stream), "run"); }, 48, "fi-sm90-pg", pc.name);
+    validate(
+        b, [&] { must(lab::fi::sm90_paged_run(c.ws, pp, g_stream), "run"); }, 48, "fi-sm90-pg", pc.name);
     auto pr = fi_prefill_batch(b, true, 0);
     must(lab::fi::sm90_ragged_plan(c.ws, pr, g_stream), "sm90_ragged_plan");
-    validate(b, [&] { must(lab::fi::sm90_ragged_run(c.ws, pr, g_stream), "run"); }, 48, "fi-sm90-rg", pc.name);
+    validate(
+        b, [&] { must(lab::fi::sm90_ragged_run(c.ws, pr, g_stream), "run"); }, 48, "fi-sm90-rg", pc.name);
     const double t_ours = time_us([&](int) { ours_prefill(c, b, 0); });
     const double t_pg = time_us([&](int) { must(lab::fi::sm90_paged_run(c.ws, pp, g_stream), "run"); });
     const double t_rg = time_us([&](int) { must(lab::fi::sm90_ragged_run(c.ws, pr, g_stream), "run"); });
@@ -617,15 +625,19 @@ int main(int argc, char** argv) {
       char what[64];
       std::snprintf(what, sizeof what, "decode b%d x %d", batch, ctx);
       std::printf("%s (%d table sets)\n", what, b.num_sets);
-      validate(b, [&] { ours_decode(c, b, 0); }, 16, "ours", what);
+      validate(
+          b, [&] { ours_decode(c, b, 0); }, 16, "ours", what);
       std::vector<lab::fi::DecodeBatch> ds;
       for (int s = 0; s < b.num_sets; ++s) {
         ds.push_back(fi_decode_batch(b, s));
         // One plan serves every table set: the plan depends only on the page counts.
-        if (s == 0) must(lab::fi::decode_plan(c.ws, ds[0], g_stream), "decode_plan");
-        else std::copy(std::begin(ds[0].plan), std::end(ds[0].plan), ds[s].plan);
+        if (s == 0)
+          must(lab::fi::decode_plan(c.ws, ds[0], g_stream), "decode_plan");
+        else
+          std::copy(std::begin(ds[0].plan), std::end(ds[0].plan), ds[s].plan);
       }
-      validate(b, [&] { must(lab::fi::decode_run(c.ws, ds[0], g_stream), "decode_run"); }, 16, "fi-decode", what);
+      validate(
+          b, [&] { must(lab::fi::decode_run(c.ws, ds[0], g_stream), "decode_run"); }, 16, "fi-decode", what);
       const double t_ours = time_us([&](int i) { ours_decode(c, b, i); });
       const double t_fi = time_us([&](int i) { must(lab::fi::decode_run(c.ws, ds[i % b.num_sets], g_stream), "run"); });
       const double gb = b.kv_bytes() / 1e9;
@@ -640,11 +652,13 @@ int main(int argc, char** argv) {
 
   std::printf("\n## Prefill (bf16, 32/8 heads, hd 128, blocks of 16): us (TFLOP/s, %% of the GEMM ceiling)\n");
   std::printf("ceiling: cuBLASLt bf16 8192^3 = %.0f TFLOP/s in this run\n\n", tflops_ceiling);
-  std::printf("| case | GFLOP | ours (FA2-style, paged) | FlashInfer sm90 paged | FlashInfer sm90 ragged | "
-              "ours / fi paged | ours / fi ragged |\n|---|---:|---:|---:|---:|---:|---:|\n");
+  std::printf(
+      "| case | GFLOP | ours (FA2-style, paged) | FlashInfer sm90 paged | FlashInfer sm90 ragged | "
+      "ours / fi paged | ours / fi ragged |\n|---|---:|---:|---:|---:|---:|---:|\n");
   for (auto& l : table) std::printf("%s\n", l.c_str());
   std::printf("\n## Decode: us (K+V bytes read per second); copy ceiling %.0f GB/s (read+write)\n\n", copy_ceiling);
-  std::printf("| batch | context | K+V MB | ours | FlashInfer decode | fi / ours time |\n|---:|---:|---:|---:|---:|---:|\n");
+  std::printf(
+      "| batch | context | K+V MB | ours | FlashInfer decode | fi / ours time |\n|---:|---:|---:|---:|---:|---:|\n");
   for (auto& l : dtable) std::printf("%s\n", l.c_str());
   return 0;
 }

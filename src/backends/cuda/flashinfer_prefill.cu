@@ -1,10 +1,9 @@
 // FlashInferPrefill: the engine side of FlashInfer's Hopper prefill (the kernel itself is instantiated in
 // flashinfer/sm90_prefill.cu, its own target). Without ANVIL_FLASHINFER this file is a stub that never routes.
-#include "backends/cuda/flashinfer_prefill.cuh"
-
 #include <algorithm>
 
 #include "backends/cuda/cuda_common.cuh"
+#include "backends/cuda/flashinfer_prefill.cuh"
 #if ANVIL_HAS_FLASHINFER
 #include "backends/cuda/flashinfer/sm90_prefill.h"
 #endif

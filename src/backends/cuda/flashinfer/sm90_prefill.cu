@@ -4,8 +4,6 @@
 // Built only with ANVIL_FLASHINFER (headers from the flashinfer-python wheel, found by CMake; not vendored).
 #include <cstring>
 #include <exception>
-#include <vector>
-
 #include <flashinfer/attention/hopper/attention_updater.cuh>
 #include <flashinfer/attention/hopper/default_params.cuh>
 #include <flashinfer/attention/hopper/prefill_sm90.cuh>
@@ -14,6 +12,7 @@
 #include <flashinfer/attention/mask.cuh>
 #include <flashinfer/attention/scheduler.cuh>
 #include <flashinfer/cutlass_utils.cuh>
+#include <vector>
 
 #include "backends/cuda/flashinfer/sm90_prefill.h"
 
@@ -46,8 +45,8 @@ std::string plan(const Workspace& ws, const Batch& b, Plan* out, cudaStream_t st
   try {  // FlashInfer's plan reports bad lengths and a short workspace by throwing
     const cudaError_t e = flashinfer::PrefillSM90Plan<int32_t>(
         nullptr, 0, ws.int_buf, ws.int_host, ws.int_bytes, info, const_cast<int32_t*>(b.query_start_h),
-        kv_indptr.data(), const_cast<int32_t*>(b.context_lens_h), b.num_tokens, b.num_seqs, b.num_heads,
-        b.num_kv_heads, kHeadDim, kHeadDim, b.block_size, /*causal=*/true, /*enable_cuda_graph=*/false,
+        kv_indptr.data(), const_cast<int32_t*>(b.context_lens_h), b.num_tokens, b.num_seqs, b.num_heads, b.num_kv_heads,
+        kHeadDim, kHeadDim, b.block_size, /*causal=*/true, /*enable_cuda_graph=*/false,
         /*sizeof_dtype_o=*/2, stream);
     if (e != cudaSuccess) return cuda_error(e, "flashinfer prefill plan");
   } catch (const std::exception& ex) {
