@@ -24,6 +24,7 @@ bool FlashInferPrefill::wants(const Tensor& q, const KvCacheView& cache, const A
 #if ANVIL_HAS_FLASHINFER
   if (q.dtype != DType::kBF16 || cache.k.dtype != DType::kBF16 || cache.v.dtype != DType::kBF16) return false;
   if (q.ndim != 3 || q.size(2) != 128 || cache.k.ndim != 4 || cache.k.size(3) != 128) return false;
+  if (!q.is_contiguous() || !cache.k.is_contiguous() || !cache.v.is_contiguous()) return false;
   if (q.size(1) % cache.k.size(2) != 0 || meta.max_query_len < kMinQueryLen) return false;
   const auto n = static_cast<size_t>(meta.num_seqs);
   if (n == 0 || meta.host_query_start.size() != n + 1 || meta.host_context_lens.size() != n) return false;
@@ -84,7 +85,9 @@ FlashInferPrefill::~FlashInferPrefill() {
 Status FlashInferPrefill::run(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
                               const Tensor& out, cudaStream_t stream) {
   if (!wants(q, cache, meta)) return invalid_argument("flashinfer prefill: step not supported (see wants())");
-  if (out.numel() != q.numel()) return invalid_argument("flashinfer prefill: out does not match q");
+  if (out.numel() != q.numel() || !out.is_contiguous()) {
+    return invalid_argument("flashinfer prefill: out must be contiguous, [num_tokens, num_heads * 128]");
+  }
   State& s = *s_;
   flashinfer_sm90::Batch b;
   b.num_seqs = meta.num_seqs;
