@@ -30,4 +30,26 @@ if [ ${#pip_missing[@]} -gt 0 ]; then
   echo "[setup] installing PyPI packages: ${pip_missing[*]}"
   python3 -m pip install -q "${pip_missing[@]}"
 fi
+# FlashInfer's CUDA/C++ headers (with its CUTLASS and CCCL) for the CUDA build's Hopper prefill (ANVIL_FLASHINFER):
+# read from the flashinfer-python wheel, extracted once into a cache outside the repository. Only where nvcc is.
+FLASHINFER_VERSION=0.7.4
+FLASHINFER_DIR="${ANVIL_CACHE_DIR:-$HOME/.cache/anvil}/flashinfer-$FLASHINFER_VERSION"
+if { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; } &&
+   [ ! -f "$FLASHINFER_DIR/flashinfer/data/include/flashinfer/attention/hopper/prefill_sm90.cuh" ]; then
+  echo "[setup] fetching flashinfer-python==$FLASHINFER_VERSION headers into $FLASHINFER_DIR"
+  tmp="$(mktemp -d)"
+  # NOTE: not fatal: without the headers CMake's ANVIL_FLASHINFER=AUTO builds our prefill kernel alone.
+  if python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "flashinfer-python==$FLASHINFER_VERSION"; then
+    mkdir -p "$FLASHINFER_DIR"
+    python3 - "$tmp"/flashinfer_python-*.whl "$FLASHINFER_DIR" <<'PY'
+import sys, zipfile
+keep = tuple("flashinfer/data/" + d for d in ("include/", "cutlass/include/", "cutlass/tools/util/include/", "cccl/"))
+with zipfile.ZipFile(sys.argv[1]) as z:
+    z.extractall(sys.argv[2], [n for n in z.namelist() if n.startswith(keep)])
+PY
+  else
+    echo "[setup] warning: could not fetch flashinfer-python; the CUDA build will use Anvil's prefill kernel only"
+  fi
+  rm -rf "$tmp"
+fi
 echo "[setup] done"

@@ -37,6 +37,11 @@ struct AttentionMetadata {
   Tensor query_start;   // int32 [num_seqs + 1]: sequence s owns query rows [query_start[s], query_start[s+1])
   Tensor context_lens;  // int32 [num_seqs]: tokens in the cache for s after this step's writes
   Tensor block_tables;  // int32 [num_seqs, max_blocks_per_seq]: cache block ids of s, in order
+  // Host copies of query_start [num_seqs + 1] and context_lens [num_seqs] where the caller has them (the runner's
+  // eager steps do; graph replays do not), valid for the call; empty otherwise. Only kernels that plan on the host
+  // read them (FlashInfer's prefill); every op must still work without them.
+  std::span<const int32_t> host_query_start;
+  std::span<const int32_t> host_context_lens;
 };
 
 // One block copy of copy_kv_blocks: block `src` of the source cache to block `dst` of the destination cache.

@@ -242,6 +242,8 @@ Status ModelRunner::forward_eager(std::span<const SequenceStep> seqs, Tensor* lo
   in.attention.block_size = kv_.block_size;
   in.attention.max_query_len = max_query;
   in.attention.max_context_len = max_context;
+  in.attention.host_query_start = {query_start, num_seqs + 1};
+  in.attention.host_context_lens = {context_lens, num_seqs};
 
   const size_t logits_bytes = num_logits * static_cast<size_t>(c.vocab_size) * sizeof(float);
   if (logits_buf_.nbytes() < logits_bytes) {

@@ -177,6 +177,8 @@ struct PagedLayout {
     m.query_start = gpu ? h.device_i32(qstart, {num_seqs + 1}) : h.host_i32(qstart, {num_seqs + 1});
     m.context_lens = gpu ? h.device_i32(ctxs, {num_seqs}) : h.host_i32(ctxs, {num_seqs});
     m.block_tables = gpu ? h.device_i32(tables, {num_seqs, max_blocks}) : h.host_i32(tables, {num_seqs, max_blocks});
+    m.host_query_start = qstart;  // as the runner's eager steps pass them
+    m.host_context_lens = ctxs;
     return m;
   }
 };

@@ -77,6 +77,11 @@ Status CudaBackend::init() {
   profiling_ = profile != nullptr && std::string(profile) == "1";
   ANVIL_RETURN_IF_ERROR(configure_paged_attention());
   ANVIL_RETURN_IF_ERROR(configure_prefill_attention());
+  const char* flashinfer = std::getenv("ANVIL_FLASHINFER");
+  if (flashinfer == nullptr || std::string(flashinfer) != "0") {
+    auto fi = FlashInferPrefill::create(device_id_, num_sms_);
+    if (fi.ok()) flashinfer_prefill_ = std::move(fi).value();  // not built in, or not sm_90: our kernel only
+  }
   lt_workspace_bytes_ = kLtWorkspaceBytes;
   ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&lt_workspace_, lt_workspace_bytes_), "cudaMalloc (cuBLASLt workspace)");
   ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&gemv_norm_done_, sizeof(unsigned)), "cudaMalloc (gemv counter)");

@@ -15,6 +15,7 @@
 #include "backends/cuda/cuda_backend.h"
 #include "backends/gemm_algo_cache.h"
 #include "backends/cuda/cuda_common.cuh"
+#include "backends/cuda/flashinfer_prefill.cuh"
 #include "backends/cuda/gemv.cuh"
 #include "backends/cuda/quant_gemv.cuh"
 
@@ -140,6 +141,9 @@ class CudaBackend final : public Backend {
   Status quant_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out);
   Status quant_embedding(const Tensor& ids, const Tensor& table, const Tensor& out);
   std::map<const void*, Buffer> dequantized_tables_;  // 16-bit copies of quantized embedding tables
+  // FlashInfer's Hopper prefill where it is built in and the device is sm_90 (ANVIL_FLASHINFER=0 in the
+  // environment turns it off); null otherwise, and every prefill runs our kernel.
+  std::unique_ptr<FlashInferPrefill> flashinfer_prefill_;
   bool dequantize_quantized_ = false;  // ANVIL_CUDA_DEQUANTIZE=1: GGUF block weights become dense at upload
   Expected<MatmulLayouts> matmul_layouts(int64_t num_tokens, int64_t in, int64_t out_features, DType weight_dtype,
                                          DType out_dtype);

@@ -251,6 +251,9 @@ Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, c
   const int group = num_heads / num_kv_heads;
   // NOTE: prefill (any sequence with more than one new token) goes to the tensor-core kernel; decode-only
   // steps stay here, where splitting over keys keeps the SMs busy.
+  if (meta.max_query_len > 1 && flashinfer_prefill_ && FlashInferPrefill::wants(q, cache, meta)) {
+    return flashinfer_prefill_->run(q, cache, meta, scale, out, stream_);
+  }
   if (meta.max_query_len > 1 && prefill_attention_supported(q.dtype, head_dim)) {
     const size_t prefill_bytes = prefill_attention_scratch_bytes(q, cache, meta, num_sms_);
     void* prefill_buf = nullptr;
