@@ -2,7 +2,7 @@
 # The GPU-machine calls of 2026-12-03 (device tool), llama.cpp built and run in the same session as a peer.
 # Carry: .carry/bin .carry/lib.tar.xz .carry/stories260K .carry/commit.txt (bash bench/make_carry.sh) and
 # .xfer/llamacpp (llama.cpp-slim.tar.xz from `bash bench/peers/llama_cpp.sh slim`).
-# PART=a: starts the llama.cpp CUDA build in the background (its own process session, cores 4-15: it outlives
+# PART=one: the short call that ran this session (below). PART=a: starts the llama.cpp CUDA build in the background (its own process session, cores 4-15: it outlives
 #   the call while the machine stays warm), then on cores 0-3: kernel tests, copy bandwidth, Anvil bf16 W1 (128 and
 #   8,000 tokens of context, then 2,048 and 32,000), W2, W3 (W4 from its decode steps), the opt-in decode paths;
 #   random F16 / Q4_K / Q8_0 GGUFs of the llama3-8b shape (written meanwhile on core 3), Anvil on the quantized ones.
@@ -22,6 +22,30 @@ M="--device cuda --model bench/configs/llama3-8b --load-format dummy --dtype bfl
 Q="--device cuda --dtype bfloat16 --threads 4 -q"
 LC=/tmp/llama.cpp
 export PYTHONPATH="$LC/gguf-py"
+if [ "$PART" = one ]; then
+  # The call that ran (the session's device time had shrunk to ~7 min): no llama.cpp, most important first.
+  (taskset -c 3 python3 tools/make_random_gguf.py --config bench/configs/llama3-8b/config.json --type Q4_K \
+     --out /tmp/Q4_K.gguf.tmp && mv /tmp/Q4_K.gguf.tmp /tmp/Q4_K.gguf) > /tmp/gguf.log 2>&1 &
+  PIN="taskset -c 0-2"; R=$OUT/anvil; mkdir -p $R
+  $PIN timeout 150 .carry/bin/anvil_kernel_tests > $OUT/kernel_tests.log 2>&1
+  echo "kernel tests rc=$?"; grep -E "^\[  (PASSED|FAILED) |^\[  FAILED" $OUT/kernel_tests.log | head -20
+  python3 bench/copy_bandwidth.py 2>&1 | tee -a $OUT/bandwidth.txt
+  $PIN timeout 60 $A bench $M --prompt-tokens 128 --gen-tokens 128 --repeats 2 --json $R/w1_128.json 2>&1 | tail -1
+  $PIN timeout 50 $A bench $M --prompt-tokens 2048 --gen-tokens 2 --repeats 3 --json $R/w2_2048.json 2>&1 | tail -1
+  ANVIL_FLASHINFER=0 $PIN timeout 50 $A bench $M --prompt-tokens 2048 --gen-tokens 2 --repeats 3 \
+    --json $R/w2_2048_noflashinfer.json 2>&1 | tail -1
+  $PIN timeout 80 $A bench $M --workload throughput --prompt-tokens 128 --gen-tokens 128 --batch-sizes 64,256 \
+    --max-num-batched-tokens 16384 --json $R/w3_128_128.json 2>&1 | tail -2
+  wait; cat /tmp/gguf.log
+  $PIN timeout 60 $A bench $Q --model /tmp/Q4_K.gguf --prompt-tokens 128 --gen-tokens 128 --repeats 2 --json $R/w1_Q4_K.json 2>&1 | tail -1
+  $PIN timeout 60 $A bench $Q --model /tmp/Q4_K.gguf --workload throughput --prompt-tokens 128 --gen-tokens 128 \
+    --batch-sizes 64 --json $R/w3_Q4_K.json 2>&1 | tail -1
+  $PIN timeout 60 $A bench $M --prompt-tokens 8000 --gen-tokens 128 --repeats 1 --json $R/w1_8000.json 2>&1 | tail -1
+  ANVIL_PDL=1 $PIN timeout 50 $A bench $M --prompt-tokens 128 --gen-tokens 128 --repeats 2 --json $R/w1_128_pdl.json 2>&1 | tail -1
+  $PIN timeout 60 $A bench $M --workload throughput --prompt-tokens 2048 --gen-tokens 128 --batch-sizes 64 \
+    --max-num-batched-tokens 16384 --json $R/w3_2048_128.json 2>&1 | tail -1
+  (cd $OUT && tar -czf anvil.tgz anvil && rm -rf anvil)
+fi
 if [ "$PART" = a ]; then
   mkdir -p $LC && tar -xJf .xfer/llamacpp/llama.cpp-slim.tar.xz -C $LC --strip-components=1
   setsid nohup taskset -c 4-15 bash bench/peers/llama_cpp.sh build .xfer/llamacpp/llama.cpp-slim.tar.xz $LC cuda 12 \
