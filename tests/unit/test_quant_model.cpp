@@ -88,8 +88,10 @@ class QuantModel : public ::testing::TestWithParam<QuantModelCase> {
   fs::path dir_;
 };
 
-std::unique_ptr<Engine> make_engine(const std::string& path, int max_num_batched_tokens = 8192) {
+std::unique_ptr<Engine> make_engine(const std::string& path, int max_num_batched_tokens = 8192,
+                                    const std::string& quant_activations = "precise") {
   EngineConfig config;
+  config.quant_activations = quant_activations;
   config.model_path = path;
   config.num_threads = 2;
   config.max_model_len = 64;
@@ -150,12 +152,21 @@ bool same_bits(const float* a, const float* b, size_t n) {
 // Batch invariance: the scored logits of a prompt's first k tokens are the first k rows of the whole prompt's
 // (row by row, bitwise); a greedy generation gives the same tokens and the same logprob bits alone, in prefill
 // chunks of 5 tokens, and batched with two other prompts.
+void check_batch_invariance(const QuantModelCase& c, const std::string& qpath, const std::string& mode);
+
 TEST_P(QuantModel, LogitsDoNotDependOnBatchOrChunking) {
   const QuantModelCase& c = GetParam();
   if (!c.all_linears_quantized) GTEST_SKIP() << c.name << " keeps F32 linears (sgemm), which are not batch-invariant";
   const std::string qpath = write(c, false);
-  std::unique_ptr<Engine> engine = make_engine(qpath);
-  std::unique_ptr<Engine> chunked = make_engine(qpath, 5);
+  for (const std::string mode : {"precise", "llama"}) {
+    SCOPED_TRACE(mode);
+    check_batch_invariance(c, qpath, mode);
+  }
+}
+
+void check_batch_invariance(const QuantModelCase& c, const std::string& qpath, const std::string& mode) {
+  std::unique_ptr<Engine> engine = make_engine(qpath, 8192, mode);
+  std::unique_ptr<Engine> chunked = make_engine(qpath, 5, mode);
   ASSERT_TRUE(engine && chunked);
   const int64_t vocab = engine->info().vocab_size;
   std::mt19937 rng(17);
