@@ -95,8 +95,9 @@ ANVIL_AVX2 inline __m256 products_q8_0(const uint8_t* w, const ActBlock32* a) {
 using ProductsFn = __m256 (*)(const uint8_t*, const ActBlock32*);
 
 // sum over blocks of d_w * d_x * products (+ m_w * s_x for the types with a min, kHasMin), NT tokens against one
-// row. NOTE: two blocks per iteration into two accumulators per token: with one, the FMA latency chain bounded
-// the loop (Q4_1 decode 57 -> see the bench results for the gain).
+// row, one accumulator per token. NOTE: two accumulators per token (for the FMA latency chain of one token) made
+// the four-token tile spill its accumulators to the stack (16 ymm registers): Q8_0 prefill ran at 0.6x
+// llama.cpp's; see bench/results/2026-12-03_cpu_gguf_quant.md for the one-accumulator figures.
 template <ProductsFn kProducts, size_t kBytes, bool kHasMin>
 struct LegacyKernel {
   template <int NT>
@@ -108,22 +109,22 @@ struct LegacyKernel {
       a[t] = reinterpret_cast<const ActBlock32*>(static_cast<const uint8_t*>(act) + t * act_stride);
     }
     const int64_t nb = cols / 32;
-    __m256 acc0[NT], acc1[NT];
-    float off0[NT], off1[NT];
+    __m256 acc[NT];
+    float off[NT];
     for (int t = 0; t < NT; ++t) {
-      acc0[t] = acc1[t] = _mm256_setzero_ps();
-      off0[t] = off1[t] = 0.0f;
+      acc[t] = _mm256_setzero_ps();
+      off[t] = 0.0f;
     }
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2, w += 2 * kBytes) {
       const float d0 = f16_at(w), d1 = f16_at(w + kBytes);
       for (int t = 0; t < NT; ++t) {
         const ActBlock32* x = a[t] + b;
-        acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[0].d), kProducts(w, x), acc0[t]);
-        acc1[t] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[1].d), kProducts(w + kBytes, x + 1), acc1[t]);
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[0].d), kProducts(w, x), acc[t]);
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[1].d), kProducts(w + kBytes, x + 1), acc[t]);
         if constexpr (kHasMin) {
-          off0[t] = std::fma(f16_at(w + 2), x[0].s, off0[t]);
-          off1[t] = std::fma(f16_at(w + kBytes + 2), x[1].s, off1[t]);
+          off[t] = std::fma(f16_at(w + 2), x[0].s, off[t]);
+          off[t] = std::fma(f16_at(w + kBytes + 2), x[1].s, off[t]);
         }
       }
     }
@@ -131,11 +132,11 @@ struct LegacyKernel {
       const float d0 = f16_at(w);
       for (int t = 0; t < NT; ++t) {
         const ActBlock32* x = a[t] + b;
-        acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x->d), kProducts(w, x), acc0[t]);
-        if constexpr (kHasMin) off0[t] = std::fma(f16_at(w + 2), x->s, off0[t]);
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x->d), kProducts(w, x), acc[t]);
+        if constexpr (kHasMin) off[t] = std::fma(f16_at(w + 2), x->s, off[t]);
       }
     }
-    for (int t = 0; t < NT; ++t) out[t * out_stride] = hsum(_mm256_add_ps(acc0[t], acc1[t])) + (off0[t] + off1[t]);
+    for (int t = 0; t < NT; ++t) out[t * out_stride] = hsum(acc[t]) + off[t];
   }
 };
 
