@@ -1,7 +1,8 @@
 // The CPU quantized kernels against the dequantized fp32 reference, for every GGUF block type and every kernel
 // variant this CPU runs: the dot products on seeded random blocks (finite f16 scales, random quant bytes), the
 // quantized linear (integer GEMM and dequantize+sgemm paths) on 1, 7, 19 and 111 rows and on the gguf-py
-// fixtures, the row GEMM's batch invariance, llama.cpp's activation formats, the precise and llama modes, the embedding gather of a quantized table, and the quantized dtypes' sizes.
+// fixtures, the row GEMM's batch invariance, llama.cpp's activation formats, the precise and llama modes, the embedding
+// gather of a quantized table, and the quantized dtypes' sizes.
 #include <gtest/gtest.h>
 
 #include <cctype>
@@ -420,8 +421,8 @@ TEST(QuantLinearShapes, PreciseActivationsNearFp32AndLlamaModeCoarser) {
     ASSERT_TRUE(cpu_quant_linear(xt, wt, Tensor(), Tensor::make(precise.data(), DType::kF32, {1, rows}),
                                  best_quant_isa(), QuantLinearPath::kIntegerGemm, QuantActivations::kPrecise)
                     .ok());
-    ASSERT_TRUE(cpu_quant_linear(xt, wt, Tensor(), Tensor::make(llama.data(), DType::kF32, {1, rows}),
-                                 best_quant_isa(), QuantLinearPath::kIntegerGemm, QuantActivations::kLlama)
+    ASSERT_TRUE(cpu_quant_linear(xt, wt, Tensor(), Tensor::make(llama.data(), DType::kF32, {1, rows}), best_quant_isa(),
+                                 QuantLinearPath::kIntegerGemm, QuantActivations::kLlama)
                     .ok());
     double err_p = 0.0, err_l = 0.0, norm = 0.0;
     for (int64_t r = 0; r < rows; ++r) {

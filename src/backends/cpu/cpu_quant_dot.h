@@ -57,8 +57,8 @@ QuantDotFn quant_dot_fn(DType weight, QuantIsa isa);
 // out[t * out_stride] = sum_i w_row[i] * x_t[i] for t < num_tokens, x_t the activation row at act + t * act_stride
 // bytes. Each token's result is bitwise the one the QuantDotFn of the same weight type and variant gives alone,
 // whatever num_tokens is: a request's numbers do not depend on what it is batched with.
-using QuantRowGemmFn = void (*)(const void* w_row, const void* act, size_t act_stride, int64_t num_tokens,
-                                int64_t cols, float* out, int64_t out_stride);
+using QuantRowGemmFn = void (*)(const void* w_row, const void* act, size_t act_stride, int64_t num_tokens, int64_t cols,
+                                float* out, int64_t out_stride);
 
 // Precondition: is_quantized(weight).
 QuantRowGemmFn quant_row_gemm_fn(DType weight, QuantIsa isa);
