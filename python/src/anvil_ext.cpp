@@ -57,6 +57,7 @@ void bind_structs(nb::module_& m) {
       .def_rw("cuda_dtype", &EngineConfig::cuda_dtype)
       .def_rw("gpu_memory_utilization", &EngineConfig::gpu_memory_utilization)
       .def_rw("num_threads", &EngineConfig::num_threads)
+      .def_rw("quant_activations", &EngineConfig::quant_activations)
       .def_rw("block_size", &EngineConfig::block_size)
       .def_rw("max_model_len", &EngineConfig::max_model_len)
       .def_rw("max_num_seqs", &EngineConfig::max_num_seqs)

@@ -218,8 +218,15 @@ class Backend {
   }
 };
 
+// How the CPU quantized linear quantizes its activations (EngineConfig::quant_activations).
+enum class QuantActivations : uint8_t {
+  kPrecise,  // two 8-bit passes per block, ~15 bits
+  kLlama,    // one 8-bit pass: llama.cpp's activation blocks and numbers
+};
+
 struct CpuBackendOptions {
   int num_threads = 0;  // 0 = OpenMP default
+  QuantActivations quant_activations = QuantActivations::kPrecise;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options);

@@ -30,6 +30,9 @@ void add_engine_options(CLI::App* cmd, EngineConfig* config) {
   cmd->add_option("--dtype", config->dummy_dtype, "dtype of dummy weights (auto, float32, float16, bfloat16)");
   cmd->add_option("--device", config->device, "cpu or cuda");
   cmd->add_option("--threads", config->num_threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--quant-activations", config->quant_activations,
+                  "CPU, quantized GGUF: precise (two 8-bit passes) or llama (one pass, llama.cpp's numbers)")
+      ->check(CLI::IsMember({"precise", "llama"}));
   cmd->add_option("--max-model-len", config->max_model_len, "context length (default: the model's)");
   cmd->add_option("--cuda-dtype", config->cuda_dtype, "CUDA weight/activation dtype: auto, float16, bfloat16");
   cmd->add_option("--gpu-memory-utilization", config->gpu_memory_utilization,

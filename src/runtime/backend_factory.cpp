@@ -11,7 +11,16 @@
 namespace anvil {
 
 Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config) {
-  if (config.device == "cpu") return make_cpu_backend(CpuBackendOptions{.num_threads = config.num_threads});
+  if (config.device == "cpu") {
+    if (config.quant_activations != "precise" && config.quant_activations != "llama") {
+      return invalid_argument("quant_activations must be 'precise' or 'llama' (got '" + config.quant_activations +
+                              "')");
+    }
+    return make_cpu_backend(CpuBackendOptions{.num_threads = config.num_threads,
+                                              .quant_activations = config.quant_activations == "llama"
+                                                                       ? QuantActivations::kLlama
+                                                                       : QuantActivations::kPrecise});
+  }
   if (config.device != "cuda") {
     return invalid_argument("device must be 'cpu' or 'cuda' (got '" + config.device + "')");
   }

@@ -494,7 +494,10 @@ TEST(GgufSmolLM2, LogitsAndGreedyTokensMatchTransformers) {
   ASSERT_TRUE(logits.ok()) << logits.status().to_string();
   ASSERT_EQ(logits->size(), ids.size() * static_cast<size_t>(vocab));
 
-  // transformers' top-8 logits at every position, within 1e-4 of the largest |logit|; the same argmax.
+  // transformers' top-8 logits at every position, within 5e-3 of the largest |logit|; the same argmax. NOTE: the
+  // quantized linears run on activations in two 8-bit passes (~15 bits, QuantActivations::kPrecise) for every
+  // token count, no longer on an exact fp32 sgemm for prompts: 1.7e-3 measured (2026-12-03; it was 1e-4 with fp32
+  // prefill, 8-bit decode).
   const double max_abs = ref["max_abs_logit"].get<double>();
   double max_diff = 0.0;
   for (size_t t = 0; t < ids.size(); ++t) {
@@ -505,7 +508,7 @@ TEST(GgufSmolLM2, LogitsAndGreedyTokensMatchTransformers) {
     EXPECT_EQ(std::max_element(row, row + vocab) - row, top[0]) << "position " << t;
   }
   RecordProperty("relative_logit_error", std::to_string(max_diff / max_abs));
-  EXPECT_LT(max_diff / max_abs, 1e-4);
+  EXPECT_LT(max_diff / max_abs, 5e-3);
 
   SamplingParams params;
   params.temperature = 0.0f;
@@ -513,10 +516,9 @@ TEST(GgufSmolLM2, LogitsAndGreedyTokensMatchTransformers) {
   params.ignore_eos = true;
   Expected<GenerationOutput> out = (*engine)->generate_ids(ids, params);
   ASSERT_TRUE(out.ok()) << out.status().to_string();
-  // NOTE: decode runs the integer kernels on 8-bit activations (the prompt above ran dequantize + sgemm, exact),
-  // which may flip a near-tie: transformers' first greedy pick, 504, leads 60 by only 0.082 logits. So the greedy
-  // tokens equal transformers' up to the first flip, and at that flip the two picks are within kNearTie in the
-  // fp32-exact logits of the same prefix.
+  // NOTE: the integer kernels' activation rounding may flip a near-tie: transformers' first greedy pick, 504,
+  // leads 60 by only 0.082 logits. So the greedy tokens equal transformers' up to the first flip, and at that flip
+  // the two picks are within kNearTie in the scored logits of the same prefix.
   constexpr float kNearTie = 0.25f;
   const std::vector<int32_t> want = ref["greedy_ids"].get<std::vector<int32_t>>();
   ASSERT_EQ(out->token_ids.size(), want.size());
@@ -526,9 +528,9 @@ TEST(GgufSmolLM2, LogitsAndGreedyTokensMatchTransformers) {
   if (flip < want.size()) {
     std::vector<int32_t> prefix = ids;
     prefix.insert(prefix.end(), want.begin(), want.begin() + static_cast<std::ptrdiff_t>(flip));
-    Expected<std::vector<float>> exact = (*engine)->score(prefix);
-    ASSERT_TRUE(exact.ok()) << exact.status().to_string();
-    const float* row = exact->data() + (prefix.size() - 1) * vocab;
+    Expected<std::vector<float>> scored = (*engine)->score(prefix);
+    ASSERT_TRUE(scored.ok()) << scored.status().to_string();
+    const float* row = scored->data() + (prefix.size() - 1) * vocab;
     const float gap = row[want[flip]] - row[out->token_ids[flip]];
     RecordProperty("near_tie_gap", std::to_string(gap));
     EXPECT_LT(std::abs(gap), kNearTie) << "greedy token " << flip << ": " << out->token_ids[flip] << " instead of "

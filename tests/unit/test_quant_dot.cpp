@@ -1,7 +1,8 @@
 // The CPU quantized kernels against the dequantized fp32 reference, for every GGUF block type and every kernel
 // variant this CPU runs: the dot products on seeded random blocks (finite f16 scales, random quant bytes), the
-// quantized linear (integer-dot and dequantize+sgemm paths) on 1, 7, 19 and 111 rows and on the gguf-py fixtures,
-// the two-pass logits projection, the embedding gather of a quantized table, and the quantized dtypes' sizes.
+// quantized linear (integer GEMM and dequantize+sgemm paths) on 1, 7, 19 and 111 rows and on the gguf-py
+// fixtures, the row GEMM's batch invariance, llama.cpp's activation formats, the precise and llama modes, the embedding
+// gather of a quantized table, and the quantized dtypes' sizes.
 #include <gtest/gtest.h>
 
 #include <cctype>
@@ -163,7 +164,7 @@ TEST_P(QuantLinear, BothPathsMatchDequantizedLinear) {
       const Tensor wt = Tensor::make(const_cast<uint8_t*>(w.data()), type, {rows, cols});
       const Tensor xt = Tensor::make(x.data(), DType::kF32, {tokens, cols});
       const Tensor bt = Tensor::make(const_cast<float*>(bias.data()), DType::kF32, {rows});
-      for (QuantLinearPath path : {QuantLinearPath::kIntegerDot, QuantLinearPath::kDequantSgemm}) {
+      for (QuantLinearPath path : {QuantLinearPath::kIntegerGemm, QuantLinearPath::kDequantSgemm}) {
         std::vector<float> out(tokens * rows, std::nanf(""));
         const Tensor ot = Tensor::make(out.data(), DType::kF32, {tokens, rows});
         ASSERT_TRUE(cpu_quant_linear(xt, wt, bt, ot, isa, path).ok());
@@ -187,6 +188,102 @@ TEST_P(QuantLinear, BothPathsMatchDequantizedLinear) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, QuantLinear, ::testing::ValuesIn(all_cases()), case_name);
+
+// The row GEMM on odd token counts (1 ... 13, so every tile size and remainder) and 7 rows: each token's result is
+// bitwise the one-token dot's (batch invariance), and matches the dequantized reference.
+TEST_P(QuantDot, RowGemmEqualsTheOneTokenDotBitwise) {
+  const auto [type, isa] = GetParam();
+  std::mt19937 rng(300 + static_cast<int>(type));
+  const int64_t cols = test_cols(type);
+  const int64_t rows = 7;
+  const std::vector<uint8_t> w = random_rows(type, rows, cols, &rng);
+  std::vector<float> wf(rows * cols);
+  dequantize_rows(type, w.data(), rows, cols, wf.data());
+  const QuantDotFn dot = quant_dot_fn(type, isa);
+  const QuantRowGemmFn gemm = quant_row_gemm_fn(type, isa);
+  ASSERT_NE(gemm, nullptr);
+  const size_t act_bytes = quant_act_row_bytes(type, cols);
+  for (int64_t tokens : {1, 2, 3, 5, 9, 13}) {
+    std::vector<uint8_t> act(act_bytes * tokens);
+    std::vector<std::vector<float>> xq;
+    for (int64_t t = 0; t < tokens; ++t) {
+      const std::vector<float> x = random_floats(cols, &rng);
+      quantize_act_row(type, x.data(), cols, act.data() + t * act_bytes);
+      xq.push_back(act_values(type, x));
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* row = w.data() + r * dtype_row_bytes(type, cols);
+      std::vector<float> out(2 * tokens, std::nanf(""));
+      gemm(row, act.data(), act_bytes, tokens, cols, out.data(), 2);  // a strided output
+      for (int64_t t = 0; t < tokens; ++t) {
+        const float alone = dot(row, act.data() + t * act_bytes, cols);
+        EXPECT_EQ(std::memcmp(&out[2 * t], &alone, sizeof(float)), 0)
+            << tokens << " tokens, row " << r << ", token " << t << ": " << out[2 * t] << " vs " << alone;
+        double ref = 0.0, mag = 0.0;
+        for (int64_t i = 0; i < cols; ++i) {
+          ref += static_cast<double>(wf[r * cols + i]) * xq[t][i];
+          mag += std::fabs(static_cast<double>(wf[r * cols + i]) * xq[t][i]);
+        }
+        EXPECT_NEAR(out[2 * t], ref, 1e-5 * mag + 1e-7) << tokens << " tokens, row " << r << ", token " << t;
+      }
+    }
+  }
+}
+
+// The activation blocks are llama.cpp's: Q8_0 (fp16 scale, round half to even) for Q4_0/Q5_0/Q8_0, Q8_1 (plus
+// the fp16 sum term) for Q4_1/Q5_1, Q8_K (the scale -127 / the signed maximum) for the K types. Values chosen so
+// that the scale is 1 and the halves show the rounding.
+TEST(QuantActivations, BlocksAreLlamaCppsQ8Formats) {
+  std::vector<float> x(256, 0.0f);
+  x[0] = 127.0f;
+  x[1] = 0.5f;   // -> 0 (half to even; half away from zero would give 1)
+  x[2] = 1.5f;   // -> 2
+  x[3] = -2.5f;  // -> -2
+  x[4] = 3.25f;  // -> 3
+  for (DType type : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0}) {
+    std::vector<uint8_t> act(quant_act_row_bytes(type, 32));
+    quantize_act_row(type, x.data(), 32, act.data());
+    const auto* a = reinterpret_cast<const ActBlock32*>(act.data());
+    EXPECT_EQ(a->d, 1.0f) << dtype_name(type);
+    EXPECT_EQ(a->qs[0], 127);
+    EXPECT_EQ(a->qs[1], 0) << dtype_name(type);
+    EXPECT_EQ(a->qs[2], 2);
+    EXPECT_EQ(a->qs[3], -2) << dtype_name(type);
+    EXPECT_EQ(a->qs[4], 3);
+    const bool q8_1 = type == DType::kQ4_1 || type == DType::kQ5_1;
+    EXPECT_EQ(a->s, q8_1 ? 130.0f : 0.0f) << dtype_name(type);
+  }
+  // A scale that fp16 cannot hold: d is stored rounded to fp16, as llama.cpp's block_q8_0 has it.
+  std::mt19937 rng(8);
+  const std::vector<float> y = random_floats(32, &rng);
+  std::vector<uint8_t> act(quant_act_row_bytes(DType::kQ8_0, 32));
+  quantize_act_row(DType::kQ8_0, y.data(), 32, act.data());
+  const float d = reinterpret_cast<const ActBlock32*>(act.data())->d;
+  EXPECT_EQ(d, fp16_to_float(float_to_fp16(d)));
+  EXPECT_GT(d, 0.0f);
+  // Q8_K: the largest magnitude is negative here, so the scale is -127 / -127 = 1 and d = 1.
+  std::vector<float> k(256);
+  for (int i = 0; i < 256; ++i) k[i] = static_cast<float>(i % 7) - 3.0f;
+  k[10] = -127.0f;
+  k[11] = 0.5f;
+  k[12] = -1.5f;
+  std::vector<uint8_t> kact(quant_act_row_bytes(DType::kQ4_K, 256));
+  quantize_act_row(DType::kQ4_K, k.data(), 256, kact.data());
+  const auto* kb = reinterpret_cast<const ActBlock256*>(kact.data());
+  EXPECT_EQ(kb->d, 1.0f);
+  EXPECT_EQ(kb->qs[10], -127);
+  EXPECT_EQ(kb->qs[11], 0);
+  EXPECT_EQ(kb->qs[12], -2);
+  int sum = 0;
+  for (int i = 0; i < 16; ++i) sum += kb->qs[i];
+  EXPECT_EQ(kb->bsums[0], sum);
+  // A positive maximum flips the sign of d and of the quants: d * q still stands for x.
+  k[10] = 127.0f;
+  quantize_act_row(DType::kQ6_K, k.data(), 256, kact.data());
+  EXPECT_EQ(kb->d, -1.0f);
+  EXPECT_EQ(kb->qs[10], -127);
+  EXPECT_EQ(kb->qs[0], 3);  // x = -3
+}
 
 // Every SIMD variant gives the scalar kernel's result up to fp32 summation order.
 TEST(QuantDotVariants, SimdMatchesScalar) {
@@ -286,7 +383,7 @@ TEST(QuantLinearShapes, IntegerPathMatchesSgemmPathOnModelShapes) {
     const Tensor xt = Tensor::make(x.data(), DType::kF32, {1, s.cols});
     std::vector<float> a(s.rows), b(s.rows);
     ASSERT_TRUE(cpu_quant_linear(xt, wt, Tensor(), Tensor::make(a.data(), DType::kF32, {1, s.rows}), best_quant_isa(),
-                                 QuantLinearPath::kIntegerDot)
+                                 QuantLinearPath::kIntegerGemm)
                     .ok());
     ASSERT_TRUE(cpu_quant_linear(xt, wt, Tensor(), Tensor::make(b.data(), DType::kF32, {1, s.rows}), best_quant_isa(),
                                  QuantLinearPath::kDequantSgemm)
@@ -306,8 +403,9 @@ TEST(QuantLinearShapes, IntegerPathMatchesSgemmPathOnModelShapes) {
 namespace anvil {
 namespace {
 
-// A logits-sized projection (>= 32000 outputs) runs its decode dots on two 8-bit passes: near the fp32 result.
-TEST(QuantLinearShapes, LogitsProjectionUsesTwoPassActivations) {
+// Precise activations (two 8-bit passes, the default) stay near the fp32 result on a logits-sized projection;
+// llama mode (one pass) is coarser but close, and differs from precise (the mode is honoured).
+TEST(QuantLinearShapes, PreciseActivationsNearFp32AndLlamaModeCoarser) {
   std::mt19937 rng(12);
   for (DType type : {DType::kQ8_0, DType::kQ4_1, DType::kQ6_K}) {
     const int64_t rows = 32003, cols = dtype_block_size(type) == 256 ? 512 : 576;
@@ -316,18 +414,25 @@ TEST(QuantLinearShapes, LogitsProjectionUsesTwoPassActivations) {
     for (int64_t i = 0; i < cols; i += 97) x[i] *= 20.0f;
     const Tensor wt = Tensor::make(const_cast<uint8_t*>(w.data()), type, {rows, cols});
     const Tensor xt = Tensor::make(x.data(), DType::kF32, {1, cols});
-    std::vector<float> a(rows), b(rows);
-    for (auto [buf, path] : {std::pair{&a, QuantLinearPath::kIntegerDot}, {&b, QuantLinearPath::kDequantSgemm}}) {
-      ASSERT_TRUE(
-          cpu_quant_linear(xt, wt, Tensor(), Tensor::make(buf->data(), DType::kF32, {1, rows}), best_quant_isa(), path)
-              .ok());
-    }
-    double err = 0.0, norm = 0.0;
+    std::vector<float> precise(rows), llama(rows), ref(rows);
+    ASSERT_TRUE(cpu_quant_linear(xt, wt, Tensor(), Tensor::make(ref.data(), DType::kF32, {1, rows}), best_quant_isa(),
+                                 QuantLinearPath::kDequantSgemm)
+                    .ok());
+    ASSERT_TRUE(cpu_quant_linear(xt, wt, Tensor(), Tensor::make(precise.data(), DType::kF32, {1, rows}),
+                                 best_quant_isa(), QuantLinearPath::kIntegerGemm, QuantActivations::kPrecise)
+                    .ok());
+    ASSERT_TRUE(cpu_quant_linear(xt, wt, Tensor(), Tensor::make(llama.data(), DType::kF32, {1, rows}), best_quant_isa(),
+                                 QuantLinearPath::kIntegerGemm, QuantActivations::kLlama)
+                    .ok());
+    double err_p = 0.0, err_l = 0.0, norm = 0.0;
     for (int64_t r = 0; r < rows; ++r) {
-      err += (a[r] - b[r]) * (a[r] - b[r]);
-      norm += b[r] * b[r];
+      err_p += (precise[r] - ref[r]) * (precise[r] - ref[r]);
+      err_l += (llama[r] - ref[r]) * (llama[r] - ref[r]);
+      norm += ref[r] * ref[r];
     }
-    EXPECT_LT(std::sqrt(err / norm), 2e-4) << dtype_name(type);
+    EXPECT_LT(std::sqrt(err_p / norm), 2e-4) << dtype_name(type);
+    EXPECT_LT(std::sqrt(err_l / norm), 0.05) << dtype_name(type);
+    EXPECT_GT(err_l, 10.0 * err_p) << dtype_name(type);
   }
 }
 
@@ -367,7 +472,7 @@ TEST(QuantLinearFixtures, GgufPyTensorsMatchTheirDequantization) {
       }
     }
     for (QuantIsa isa : available_quant_isas()) {
-      for (QuantLinearPath path : {QuantLinearPath::kIntegerDot, QuantLinearPath::kDequantSgemm}) {
+      for (QuantLinearPath path : {QuantLinearPath::kIntegerGemm, QuantLinearPath::kDequantSgemm}) {
         std::vector<float> out(3 * rows);
         ASSERT_TRUE(cpu_quant_linear(Tensor::make(x.data(), DType::kF32, {3, cols}), wt, Tensor(),
                                      Tensor::make(out.data(), DType::kF32, {3, rows}), isa, path)

@@ -62,7 +62,8 @@ std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options) {
 }
 
 CpuBackend::CpuBackend(const CpuBackendOptions& options)
-    : num_threads_(options.num_threads > 0 ? options.num_threads : omp_get_max_threads()) {
+    : num_threads_(options.num_threads > 0 ? options.num_threads : omp_get_max_threads()),
+      quant_activations_(options.quant_activations) {
   omp_set_num_threads(num_threads_);
 }
 
@@ -147,7 +148,7 @@ Status CpuBackend::add_rms_norm(const Tensor& x, const Tensor& residual, const T
 }
 
 Status CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
-  return cpu_linear(x, weight, bias, out, num_threads_);
+  return cpu_linear(x, weight, bias, out, num_threads_, quant_activations_);
 }
 
 namespace {

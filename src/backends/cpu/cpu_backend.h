@@ -46,22 +46,24 @@ class CpuBackend final : public Backend {
 
  private:
   int num_threads_;
+  QuantActivations quant_activations_;
 };
 
 // out[num_tokens, out_features] = x[num_tokens, in] @ weight[out_features, in]^T (+ bias), fp32 accumulation,
 // weight in f32/f16/bf16. Shared by CpuBackend::linear and the lm-head path.
-Status cpu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, int num_threads);
+Status cpu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, int num_threads,
+                  QuantActivations quant_activations = QuantActivations::kPrecise);
 
 enum class QuantLinearPath : uint8_t {
-  kAuto,          // by token count
-  kIntegerDot,    // activations quantized to 8 bits, integer dot kernels (decode)
-  kDequantSgemm,  // weight tiles dequantized to fp32, sgemm (prefill)
+  kIntegerGemm,   // activations quantized to llama.cpp's 8-bit blocks, integer row GEMM: the engine's one path
+  kDequantSgemm,  // weight tiles dequantized to fp32, sgemm: the fp32 reference the tests compare against
 };
 
 // cpu_linear for a quantized weight [out_features, in] (dtype.h): x [num_tokens, in] fp32, out [num_tokens,
 // out_features] fp32, bias [out_features] or undefined. `isa` picks the dot-kernel variant (tests run each).
 Status cpu_quant_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out,
-                        QuantIsa isa = best_quant_isa(), QuantLinearPath path = QuantLinearPath::kAuto);
+                        QuantIsa isa = best_quant_isa(), QuantLinearPath path = QuantLinearPath::kIntegerGemm,
+                        QuantActivations acts = QuantActivations::kPrecise);
 
 // Checks Backend::sample's arguments: contiguous fp32 [num_rows, vocab_size] logits, one result per row, every
 // row's params set and its logits_row in range.

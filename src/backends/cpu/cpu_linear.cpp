@@ -41,12 +41,15 @@ void gemv_rows(const float* x, const uint16_t* w, int64_t num_tokens, int64_t in
 
 }  // namespace
 
-Status cpu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, int num_threads) {
+Status cpu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, int num_threads,
+                  QuantActivations quant_activations) {
   if (x.dtype != DType::kF32 || out.dtype != DType::kF32 || !x.is_contiguous() || !out.is_contiguous()) {
     return internal_error("linear: x and out must be contiguous float32 (x " + x.describe() + ", out " +
                           out.describe() + ")");
   }
-  if (is_quantized(weight.dtype)) return cpu_quant_linear(x, weight, bias, out);
+  if (is_quantized(weight.dtype)) {
+    return cpu_quant_linear(x, weight, bias, out, best_quant_isa(), QuantLinearPath::kIntegerGemm, quant_activations);
+  }
   const int64_t num_tokens = x.size(0);
   const int64_t in = x.size(1);
   const int64_t out_features = weight.size(0);

@@ -17,9 +17,14 @@ float f16_at(const uint8_t* p) {
   return fp16_to_float(h);
 }
 
-// Round half away from zero to an int8 (|v| <= 127.5 by construction).
-inline int8_t round_i8(float v) {
-  return static_cast<int8_t>(v >= 0.0f ? v + 0.5f : v - 0.5f);
+// Round half to even, as llama.cpp's quantizers do (vroundps / the 1.5 * 2^23 trick); |v| <= 127.5 here.
+inline int round_even(float v) {
+  return static_cast<int>(std::nearbyint(v));
+}
+
+// fp32 -> fp16 -> fp32: the value llama.cpp keeps in an f16 field.
+inline float through_fp16(float v) {
+  return fp16_to_float(float_to_fp16(v));
 }
 
 // Q4_0 block: f16 d | u8 qs[16]; w = d * (nibble - 8).
@@ -168,6 +173,14 @@ float dot_q6_k(const void* w_row, const void* x, int64_t cols) {
   return acc;
 }
 
+// The scalar row GEMM: the reference dot once per token.
+template <QuantDotFn kDot>
+void scalar_row_gemm(const void* w_row, const void* act, size_t act_stride, int64_t num_tokens, int64_t cols,
+                     float* out, int64_t out_stride) {
+  const auto* a = static_cast<const uint8_t*>(act);
+  for (int64_t t = 0; t < num_tokens; ++t) out[t * out_stride] = kDot(w_row, a + t * act_stride, cols);
+}
+
 QuantDotFn scalar_fn(DType weight) {
   switch (weight) {
     case DType::kQ4_0:
@@ -186,6 +199,29 @@ QuantDotFn scalar_fn(DType weight) {
       return dot_q45_k<true>;
     case DType::kQ6_K:
       return dot_q6_k;
+    default:
+      return nullptr;
+  }
+}
+
+QuantRowGemmFn scalar_gemm_fn(DType weight) {
+  switch (weight) {
+    case DType::kQ4_0:
+      return scalar_row_gemm<dot_q4_0>;
+    case DType::kQ4_1:
+      return scalar_row_gemm<dot_q4_1>;
+    case DType::kQ5_0:
+      return scalar_row_gemm<dot_q5_0>;
+    case DType::kQ5_1:
+      return scalar_row_gemm<dot_q5_1>;
+    case DType::kQ8_0:
+      return scalar_row_gemm<dot_q8_0>;
+    case DType::kQ4_K:
+      return scalar_row_gemm<dot_q45_k<false>>;
+    case DType::kQ5_K:
+      return scalar_row_gemm<dot_q45_k<true>>;
+    case DType::kQ6_K:
+      return scalar_row_gemm<dot_q6_k>;
     default:
       return nullptr;
   }
@@ -232,42 +268,58 @@ QuantDotFn quant_dot_fn(DType weight, QuantIsa isa) {
   return scalar_fn(weight);
 }
 
+QuantRowGemmFn quant_row_gemm_fn(DType weight, QuantIsa isa) {
+  if (isa == QuantIsa::kAvx512) return quant_row_gemm_fn_avx512(weight);
+  if (isa == QuantIsa::kAvx2) return quant_row_gemm_fn_avx2(weight);
+  return scalar_gemm_fn(weight);
+}
+
 size_t quant_act_row_bytes(DType weight, int64_t cols) {
   if (dtype_block_size(weight) == 256) return static_cast<size_t>(cols / 256) * sizeof(ActBlock256);
   return static_cast<size_t>(cols / 32) * sizeof(ActBlock32);
 }
 
 void quantize_act_row(DType weight, const float* x, int64_t cols, void* dst) {
-  if (dtype_block_size(weight) == 256) {
+  if (dtype_block_size(weight) == 256) {  // Q8_K (llama.cpp's quantize_row_q8_K_ref)
     auto* out = static_cast<ActBlock256*>(dst);
     for (int64_t b = 0; b < cols / 256; ++b, x += 256, ++out) {
-      float amax = 0.0f;
-      for (int i = 0; i < 256; ++i) amax = std::max(amax, std::fabs(x[i]));
-      const float d = amax / 127.0f;
-      const float id = d > 0.0f ? 1.0f / d : 0.0f;
-      for (int i = 0; i < 256; ++i) out->qs[i] = round_i8(x[i] * id);
+      float amax = 0.0f, max = 0.0f;
+      for (int i = 0; i < 256; ++i) {
+        if (std::fabs(x[i]) > amax) {
+          amax = std::fabs(x[i]);
+          max = x[i];
+        }
+      }
+      if (amax == 0.0f) {
+        std::memset(out, 0, sizeof(ActBlock256));
+        continue;
+      }
+      const float iscale = -127.0f / max;
+      for (int i = 0; i < 256; ++i) out->qs[i] = static_cast<int8_t>(std::min(127, round_even(iscale * x[i])));
       for (int k = 0; k < 16; ++k) {
         int sum = 0;
         for (int i = 0; i < 16; ++i) sum += out->qs[16 * k + i];
         out->bsums[k] = static_cast<int16_t>(sum);
       }
-      out->d = d;
+      out->d = 1.0f / iscale;
     }
     return;
   }
+  // Q8_0, or Q8_1 (with the sum) for the weight types with a min (llama.cpp's AVX2 quantize_row_q8_0/_q8_1).
+  const bool with_sum = weight == DType::kQ4_1 || weight == DType::kQ5_1;
   auto* out = static_cast<ActBlock32*>(dst);
   for (int64_t b = 0; b < cols / 32; ++b, x += 32, ++out) {
     float amax = 0.0f;
     for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
     const float d = amax / 127.0f;
-    const float id = d > 0.0f ? 1.0f / d : 0.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     int sum = 0;
     for (int i = 0; i < 32; ++i) {
-      out->qs[i] = round_i8(x[i] * id);
+      out->qs[i] = static_cast<int8_t>(round_even(x[i] * id));
       sum += out->qs[i];
     }
-    out->d = d;
-    out->s = d * static_cast<float>(sum);
+    out->d = through_fp16(d);
+    out->s = with_sum ? through_fp16(d * static_cast<float>(sum)) : 0.0f;
   }
 }
 

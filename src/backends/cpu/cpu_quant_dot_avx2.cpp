@@ -5,9 +5,11 @@
 // Compiled with target attributes, so this file builds for any x86-64 and only runs where the CPU has AVX2.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "backends/cpu/cpu_quant_dot.h"
+#include "backends/cpu/cpu_quant_tile.h"
 
 #define ANVIL_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -92,31 +94,51 @@ ANVIL_AVX2 inline __m256 products_q8_0(const uint8_t* w, const ActBlock32* a) {
 
 using ProductsFn = __m256 (*)(const uint8_t*, const ActBlock32*);
 
-// sum over blocks of d_w * d_x * products (+ m_w * s_x for the types with a min, kHasMin). NOTE: two blocks per
-// iteration into two accumulators: with one, the FMA latency chain bounded the loop (Q4_1 decode 57 -> see the
-// bench results for the gain).
+// sum over blocks of d_w * d_x * products (+ m_w * s_x for the types with a min, kHasMin), NT tokens against one
+// row, one accumulator per token. NOTE: two accumulators per token (for the FMA latency chain of one token) made
+// the four-token tile spill its accumulators to the stack (16 ymm registers): Q8_0 prefill ran at 0.6x
+// llama.cpp's; see bench/results/2026-12-03_cpu_gguf_quant.md for the one-accumulator figures.
 template <ProductsFn kProducts, size_t kBytes, bool kHasMin>
-ANVIL_AVX2 float legacy_dot(const void* w_row, const void* x, int64_t cols) {
-  const auto* w = static_cast<const uint8_t*>(w_row);
-  const auto* a = static_cast<const ActBlock32*>(x);
-  const int64_t nb = cols / 32;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  float off0 = 0.0f, off1 = 0.0f;
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2, w += 2 * kBytes, a += 2) {
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w) * a[0].d), kProducts(w, a), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w + kBytes) * a[1].d), kProducts(w + kBytes, a + 1), acc1);
-    if (kHasMin) {
-      off0 += f16_at(w + 2) * a[0].s;
-      off1 += f16_at(w + kBytes + 2) * a[1].s;
+struct LegacyKernel {
+  template <int NT>
+  ANVIL_AVX2 static void tile(const void* w_row, const void* act, size_t act_stride, int64_t cols, float* out,
+                              int64_t out_stride) {
+    const auto* w = static_cast<const uint8_t*>(w_row);
+    const ActBlock32* a[NT];
+    for (int t = 0; t < NT; ++t) {
+      a[t] = reinterpret_cast<const ActBlock32*>(static_cast<const uint8_t*>(act) + t * act_stride);
     }
+    const int64_t nb = cols / 32;
+    __m256 acc[NT];
+    float off[NT];
+    for (int t = 0; t < NT; ++t) {
+      acc[t] = _mm256_setzero_ps();
+      off[t] = 0.0f;
+    }
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2, w += 2 * kBytes) {
+      const float d0 = f16_at(w), d1 = f16_at(w + kBytes);
+      for (int t = 0; t < NT; ++t) {
+        const ActBlock32* x = a[t] + b;
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x[0].d), kProducts(w, x), acc[t]);
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * x[1].d), kProducts(w + kBytes, x + 1), acc[t]);
+        if constexpr (kHasMin) {
+          off[t] = std::fma(f16_at(w + 2), x[0].s, off[t]);
+          off[t] = std::fma(f16_at(w + kBytes + 2), x[1].s, off[t]);
+        }
+      }
+    }
+    if (b < nb) {
+      const float d0 = f16_at(w);
+      for (int t = 0; t < NT; ++t) {
+        const ActBlock32* x = a[t] + b;
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * x->d), kProducts(w, x), acc[t]);
+        if constexpr (kHasMin) off[t] = std::fma(f16_at(w + 2), x->s, off[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t * out_stride] = hsum(acc[t]) + off[t];
   }
-  if (b < nb) {
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w) * a->d), kProducts(w, a), acc0);
-    if (kHasMin) off0 += f16_at(w + 2) * a->s;
-  }
-  return hsum(_mm256_add_ps(acc0, acc1)) + (off0 + off1);
-}
+};
 
 // The eight 6-bit scales and mins of a Q4_K/Q5_K super-block (layout in formats/gguf_quant.cpp).
 inline void k_scales_mins(const uint8_t* s, int16_t* scales, int32_t* mins) {
@@ -129,105 +151,168 @@ inline void k_scales_mins(const uint8_t* s, int16_t* scales, int32_t* mins) {
 }
 
 // Q4_K (kFiveBits false) and Q5_K: per super-block, sum_s sc_s * (q . x) over the eight 32-element sub-blocks,
-// the scale applied by vpmaddwd; the min terms come from the activation sums.
+// the scale applied by vpmaddwd; the min terms come from the activation sums. NT tokens against one row: each
+// 64-element chunk of weights is unpacked once for all of them.
 template <bool kFiveBits>
-ANVIL_AVX2 float dot_q45_k(const void* w_row, const void* x, int64_t cols) {
-  constexpr int kBytes = kFiveBits ? 176 : 144;
-  const auto* w = static_cast<const uint8_t*>(w_row);
-  const auto* a = static_cast<const ActBlock256*>(x);
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  __m256 acc = _mm256_setzero_ps();
-  float min_terms = 0.0f;
-  for (int64_t b = 0; b < cols / 256; ++b, w += kBytes, ++a) {
-    int16_t sc[8];
-    int32_t mn[8];
-    k_scales_mins(w + 4, sc, mn);
-    int32_t mins = 0;
-    for (int s = 0; s < 8; ++s) mins += mn[s] * (a->bsums[2 * s] + a->bsums[2 * s + 1]);
-    const uint8_t* qs = w + (kFiveBits ? 48 : 16);
-    __m256i qh = _mm256_setzero_si256();
-    if (kFiveBits) qh = load32(w + 16);
-    __m256i sumi = _mm256_setzero_si256();
-    for (int c = 0; c < 4; ++c) {
-      const __m256i q = load32(qs + 32 * c);
-      __m256i lo = _mm256_and_si256(q, low4);
-      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-      if (kFiveBits) {
-        const __m256i bit_lo = _mm256_set1_epi8(static_cast<char>(1 << (2 * c)));
-        const __m256i bit_hi = _mm256_set1_epi8(static_cast<char>(1 << (2 * c + 1)));
-        const __m256i five = _mm256_set1_epi8(0x10);
-        lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit_lo), bit_lo), five));
-        hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit_hi), bit_hi), five));
-      }
-      const __m256i p_lo = _mm256_maddubs_epi16(lo, load32(a->qs + 64 * c));
-      const __m256i p_hi = _mm256_maddubs_epi16(hi, load32(a->qs + 64 * c + 32));
-      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p_lo, _mm256_set1_epi16(sc[2 * c])));
-      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p_hi, _mm256_set1_epi16(sc[2 * c + 1])));
+struct Q45KKernel {
+  template <int NT>
+  ANVIL_AVX2 static void tile(const void* w_row, const void* act, size_t act_stride, int64_t cols, float* out,
+                              int64_t out_stride) {
+    constexpr int kBytes = kFiveBits ? 176 : 144;
+    const auto* w = static_cast<const uint8_t*>(w_row);
+    const ActBlock256* a[NT];
+    for (int t = 0; t < NT; ++t) {
+      a[t] = reinterpret_cast<const ActBlock256*>(static_cast<const uint8_t*>(act) + t * act_stride);
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w) * a->d), _mm256_cvtepi32_ps(sumi), acc);
-    min_terms += f16_at(w + 2) * a->d * static_cast<float>(mins);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[NT];
+    float min_terms[NT];
+    for (int t = 0; t < NT; ++t) {
+      acc[t] = _mm256_setzero_ps();
+      min_terms[t] = 0.0f;
+    }
+    for (int64_t b = 0; b < cols / 256; ++b, w += kBytes) {
+      int16_t sc[8];
+      int32_t mn[8];
+      k_scales_mins(w + 4, sc, mn);
+      const uint8_t* qs = w + (kFiveBits ? 48 : 16);
+      __m256i qh = _mm256_setzero_si256();
+      if (kFiveBits) qh = load32(w + 16);
+      __m256i sumi[NT];
+      for (int t = 0; t < NT; ++t) sumi[t] = _mm256_setzero_si256();
+      for (int c = 0; c < 4; ++c) {
+        const __m256i q = load32(qs + 32 * c);
+        __m256i lo = _mm256_and_si256(q, low4);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+        if (kFiveBits) {
+          const __m256i bit_lo = _mm256_set1_epi8(static_cast<char>(1 << (2 * c)));
+          const __m256i bit_hi = _mm256_set1_epi8(static_cast<char>(1 << (2 * c + 1)));
+          const __m256i five = _mm256_set1_epi8(0x10);
+          lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit_lo), bit_lo), five));
+          hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit_hi), bit_hi), five));
+        }
+        const __m256i sc_lo = _mm256_set1_epi16(sc[2 * c]), sc_hi = _mm256_set1_epi16(sc[2 * c + 1]);
+        for (int t = 0; t < NT; ++t) {
+          const __m256i p_lo = _mm256_maddubs_epi16(lo, load32(a[t][b].qs + 64 * c));
+          const __m256i p_hi = _mm256_maddubs_epi16(hi, load32(a[t][b].qs + 64 * c + 32));
+          sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p_lo, sc_lo));
+          sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p_hi, sc_hi));
+        }
+      }
+      const float d = f16_at(w), dmin = f16_at(w + 2);
+      for (int t = 0; t < NT; ++t) {
+        const ActBlock256& x = a[t][b];
+        int32_t mins = 0;
+        for (int s = 0; s < 8; ++s) mins += mn[s] * (x.bsums[2 * s] + x.bsums[2 * s + 1]);
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        min_terms[t] = std::fma(dmin * x.d, static_cast<float>(mins), min_terms[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t * out_stride] = hsum(acc[t]) - min_terms[t];
   }
-  return hsum(acc) - min_terms;
-}
+};
 
 // Q6_K: unsigned 6-bit q (0..63) times x, each 16-element group scaled by its int8 scale in vpmaddwd; the -32
-// offset is -32 * sum_k sc_k * bsums_k.
-ANVIL_AVX2 float dot_q6_k(const void* w_row, const void* x, int64_t cols) {
-  const auto* w = static_cast<const uint8_t*>(w_row);
-  const auto* a = static_cast<const ActBlock256*>(x);
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  const __m256i two = _mm256_set1_epi8(0x03);
-  float total = 0.0f;
-  for (int64_t b = 0; b < cols / 256; ++b, w += 210, ++a) {
-    const auto* sc = reinterpret_cast<const int8_t*>(w + 192);
-    int32_t offset = 0;
-    for (int k = 0; k < 16; ++k) offset += sc[k] * a->bsums[k];
-    __m256i sumi = _mm256_setzero_si256();
-    for (int h = 0; h < 2; ++h) {
-      const __m256i ql0 = load32(w + 64 * h);
-      const __m256i ql1 = load32(w + 64 * h + 32);
-      const __m256i qh = load32(w + 128 + 32 * h);
-      const __m256i lows[4] = {_mm256_and_si256(ql0, low4), _mm256_and_si256(ql1, low4),
-                               _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                               _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4)};
-      for (int g = 0; g < 4; ++g) {
-        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), two);
-        const __m256i q = _mm256_or_si256(lows[g], _mm256_slli_epi16(high, 4));
-        const __m256i p = _mm256_maddubs_epi16(q, load32(a->qs + 128 * h + 32 * g));
-        const int k = 8 * h + 2 * g;
-        const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[k + 1]), _mm_set1_epi16(sc[k]));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale));
+// offset is -32 * sum_k sc_k * bsums_k. NT tokens against one row: each 32-element group is unpacked once.
+struct Q6KKernel {
+  template <int NT>
+  ANVIL_AVX2 static void tile(const void* w_row, const void* act, size_t act_stride, int64_t cols, float* out,
+                              int64_t out_stride) {
+    const auto* w = static_cast<const uint8_t*>(w_row);
+    const ActBlock256* a[NT];
+    for (int t = 0; t < NT; ++t) {
+      a[t] = reinterpret_cast<const ActBlock256*>(static_cast<const uint8_t*>(act) + t * act_stride);
+    }
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m256i two = _mm256_set1_epi8(0x03);
+    float total[NT];
+    for (int t = 0; t < NT; ++t) total[t] = 0.0f;
+    for (int64_t b = 0; b < cols / 256; ++b, w += 210) {
+      const auto* sc = reinterpret_cast<const int8_t*>(w + 192);
+      __m256i sumi[NT];
+      for (int t = 0; t < NT; ++t) sumi[t] = _mm256_setzero_si256();
+      for (int h = 0; h < 2; ++h) {
+        const __m256i ql0 = load32(w + 64 * h);
+        const __m256i ql1 = load32(w + 64 * h + 32);
+        const __m256i qh = load32(w + 128 + 32 * h);
+        const __m256i lows[4] = {_mm256_and_si256(ql0, low4), _mm256_and_si256(ql1, low4),
+                                 _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                                 _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4)};
+        for (int g = 0; g < 4; ++g) {
+          const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), two);
+          const __m256i q = _mm256_or_si256(lows[g], _mm256_slli_epi16(high, 4));
+          const int k = 8 * h + 2 * g;
+          const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[k + 1]), _mm_set1_epi16(sc[k]));
+          for (int t = 0; t < NT; ++t) {
+            const __m256i p = _mm256_maddubs_epi16(q, load32(a[t][b].qs + 128 * h + 32 * g));
+            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, scale));
+          }
+        }
+      }
+      const float d = f16_at(w + 208);
+      for (int t = 0; t < NT; ++t) {
+        int32_t offset = 0;
+        for (int k = 0; k < 16; ++k) offset += sc[k] * a[t][b].bsums[k];
+        // The offset is taken off in integers: the two terms nearly cancel, and fp32 would round their difference.
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sumi[t]), _mm256_extracti128_si256(sumi[t], 1));
+        s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 1));
+        total[t] = std::fma(d * a[t][b].d, static_cast<float>(_mm_cvtsi128_si32(s4) - 32 * offset), total[t]);
       }
     }
-    // The offset is taken off in integers: the two terms nearly cancel, and fp32 would round their difference.
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sumi), _mm256_extracti128_si256(sumi, 1));
-    s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 1));
-    total += f16_at(w + 208) * a->d * static_cast<float>(_mm_cvtsi128_si32(s4) - 32 * offset);
+    for (int t = 0; t < NT; ++t) out[t * out_stride] = total[t];
   }
-  return total;
-}
+};
+
+using Q4_0Kernel = LegacyKernel<products_q4_0, 18, false>;
+using Q4_1Kernel = LegacyKernel<products_q4_1, 20, true>;
+using Q5_0Kernel = LegacyKernel<products_q5_0, 22, false>;
+using Q5_1Kernel = LegacyKernel<products_q5_1, 24, true>;
+using Q8_0Kernel = LegacyKernel<products_q8_0, 34, false>;
 
 }  // namespace
 
 QuantDotFn quant_dot_fn_avx2(DType weight) {
   switch (weight) {
     case DType::kQ4_0:
-      return legacy_dot<products_q4_0, 18, false>;
+      return quant_tile::dot<Q4_0Kernel>;
     case DType::kQ4_1:
-      return legacy_dot<products_q4_1, 20, true>;
+      return quant_tile::dot<Q4_1Kernel>;
     case DType::kQ5_0:
-      return legacy_dot<products_q5_0, 22, false>;
+      return quant_tile::dot<Q5_0Kernel>;
     case DType::kQ5_1:
-      return legacy_dot<products_q5_1, 24, true>;
+      return quant_tile::dot<Q5_1Kernel>;
     case DType::kQ8_0:
-      return legacy_dot<products_q8_0, 34, false>;
+      return quant_tile::dot<Q8_0Kernel>;
     case DType::kQ4_K:
-      return dot_q45_k<false>;
+      return quant_tile::dot<Q45KKernel<false>>;
     case DType::kQ5_K:
-      return dot_q45_k<true>;
+      return quant_tile::dot<Q45KKernel<true>>;
     case DType::kQ6_K:
-      return dot_q6_k;
+      return quant_tile::dot<Q6KKernel>;
+    default:
+      return nullptr;
+  }
+}
+
+QuantRowGemmFn quant_row_gemm_fn_avx2(DType weight) {
+  switch (weight) {
+    case DType::kQ4_0:
+      return quant_tile::row_gemm<Q4_0Kernel>;
+    case DType::kQ4_1:
+      return quant_tile::row_gemm<Q4_1Kernel>;
+    case DType::kQ5_0:
+      return quant_tile::row_gemm<Q5_0Kernel>;
+    case DType::kQ5_1:
+      return quant_tile::row_gemm<Q5_1Kernel>;
+    case DType::kQ8_0:
+      return quant_tile::row_gemm<Q8_0Kernel>;
+    case DType::kQ4_K:
+      return quant_tile::row_gemm<Q45KKernel<false>>;
+    case DType::kQ5_K:
+      return quant_tile::row_gemm<Q45KKernel<true>>;
+    case DType::kQ6_K:
+      return quant_tile::row_gemm<Q6KKernel>;
     default:
       return nullptr;
   }

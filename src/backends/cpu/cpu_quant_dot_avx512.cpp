@@ -5,9 +5,11 @@
 // The K types use the AVX2 kernels (cpu_quant_dot_avx2.cpp) in this variant.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "backends/cpu/cpu_quant_dot.h"
+#include "backends/cpu/cpu_quant_tile.h"
 
 // NOTE: GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and then warn about it (-W[maybe-]uninitialized)
 // when inlined into functions with a target attribute; the warnings are false positives.
@@ -105,49 +107,89 @@ ANVIL_AVX512 inline __m512i pair_products(__m512i u, __m512i x) {
   }
 }
 
+// NT tokens against one row, two blocks per step: each block pair is decoded once and multiplied with every
+// token's activations; per token the same operations in the same order as for NT = 1.
 template <DType kType>
-ANVIL_AVX512 float legacy_dot(const void* w_row, const void* x, int64_t cols) {
-  constexpr size_t kBytes = Legacy<kType>::kBytes;
-  const auto* w = static_cast<const uint8_t*>(w_row);
-  const auto* a = static_cast<const ActBlock32*>(x);
-  const int64_t nb = cols / 32;
-  __m512 acc = _mm512_setzero_ps();
-  float offset = 0.0f;
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2, w += 2 * kBytes, a += 2) {
-    const __m512i u = pair(unsigned_weights<kType>(w), unsigned_weights<kType>(w + kBytes));
-    const __m512i xs = pair(load32(a[0].qs), load32(a[1].qs));
-    const __m512 scale =
-        _mm512_insertf32x8(_mm512_set1_ps(f16_at(w) * a[0].d), _mm256_set1_ps(f16_at(w + kBytes) * a[1].d), 1);
-    acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(pair_products<kType>(u, xs)), acc);
-    if (Legacy<kType>::kHasMin) offset += f16_at(w + 2) * a[0].s + f16_at(w + kBytes + 2) * a[1].s;
+struct LegacyKernel {
+  template <int NT>
+  ANVIL_AVX512 static void tile(const void* w_row, const void* act, size_t act_stride, int64_t cols, float* out,
+                                int64_t out_stride) {
+    constexpr size_t kBytes = Legacy<kType>::kBytes;
+    const auto* w = static_cast<const uint8_t*>(w_row);
+    const ActBlock32* a[NT];
+    for (int t = 0; t < NT; ++t) {
+      a[t] = reinterpret_cast<const ActBlock32*>(static_cast<const uint8_t*>(act) + t * act_stride);
+    }
+    const int64_t nb = cols / 32;
+    __m512 acc[NT];
+    float offset[NT];
+    for (int t = 0; t < NT; ++t) {
+      acc[t] = _mm512_setzero_ps();
+      offset[t] = 0.0f;
+    }
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2, w += 2 * kBytes) {
+      const __m512i u = pair(unsigned_weights<kType>(w), unsigned_weights<kType>(w + kBytes));
+      const float d0 = f16_at(w), d1 = f16_at(w + kBytes);
+      for (int t = 0; t < NT; ++t) {
+        const ActBlock32* x = a[t] + b;
+        const __m512i xs = pair(load32(x[0].qs), load32(x[1].qs));
+        const __m512 scale = _mm512_insertf32x8(_mm512_set1_ps(d0 * x[0].d), _mm256_set1_ps(d1 * x[1].d), 1);
+        acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(pair_products<kType>(u, xs)), acc[t]);
+        if constexpr (Legacy<kType>::kHasMin) {
+          offset[t] = std::fma(f16_at(w + 2), x[0].s, offset[t]);
+          offset[t] = std::fma(f16_at(w + kBytes + 2), x[1].s, offset[t]);
+        }
+      }
+    }
+    if (b < nb) {  // an odd last block: the upper half is zero
+      const __m512i u = pair(unsigned_weights<kType>(w), _mm256_setzero_si256());
+      const float d0 = f16_at(w);
+      for (int t = 0; t < NT; ++t) {
+        const ActBlock32* x = a[t] + b;
+        const __m512i xs = pair(load32(x->qs), _mm256_setzero_si256());
+        const __m512 scale = _mm512_insertf32x8(_mm512_set1_ps(d0 * x->d), _mm256_setzero_ps(), 1);
+        acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(pair_products<kType>(u, xs)), acc[t]);
+        if constexpr (Legacy<kType>::kHasMin) offset[t] = std::fma(f16_at(w + 2), x->s, offset[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t * out_stride] = _mm512_reduce_add_ps(acc[t]) + offset[t];
   }
-  if (b < nb) {  // an odd last block: the upper half is zero
-    const __m512i u = pair(unsigned_weights<kType>(w), _mm256_setzero_si256());
-    const __m512i xs = pair(load32(a->qs), _mm256_setzero_si256());
-    const __m512 scale = _mm512_insertf32x8(_mm512_set1_ps(f16_at(w) * a->d), _mm256_setzero_ps(), 1);
-    acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(pair_products<kType>(u, xs)), acc);
-    if (Legacy<kType>::kHasMin) offset += f16_at(w + 2) * a->s;
-  }
-  return _mm512_reduce_add_ps(acc) + offset;
-}
+};
 
 }  // namespace
 
 QuantDotFn quant_dot_fn_avx512(DType weight) {
   switch (weight) {
     case DType::kQ4_0:
-      return legacy_dot<DType::kQ4_0>;
+      return quant_tile::dot<LegacyKernel<DType::kQ4_0>>;
     case DType::kQ4_1:
-      return legacy_dot<DType::kQ4_1>;
+      return quant_tile::dot<LegacyKernel<DType::kQ4_1>>;
     case DType::kQ5_0:
-      return legacy_dot<DType::kQ5_0>;
+      return quant_tile::dot<LegacyKernel<DType::kQ5_0>>;
     case DType::kQ5_1:
-      return legacy_dot<DType::kQ5_1>;
+      return quant_tile::dot<LegacyKernel<DType::kQ5_1>>;
     case DType::kQ8_0:
-      return legacy_dot<DType::kQ8_0>;
+      return quant_tile::dot<LegacyKernel<DType::kQ8_0>>;
     default:
       return quant_dot_fn_avx2(weight);
+  }
+}
+
+QuantRowGemmFn quant_row_gemm_fn_avx512(DType weight) {
+  switch (weight) {
+    case DType::kQ4_0:
+      return quant_tile::row_gemm<LegacyKernel<DType::kQ4_0>>;
+    case DType::kQ4_1:
+      return quant_tile::row_gemm<LegacyKernel<DType::kQ4_1>>;
+    case DType::kQ5_0:
+      return quant_tile::row_gemm<LegacyKernel<DType::kQ5_0>>;
+    case DType::kQ5_1:
+      return quant_tile::row_gemm<LegacyKernel<DType::kQ5_1>>;
+    case DType::kQ8_0:
+      return quant_tile::row_gemm<LegacyKernel<DType::kQ8_0>>;
+    default:
+      return quant_row_gemm_fn_avx2(weight);
   }
 }
 

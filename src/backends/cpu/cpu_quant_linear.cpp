@@ -1,7 +1,8 @@
 // CPU linear on GGUF block-quantized weights: out = x @ W^T (+ bias) with W kept in its blocks (dtype.h).
-// Few tokens (decode): each token's activations are quantized to 8-bit blocks once, then OpenMP threads split the
-// output rows and run the integer dot kernels (cpu_quant_dot.h). Many tokens (prefill): each thread dequantizes a
-// tile of its rows to fp32 and runs a single-threaded sgemm on it, as cpu_linear does for half weights.
+// One numeric path for every token count: each token's activations are quantized to llama.cpp's 8-bit blocks
+// (cpu_quant_dot.h), then OpenMP threads split the output rows and run the integer row GEMM over tiles of rows x
+// tokens, so a token's output is the same bits whether it runs alone (decode), in a long prefill, chunked or
+// batched with other requests. The dequantize + sgemm path is kept as an fp32 reference (QuantLinearPath).
 #include <cblas.h>
 #include <omp.h>
 
@@ -15,24 +16,23 @@
 namespace anvil {
 namespace {
 
-// NOTE: up to this many tokens the integer dot kernels beat dequantize + sgemm; beyond, sgemm's reuse of each
-// decoded tile wins (SmolLM2 Q4_1, 2 threads, prompt tok/s integer vs sgemm: 4 tokens 193 vs 178, 16: 243 vs 302,
-// 32: 254 vs 431, 128: 215 vs 562; 2026-12-02). The integer path handles each token separately (no register
-// blocking across tokens), which is what a prefill GEMM kernel would add.
-constexpr int64_t kDotMaxTokens = 8;
+// NOTE: tiles of kRowBlock rows x kTokenBlock tokens: a row block's weights stay in L1/L2 while the token blocks
+// pass over them (kTokenBlock activation rows of a 1536-wide Q8 row are ~100 KB, L2).
+constexpr int64_t kRowBlock = 16;
+constexpr int64_t kTokenBlock = 64;
 constexpr int64_t kTileRows = 128;
 
-// NOTE: the logits projection (out_features >= this: a vocabulary; no Llama-family MLP is this wide below 405B)
-// gets its activations in two 8-bit passes, x ~ q1 + q2 with q2 the quantized rounding error of q1, so about 15
-// bits: greedy picks are decided there, and with one pass SmolLM2 Q4_1 answered "What is the capital of France?"
-// with "L'Etoile..." where the fp32 weights say "The capital of France is Paris." (a near-tie flipped by the 8-bit
-// rounding of the final hidden state). It costs one more integer dot over the lm_head per token (decode 83 -> see
-// bench/results/2026-12-02_cpu_gguf_quant.md).
-constexpr int64_t kTwoPassMinOutFeatures = 32000;
-
+// NOTE: QuantActivations::kPrecise (the default) runs every linear on two 8-bit passes, x ~ q1 + q2 with q2 the
+// quantized rounding error of q1 (about 15 bits); kLlama runs one pass, as llama.cpp does. SmolLM2 Q4_1 answers
+// "What is the capital of France?" with "The capital of France is Paris." in precise mode and, in llama mode,
+// with "L'Etoile, la Marseillaise, la femme au..." -- exactly what llama.cpp's llama-simple greedy answers on the
+// same file (a near-tie at the first token; two passes on the logits projection alone, the previous rule, do not
+// flip it back once prefill is 8-bit too). Precise costs ~1.45x the CPU time of a one-pass decode and ~1.7x of a
+// one-pass prefill (the passes share each decoded weight block); see bench/results/2026-12-03_cpu_gguf_quant.md.
 // Reused across calls (grown, never shrunk): no heap allocation per token once warm.
 thread_local std::vector<uint8_t> t_act;
 thread_local std::vector<float> t_residual;
+thread_local std::vector<float> t_passes;
 thread_local std::vector<float> t_tile;
 
 // x - (the values the activation blocks `act` stand for), the input of the second pass.
@@ -46,36 +46,52 @@ void act_residual(DType weight, const float* x, const uint8_t* act, int64_t cols
   }
 }
 
-void dot_rows(const Tensor& x, const Tensor& weight, const Tensor& out, QuantIsa isa) {
+void integer_gemm(const Tensor& x, const Tensor& weight, const Tensor& out, QuantIsa isa, QuantActivations acts) {
   const int64_t num_tokens = x.size(0);
   const int64_t cols = x.size(1);
   const int64_t out_features = weight.size(0);
-  const int64_t passes = out_features >= kTwoPassMinOutFeatures ? 2 : 1;
+  const int64_t passes = acts == QuantActivations::kPrecise ? 2 : 1;
   const size_t act_bytes = quant_act_row_bytes(weight.dtype, cols);
-  // [passes][num_tokens] activation rows
-  if (t_act.size() < act_bytes * num_tokens * passes) t_act.resize(act_bytes * num_tokens * passes);
+  // [num_tokens][passes] activation rows: a token's second-pass row follows its first, so the row GEMM treats
+  // the passes as more tokens and decodes each weight block once for both.
+  const size_t token_bytes = act_bytes * static_cast<size_t>(passes);
+  if (t_act.size() < token_bytes * num_tokens) t_act.resize(token_bytes * num_tokens);
   uint8_t* act = t_act.data();
-  const float* xp = x.ptr<const float>();
-  for (int64_t t = 0; t < num_tokens; ++t) quantize_act_row(weight.dtype, xp + t * cols, cols, act + t * act_bytes);
-  if (passes == 2) {
-    if (t_residual.size() < static_cast<size_t>(cols)) t_residual.resize(static_cast<size_t>(cols));
-    for (int64_t t = 0; t < num_tokens; ++t) {
-      act_residual(weight.dtype, xp + t * cols, act + t * act_bytes, cols, t_residual.data());
-      quantize_act_row(weight.dtype, t_residual.data(), cols, act + (num_tokens + t) * act_bytes);
-    }
-  }
-  const QuantDotFn dot = quant_dot_fn(weight.dtype, isa);
+  const QuantRowGemmFn gemm = quant_row_gemm_fn(weight.dtype, isa);
   const size_t row_bytes = dtype_row_bytes(weight.dtype, cols);
   const auto* w = static_cast<const uint8_t*>(weight.data);
+  const float* xp = x.ptr<const float>();
   float* op = out.ptr<float>();
-  const size_t second = static_cast<size_t>(num_tokens) * act_bytes;
-#pragma omp parallel for schedule(static)
-  for (int64_t o = 0; o < out_features; ++o) {
-    const uint8_t* row = w + static_cast<size_t>(o) * row_bytes;
+  const int64_t num_row_blocks = (out_features + kRowBlock - 1) / kRowBlock;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
     for (int64_t t = 0; t < num_tokens; ++t) {
-      float v = dot(row, act + t * act_bytes, cols);
-      if (passes == 2) v += dot(row, act + second + t * act_bytes, cols);
-      op[t * out_features + o] = v;
+      uint8_t* a = act + t * token_bytes;
+      quantize_act_row(weight.dtype, xp + t * cols, cols, a);
+      if (passes == 2) {
+        if (t_residual.size() < static_cast<size_t>(cols)) t_residual.resize(static_cast<size_t>(cols));
+        act_residual(weight.dtype, xp + t * cols, a, cols, t_residual.data());
+        quantize_act_row(weight.dtype, t_residual.data(), cols, a + act_bytes);
+      }
+    }
+    if (passes == 2 && t_passes.size() < static_cast<size_t>(2 * kTokenBlock)) t_passes.resize(2 * kTokenBlock);
+#pragma omp for schedule(static)
+    for (int64_t rb = 0; rb < num_row_blocks; ++rb) {
+      const int64_t r_end = std::min(out_features, (rb + 1) * kRowBlock);
+      for (int64_t t0 = 0; t0 < num_tokens; t0 += kTokenBlock) {
+        const int64_t nt = std::min(kTokenBlock, num_tokens - t0);
+        for (int64_t r = rb * kRowBlock; r < r_end; ++r) {
+          const uint8_t* row = w + static_cast<size_t>(r) * row_bytes;
+          float* o = op + t0 * out_features + r;
+          if (passes == 1) {
+            gemm(row, act + t0 * act_bytes, act_bytes, nt, cols, o, out_features);
+          } else {
+            gemm(row, act + t0 * token_bytes, act_bytes, 2 * nt, cols, t_passes.data(), 1);
+            for (int64_t t = 0; t < nt; ++t) o[t * out_features] = t_passes[2 * t] + t_passes[2 * t + 1];
+          }
+        }
+      }
     }
   }
 }
@@ -110,7 +126,7 @@ void dequant_sgemm(const Tensor& x, const Tensor& weight, const Tensor& out) {
 }  // namespace
 
 Status cpu_quant_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out, QuantIsa isa,
-                        QuantLinearPath path) {
+                        QuantLinearPath path, QuantActivations acts) {
   if (x.dtype != DType::kF32 || out.dtype != DType::kF32 || !x.is_contiguous() || !out.is_contiguous()) {
     return internal_error("linear: x and out must be contiguous float32 (x " + x.describe() + ", out " +
                           out.describe() + ")");
@@ -126,13 +142,10 @@ Status cpu_quant_linear(const Tensor& x, const Tensor& weight, const Tensor& bia
     return internal_error("linear: shapes do not match: x " + x.describe() + ", weight " + weight.describe() +
                           ", out " + out.describe());
   }
-  if (path == QuantLinearPath::kAuto) {
-    path = num_tokens <= kDotMaxTokens ? QuantLinearPath::kIntegerDot : QuantLinearPath::kDequantSgemm;
-  }
-  if (path == QuantLinearPath::kIntegerDot) {
-    dot_rows(x, weight, out, isa);
-  } else {
+  if (path == QuantLinearPath::kDequantSgemm) {
     dequant_sgemm(x, weight, out);
+  } else {
+    integer_gemm(x, weight, out, isa, acts);
   }
   if (bias.defined()) {
     float* op = out.ptr<float>();
