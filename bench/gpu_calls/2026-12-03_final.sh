@@ -24,6 +24,8 @@ LC=/tmp/llama.cpp
 export PYTHONPATH="$LC/gguf-py"
 if [ "$PART" = one ]; then
   # The call that ran (the session's device time had shrunk to ~7 min): no llama.cpp, most important first.
+  # NOTE: the run of 20d0bf0 lacked this line (gguf-py comes from the llama.cpp tarball), so its Q4_K steps failed.
+  mkdir -p $LC && tar -xJf .xfer/llamacpp/llama.cpp-slim.tar.xz -C $LC --strip-components=1 llama.cpp/gguf-py
   (taskset -c 3 python3 tools/make_random_gguf.py --config bench/configs/llama3-8b/config.json --type Q4_K \
      --out /tmp/Q4_K.gguf.tmp && mv /tmp/Q4_K.gguf.tmp /tmp/Q4_K.gguf) > /tmp/gguf.log 2>&1 &
   PIN="taskset -c 0-2"; R=$OUT/anvil; mkdir -p $R
