@@ -6,11 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
-bash scripts/setup.sh
 if [ -z "${ANVIL_CUDA:-}" ]; then
   if command -v nvidia-smi > /dev/null && nvidia-smi -L > /dev/null 2>&1; then ANVIL_CUDA=ON; else ANVIL_CUDA=OFF; fi
 fi
 export ANVIL_CUDA
+bash scripts/setup.sh  # with ANVIL_CUDA=OFF it skips the CUDA-only downloads (FlashInfer's headers)
 # The model download runs while the binary builds.
 bash scripts/fetch_model.sh > build.fetch.log 2>&1 &
 fetch=$!

@@ -31,10 +31,11 @@ if [ ${#pip_missing[@]} -gt 0 ]; then
   python3 -m pip install -q "${pip_missing[@]}"
 fi
 # FlashInfer's CUDA/C++ headers (with its CUTLASS and CCCL) for the CUDA build's Hopper prefill (ANVIL_FLASHINFER):
-# read from the flashinfer-python wheel, extracted once into a cache outside the repository. Only where nvcc is.
+# read from the flashinfer-python wheel, extracted once into a cache outside the repository. Only where nvcc is and
+# the CUDA build is not turned off (ANVIL_CUDA=OFF, as scripts/demo.sh sets on a machine without a GPU).
 FLASHINFER_VERSION=0.7.4
 FLASHINFER_DIR="${ANVIL_CACHE_DIR:-$HOME/.cache/anvil}/flashinfer-$FLASHINFER_VERSION"
-if { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; } &&
+if [ "${ANVIL_CUDA:-AUTO}" != OFF ] && { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; } &&
    [ ! -f "$FLASHINFER_DIR/flashinfer/data/include/flashinfer/attention/hopper/prefill_sm90.cuh" ]; then
   echo "[setup] fetching flashinfer-python==$FLASHINFER_VERSION headers into $FLASHINFER_DIR"
   tmp="$(mktemp -d)"
