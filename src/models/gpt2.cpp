@@ -52,28 +52,25 @@ Expected<Tensor> transposed(const Tensor& w, Buffer* storage) {
   return t;
 }
 
-class Gpt2Model final : public Model {
+class Gpt2Model final : public ModelBase {
  public:
   Gpt2Model(const ModelConfig& config, Backend& backend)
-      : config_(config), options_(gpt2_config(config_)), backend_(backend) {}
+      : ModelBase(config, backend), options_(gpt2_config(config_)) {}
 
   Status load(const WeightStore& weights) {
     const int64_t h = config_.hidden_size;
     const int64_t inter = config_.intermediate_size;
     auto fetch = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor* dst) -> Status {
       ANVIL_ASSIGN_OR_RETURN(Tensor host, weights.get(name, shape));
-      ANVIL_ASSIGN_OR_RETURN(*dst, backend_.upload_weight(host, &storage_));
-      weight_bytes_ += dst->nbytes();
-      return Status();
+      return upload(host, dst);
     };
     // A Conv1D weight [in, out], uploaded as [out, in] (the host copy is kept where the backend keeps views).
     auto fetch_conv1d = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor* dst) -> Status {
       ANVIL_ASSIGN_OR_RETURN(Tensor host, weights.get(name, shape));
       Buffer buffer;
       ANVIL_ASSIGN_OR_RETURN(Tensor t, transposed(host, &buffer));
-      ANVIL_ASSIGN_OR_RETURN(*dst, backend_.upload_weight(t, &storage_));
+      ANVIL_RETURN_IF_ERROR(upload(t, dst));
       if (dst->data == t.data) storage_.push_back(std::move(buffer));
-      weight_bytes_ += dst->nbytes();
       return Status();
     };
     ANVIL_RETURN_IF_ERROR(fetch("transformer.wte.weight", {config_.vocab_size, h}, &wte_));
@@ -110,23 +107,15 @@ class Gpt2Model final : public Model {
     return backend_.copy_to_device(zeros.data(), no_rotation_);
   }
 
-  const ModelConfig& config() const override { return config_; }
-  size_t weight_bytes() const override { return weight_bytes_; }
-  void set_debug_hook(DebugHook hook) override { hook_ = std::move(hook); }
-  Status reserve(int64_t num_tokens, int64_t num_logits) override { return ensure_scratch(num_tokens, num_logits); }
   size_t scratch_bytes(int64_t num_tokens, int64_t num_logits) const override {
     return static_cast<size_t>(num_tokens * per_token() + num_logits * config_.hidden_size) *
            dtype_size(backend_.activation_dtype());
   }
-  uint64_t scratch_epoch() const override { return scratch_epoch_; }
 
   Status forward(const ForwardInputs& in, std::span<const KvCacheView> kv_cache, const Tensor& logits) override {
     const int64_t num_tokens = in.token_ids.size(0);
     const int64_t num_logits = in.logits_indices.size(0);
-    if (static_cast<int64_t>(kv_cache.size()) != config_.num_layers) {
-      return internal_error("gpt2 forward: expected one KV cache view per layer");
-    }
-    ANVIL_RETURN_IF_ERROR(ensure_scratch(num_tokens, num_logits));
+    ANVIL_RETURN_IF_ERROR(begin_forward(in, kv_cache, "gpt2"));
     const int64_t h = config_.hidden_size;
     const int64_t nh = config_.num_heads;
     const int64_t hd = config_.head_dim;
@@ -179,18 +168,10 @@ class Gpt2Model final : public Model {
   }
 
  private:
-  void debug(std::string_view name, int layer, const Tensor& t) {
-    if (hook_) hook_(name, layer, t);
-  }
-
   // Activation elements per token row: residual, normed, q, attn, block_out (h each), qkv (3 h), mlp (inter).
   int64_t per_token() const { return 8 * config_.hidden_size + config_.intermediate_size; }
 
-  // Grows the activation buffers to hold `num_tokens` rows (never shrinks).
-  Status ensure_scratch(int64_t num_tokens, int64_t num_logits) {
-    if (num_tokens <= scratch_tokens_ && num_logits <= scratch_logits_) return Status();
-    const int64_t n = std::max(num_tokens, scratch_tokens_);
-    const int64_t nl = std::max(num_logits, scratch_logits_);
+  Status allocate_scratch(int64_t n, int64_t nl) override {
     const size_t e = dtype_size(backend_.activation_dtype());
     const int64_t h = config_.hidden_size;
     for (Buffer* b : {&residual_, &normed_, &q_, &attn_, &block_out_}) {
@@ -199,17 +180,10 @@ class Gpt2Model final : public Model {
     ANVIL_ASSIGN_OR_RETURN(qkv_, backend_.allocate(n * 3 * h * e));
     ANVIL_ASSIGN_OR_RETURN(mlp_, backend_.allocate(n * config_.intermediate_size * e));
     ANVIL_ASSIGN_OR_RETURN(last_, backend_.allocate(nl * h * e));
-    scratch_tokens_ = n;
-    scratch_logits_ = nl;
-    ++scratch_epoch_;
     return Status();
   }
 
-  ModelConfig config_;
   Gpt2Config options_;
-  Backend& backend_;
-  std::vector<Buffer> storage_;
-  size_t weight_bytes_ = 0;
   Tensor wte_;  // [vocab_size, hidden_size]
   Tensor wpe_;  // [max_position_embeddings, hidden_size]
   std::vector<LayerWeights> layers_;
@@ -217,10 +191,6 @@ class Gpt2Model final : public Model {
   Tensor lm_head_;                  // [vocab_size, hidden_size]
   Buffer no_rotation_buffer_;
   Tensor no_rotation_;  // fp32 [head_dim / 2] of zeros
-  DebugHook hook_;
-  int64_t scratch_tokens_ = 0;
-  int64_t scratch_logits_ = 0;
-  uint64_t scratch_epoch_ = 0;
   Buffer residual_, normed_, qkv_, q_, attn_, block_out_, mlp_, last_;
 };
 

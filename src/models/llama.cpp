@@ -74,10 +74,10 @@ Tensor concat_rows(const std::vector<Tensor>& parts, Buffer* storage) {
   return out;
 }
 
-class LlamaModel final : public Model {
+class LlamaModel final : public ModelBase {
  public:
   LlamaModel(const ModelConfig& config, Backend& backend)
-      : config_(config), options_(llama_config(config_)), backend_(backend) {}
+      : ModelBase(config, backend), options_(llama_config(config_)) {}
 
   Status load(const WeightStore& weights) {
     const int64_t h = config_.hidden_size;
@@ -86,9 +86,7 @@ class LlamaModel final : public Model {
     const int64_t inter = config_.intermediate_size;
     auto fetch = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor* dst) -> Status {
       ANVIL_ASSIGN_OR_RETURN(Tensor host, weights.get(name, shape));
-      ANVIL_ASSIGN_OR_RETURN(*dst, backend_.upload_weight(host, &storage_));
-      weight_bytes_ += dst->nbytes();
-      return Status();
+      return upload(host, dst);
     };
     struct Part {
       std::string name;
@@ -115,15 +113,13 @@ class LlamaModel final : public Model {
       if (!host.defined()) {
         Tensor* const* out = unfused.begin();
         for (const Tensor& h_part : hosts) {
-          ANVIL_ASSIGN_OR_RETURN(**out, backend_.upload_weight(h_part, &storage_));
-          weight_bytes_ += (*out)->nbytes();
+          ANVIL_RETURN_IF_ERROR(upload(h_part, *out));
           ++out;
         }
         return Status();
       }
-      ANVIL_ASSIGN_OR_RETURN(*dst, backend_.upload_weight(host, &storage_));
+      ANVIL_RETURN_IF_ERROR(upload(host, dst));
       if (dst->data == host.data) storage_.push_back(std::move(stacked));
-      weight_bytes_ += dst->nbytes();
       return Status();
     };
     ANVIL_RETURN_IF_ERROR(fetch("model.embed_tokens.weight", {config_.vocab_size, h}, &embed_tokens_));
@@ -181,24 +177,16 @@ class LlamaModel final : public Model {
     return backend_.copy_to_device(inv_freq.data(), inv_freq_);
   }
 
-  const ModelConfig& config() const override { return config_; }
-  size_t weight_bytes() const override { return weight_bytes_; }
-  void set_debug_hook(DebugHook hook) override { hook_ = std::move(hook); }
-  Status reserve(int64_t num_tokens, int64_t num_logits) override { return ensure_scratch(num_tokens, num_logits); }
   size_t scratch_bytes(int64_t num_tokens, int64_t num_logits) const override {
     const ScratchSizes z = scratch_sizes();
     return static_cast<size_t>(num_tokens * z.per_token + num_logits * z.per_logit) *
            dtype_size(backend_.activation_dtype());
   }
-  uint64_t scratch_epoch() const override { return scratch_epoch_; }
 
   Status forward(const ForwardInputs& in, std::span<const KvCacheView> kv_cache, const Tensor& logits) override {
     const int64_t num_tokens = in.token_ids.size(0);
     const int64_t num_logits = in.logits_indices.size(0);
-    if (static_cast<int64_t>(kv_cache.size()) != config_.num_layers) {
-      return internal_error("llama forward: expected one KV cache view per layer");
-    }
-    ANVIL_RETURN_IF_ERROR(ensure_scratch(num_tokens, num_logits));
+    ANVIL_RETURN_IF_ERROR(begin_forward(in, kv_cache, "llama"));
     const int64_t h = config_.hidden_size;
     const int64_t nh = config_.num_heads;
     const int64_t nkv = config_.num_kv_heads;
@@ -316,11 +304,7 @@ class LlamaModel final : public Model {
                         {x.size(0), heads, config_.head_dim}, x.device);
   }
 
-  void debug(std::string_view name, int layer, const Tensor& t) {
-    if (hook_) hook_(name, layer, t);
-  }
-
-  // Elements of activation scratch per token row and per logits row (ensure_scratch allocates exactly these).
+  // Elements of activation scratch per token row and per logits row (allocate_scratch allocates exactly these).
   struct ScratchSizes {
     int64_t h, qd, kvd, inter, per_token, per_logit;
   };
@@ -336,11 +320,7 @@ class LlamaModel final : public Model {
     return z;
   }
 
-  // Grows the activation buffers to hold `num_tokens` rows (never shrinks).
-  Status ensure_scratch(int64_t num_tokens, int64_t num_logits) {
-    if (num_tokens <= scratch_tokens_ && num_logits <= scratch_logits_) return Status();
-    const int64_t n = std::max(num_tokens, scratch_tokens_);
-    const int64_t nl = std::max(num_logits, scratch_logits_);
+  Status allocate_scratch(int64_t n, int64_t nl) override {
     const size_t e = dtype_size(backend_.activation_dtype());
     const auto [h, qd, kvd, inter, per_token, per_logit] = scratch_sizes();
     ANVIL_ASSIGN_OR_RETURN(residual_, backend_.allocate(n * h * e));
@@ -352,27 +332,16 @@ class LlamaModel final : public Model {
     ANVIL_ASSIGN_OR_RETURN(gate_, backend_.allocate(n * inter * e));
     ANVIL_ASSIGN_OR_RETURN(gate_up_, backend_.allocate(n * 2 * inter * e));
     ANVIL_ASSIGN_OR_RETURN(last_, backend_.allocate(nl * per_logit * e));
-    scratch_tokens_ = n;
-    scratch_logits_ = nl;
-    ++scratch_epoch_;
     return Status();
   }
 
-  ModelConfig config_;
   LlamaConfig options_;
-  Backend& backend_;
-  std::vector<Buffer> storage_;
-  size_t weight_bytes_ = 0;
   Tensor embed_tokens_;  // [vocab_size, hidden_size]
   std::vector<LayerWeights> layers_;
   Tensor final_norm_;  // [hidden_size]
   Tensor lm_head_;     // [vocab_size, hidden_size]
   Buffer inv_freq_buffer_;
   Tensor inv_freq_;  // fp32 [head_dim / 2]
-  DebugHook hook_;
-  int64_t scratch_tokens_ = 0;
-  int64_t scratch_logits_ = 0;
-  uint64_t scratch_epoch_ = 0;
   Buffer residual_, normed_, q_, qkv_, attn_, block_out_, gate_, gate_up_, last_;
 };
 

@@ -2,10 +2,13 @@
 // A model owns its device weights and activation scratch; the KV cache and the per-step inputs are passed in.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "backends/backend.h"
 #include "models/model_config.h"
@@ -42,6 +45,62 @@ class Model {
   virtual size_t scratch_bytes(int64_t num_tokens, int64_t num_logits) const = 0;
   // Changes whenever the activation scratch is reallocated (a captured graph over the old buffers is stale).
   virtual uint64_t scratch_epoch() const = 0;
+};
+
+// What every family's Model shares: its config, the uploaded weights and their byte count, the debug hook, and
+// activation scratch that grows (never shrinks) to the largest step seen, bumping scratch_epoch() when it does.
+// A family implements load, forward, scratch_bytes and allocate_scratch.
+class ModelBase : public Model {
+ public:
+  const ModelConfig& config() const override { return config_; }
+  size_t weight_bytes() const override { return weight_bytes_; }
+  void set_debug_hook(DebugHook hook) override { hook_ = std::move(hook); }
+  Status reserve(int64_t num_tokens, int64_t num_logits) override { return ensure_scratch(num_tokens, num_logits); }
+  uint64_t scratch_epoch() const override { return scratch_epoch_; }
+
+ protected:
+  ModelBase(const ModelConfig& config, Backend& backend) : config_(config), backend_(backend) {}
+
+  // Makes `host` usable by the backend (kept in storage_) and counts its bytes.
+  Status upload(const Tensor& host, Tensor* dst) {
+    ANVIL_ASSIGN_OR_RETURN(*dst, backend_.upload_weight(host, &storage_));
+    weight_bytes_ += dst->nbytes();
+    return Status();
+  }
+  // The start of every forward: one KV view per layer, scratch for this step's rows.
+  Status begin_forward(const ForwardInputs& in, std::span<const KvCacheView> kv_cache, std::string_view family) {
+    if (static_cast<int64_t>(kv_cache.size()) != config_.num_layers) {
+      return internal_error(std::string(family) + " forward: expected one KV cache view per layer");
+    }
+    return ensure_scratch(in.token_ids.size(0), in.logits_indices.size(0));
+  }
+  void debug(std::string_view name, int layer, const Tensor& t) {
+    if (hook_) hook_(name, layer, t);
+  }
+  // (Re)allocates every activation buffer for `num_tokens` token rows and `num_logits` logits rows.
+  virtual Status allocate_scratch(int64_t num_tokens, int64_t num_logits) = 0;
+
+  ModelConfig config_;
+  Backend& backend_;
+  std::vector<Buffer> storage_;  // device copies of the weights (empty where the backend keeps host views)
+
+ private:
+  Status ensure_scratch(int64_t num_tokens, int64_t num_logits) {
+    if (num_tokens <= scratch_tokens_ && num_logits <= scratch_logits_) return Status();
+    const int64_t n = std::max(num_tokens, scratch_tokens_);
+    const int64_t nl = std::max(num_logits, scratch_logits_);
+    ANVIL_RETURN_IF_ERROR(allocate_scratch(n, nl));
+    scratch_tokens_ = n;
+    scratch_logits_ = nl;
+    ++scratch_epoch_;
+    return Status();
+  }
+
+  size_t weight_bytes_ = 0;
+  DebugHook hook_;
+  int64_t scratch_tokens_ = 0;
+  int64_t scratch_logits_ = 0;
+  uint64_t scratch_epoch_ = 0;
 };
 
 // Families and create_model: models/registry.h.

@@ -55,6 +55,20 @@ void layer_norm_row(const float* x, const Tensor& weight, const Tensor& bias, fl
   }
 }
 
+// residual[r] += x[r], then norm_row(residual[r], out[r]), for every row (the fused add + norm ops).
+template <typename NormRow>
+void add_then_norm_rows(const Tensor& x, const Tensor& residual, const Tensor& out, NormRow norm_row) {
+  const int64_t rows = x.size(0);
+  const int64_t n = x.size(1);
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows; ++r) {
+    float* res = residual.ptr<float>() + r * n;
+    const float* xr = x.ptr<const float>() + r * n;
+    for (int64_t i = 0; i < n; ++i) res[i] += xr[i];
+    norm_row(res, n, out.ptr<float>() + r * n);
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options) {
@@ -135,15 +149,9 @@ Status CpuBackend::add_rms_norm(const Tensor& x, const Tensor& residual, const T
   ANVIL_RETURN_IF_ERROR(expect_f32(x, "add_rms_norm", "x"));
   ANVIL_RETURN_IF_ERROR(expect_f32(residual, "add_rms_norm", "residual"));
   ANVIL_RETURN_IF_ERROR(expect_f32(out, "add_rms_norm", "out"));
-  const int64_t rows = x.size(0);
-  const int64_t n = x.size(1);
-#pragma omp parallel for
-  for (int64_t r = 0; r < rows; ++r) {
-    float* res = residual.ptr<float>() + r * n;
-    const float* xr = x.ptr<const float>() + r * n;
-    for (int64_t i = 0; i < n; ++i) res[i] += xr[i];
-    rms_norm_row(res, weight, eps, n, out.ptr<float>() + r * n);
-  }
+  add_then_norm_rows(x, residual, out, [&](const float* row, int64_t n, float* o) {
+    rms_norm_row(row, weight, eps, n, o);
+  });
   return Status();
 }
 
@@ -237,15 +245,9 @@ Status CpuBackend::add_layer_norm(const Tensor& x, const Tensor& residual, const
   ANVIL_RETURN_IF_ERROR(expect_f32(x, "add_layer_norm", "x"));
   ANVIL_RETURN_IF_ERROR(expect_f32(residual, "add_layer_norm", "residual"));
   ANVIL_RETURN_IF_ERROR(expect_f32(out, "add_layer_norm", "out"));
-  const int64_t rows = x.size(0);
-  const int64_t n = x.size(1);
-#pragma omp parallel for
-  for (int64_t r = 0; r < rows; ++r) {
-    float* res = residual.ptr<float>() + r * n;
-    const float* xr = x.ptr<const float>() + r * n;
-    for (int64_t i = 0; i < n; ++i) res[i] += xr[i];
-    layer_norm_row(res, weight, bias, eps, n, out.ptr<float>() + r * n);
-  }
+  add_then_norm_rows(x, residual, out, [&](const float* row, int64_t n, float* o) {
+    layer_norm_row(row, weight, bias, eps, n, o);
+  });
   return Status();
 }
 
