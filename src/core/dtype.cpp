@@ -170,6 +170,35 @@ uint16_t float_to_fp16(float f) {
   return sign | static_cast<uint16_t>(r >> 13);
 }
 
+float fp8e4m3_to_float(uint8_t v) {
+  const float sign = (v & 0x80u) ? -1.0f : 1.0f;
+  const int exp = (v >> 3) & 0xf;
+  const int mant = v & 0x7;
+  if (exp == 15 && mant == 7) return std::nanf("");
+  if (exp == 0) return sign * std::ldexp(static_cast<float>(mant), -9);  // subnormal: mant * 2^-9
+  return sign * std::ldexp(1.0f + static_cast<float>(mant) / 8.0f, exp - 7);
+}
+
+uint8_t float_to_fp8e4m3(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint8_t sign = static_cast<uint8_t>((bits >> 24) & 0x80u);
+  const uint32_t abs = bits & 0x7fffffffu;
+  if (abs > 0x7f800000u) return sign | 0x7fu;  // NaN
+  float a;
+  std::memcpy(&a, &abs, 4);
+  if (a >= 448.0f) return sign | 0x7eu;  // saturate (e4m3fn has no infinity)
+  if (a < 0.015625f) {                   // below the smallest normal (2^-6): units of 2^-9, nearest even
+    // NOTE: a result of 8 is the smallest normal (exponent field 1, mantissa 0), whose encoding is also 8.
+    return sign | static_cast<uint8_t>(std::nearbyint(a * 512.0f));
+  }
+  uint32_t r = abs + 0x7ffffu + ((abs >> 20) & 1u);  // round the mantissa to 3 bits, nearest even
+  const uint32_t exp = (r >> 23) - 127 + 7;
+  const uint32_t mant = (r >> 20) & 7u;
+  if (exp > 15 || (exp == 15 && mant == 7)) return sign | 0x7eu;
+  return sign | static_cast<uint8_t>((exp << 3) | mant);
+}
+
 void convert_to_f32(const void* src, DType dtype, float* dst, size_t n) {
   switch (dtype) {
     case DType::kF32:

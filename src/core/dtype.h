@@ -1,5 +1,6 @@
 // Element types of Anvil tensors and the scalar conversions the CPU backend needs.
-// fp32/fp16/bf16 are computed on today; fp8/int8/int4 are named and reserved for the quantization work.
+// fp32/fp16/bf16 are computed on; fp8/int8/int4 are the weight types of the build step (anvil build), each with the
+// scales a Tensor carries beside its data (tensor.h, WeightScales).
 // The GGUF block types (Q4_0 ... Q6_K) are weight types that stay quantized in memory (see the contract below).
 #pragma once
 
@@ -14,9 +15,11 @@ enum class DType : uint8_t {
   kF32,
   kF16,
   kBF16,
-  kFP8E4M3,  // reserved
-  kInt8,     // reserved
-  kInt4,     // reserved: two values per byte
+  // Weights quantized by the build step. Contract, for every backend: a matrix [rows, cols] (ndim 2, contiguous),
+  // the real value w[r][c] = (q[r][c] - zero[r][g]) * scale[r][g] with g = c / group_size (Tensor::scales).
+  kFP8E4M3,  // OCP float8 e4m3fn (max 448, no infinities), one byte per element; group_size 0 (per row)
+  kInt8,     // signed int8, one byte per element
+  kInt4,     // signed int4 (-8..7), two per byte: column 2i in the low nibble, 2i+1 in the high nibble
   kI32,      // indices (token ids, positions, block tables)
   kI64,
   // GGUF (ggml) block-quantized weights. Contract, for every backend:
@@ -50,7 +53,13 @@ inline size_t dtype_row_bytes(DType dtype, int64_t cols) {
   return static_cast<size_t>(cols / dtype_block_size(dtype)) * dtype_block_bytes(dtype);
 }
 
-// Bytes per element; kInt4 reports 1 for a packed pair and callers must halve counts themselves.
+// True for the build step's weight types (kFP8E4M3, kInt8, kInt4), which carry WeightScales.
+inline bool is_scaled_weight(DType dtype) {
+  return dtype == DType::kFP8E4M3 || dtype == DType::kInt8 || dtype == DType::kInt4;
+}
+
+// Bytes per element; kInt4 reports 1 for a packed pair and callers must halve counts themselves (Tensor::nbytes
+// does).
 // Precondition: !is_quantized(dtype) (a quantized type has no per-element size: the call aborts with a message).
 size_t dtype_size(DType dtype);
 std::string_view dtype_name(DType dtype);
@@ -75,6 +84,9 @@ inline uint16_t float_to_bf16(float f) {
 
 float fp16_to_float(uint16_t h);
 uint16_t float_to_fp16(float f);
+// OCP e4m3fn: exact decode, and round-to-nearest-even encode saturating to +-448 (NaN stays NaN).
+float fp8e4m3_to_float(uint8_t v);
+uint8_t float_to_fp8e4m3(float f);
 
 // Converts `n` elements of `dtype` at `src` into fp32 at `dst` (dtype in f32/f16/bf16).
 void convert_to_f32(const void* src, DType dtype, float* dst, size_t n);

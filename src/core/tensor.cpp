@@ -33,6 +33,7 @@ int64_t Tensor::numel() const {
 }
 
 size_t Tensor::nbytes() const {
+  if (dtype == DType::kInt4) return static_cast<size_t>((numel() + 1) / 2);
   if (!is_quantized(dtype)) return static_cast<size_t>(numel()) * dtype_size(dtype);
   if (ndim == 0) return 0;
   const int64_t cols = shape[ndim - 1];

@@ -18,6 +18,18 @@ enum class Device : uint8_t { kCpu, kCuda };
 
 inline constexpr int kMaxDims = 4;
 
+// Scales of a weight of the build step's types (kFP8E4M3, kInt8, kInt4; dtype.h): for a [rows, cols] weight,
+// w[r][c] = (q[r][c] - zero[r][c / group_size]) * scale[r][c / group_size]; group_size 0 means one group per row.
+// The arrays live on the same device as the data and are owned by whoever owns the data.
+struct WeightScales {
+  const float* scale = nullptr;  // fp32 [rows, num_groups]
+  const float* zero = nullptr;   // fp32 [rows, num_groups], or null (symmetric: zero 0)
+  int32_t group_size = 0;        // 0 (per row), or a divisor of cols (e.g. 128)
+
+  bool defined() const { return scale != nullptr; }
+  int64_t num_groups(int64_t cols) const { return group_size == 0 ? 1 : cols / group_size; }
+};
+
 struct Tensor {
   void* data = nullptr;
   DType dtype = DType::kF32;
@@ -25,6 +37,8 @@ struct Tensor {
   int ndim = 0;
   std::array<int64_t, kMaxDims> shape{};
   std::array<int64_t, kMaxDims> strides{};
+  // Set only for is_scaled_weight(dtype) weights; every other tensor leaves it empty.
+  WeightScales scales;
 
   // A contiguous (row-major) view over `data`.
   static Tensor make(void* data, DType dtype, std::initializer_list<int64_t> shape, Device device = Device::kCpu);
