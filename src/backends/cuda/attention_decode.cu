@@ -7,6 +7,7 @@
 // kernel; a sequence that needs one split is written in the same pass. Developed in dev/kernels/decode_attention/
 // (v3 there; the variants and their timings are recorded beside it).
 #include <algorithm>
+#include <cstdlib>
 
 #include "backends/cuda/attention_decode.cuh"
 #include "backends/cuda/cuda_common.cuh"
@@ -366,7 +367,14 @@ int decode_attention_splits(DType dtype, int head_dim, int group, int num_seqs, 
   const int ctas = std::max(num_seqs * num_kv_heads, 1);
   const int wave = num_sms * ctas_per_sm;
   if (ctas >= wave) return 1;
-  return std::clamp(ceil_div(wave, ctas), 1, ceil_div(std::max(max_context_len, 1), kMinSplitKeys));
+  // ANVIL_DECODE_MAX_SPLITS=N caps the split count: the A/B switch of the batch-1 long-context plan (each split's
+  // prologue and the merge against more CTAs in flight); unset, the plan fills one wave.
+  static const int max_splits = [] {
+    const char* env = std::getenv("ANVIL_DECODE_MAX_SPLITS");
+    return env != nullptr ? std::max(1, std::atoi(env)) : 1 << 20;
+  }();
+  return std::clamp(ceil_div(wave, ctas), 1,
+                    std::min(max_splits, ceil_div(std::max(max_context_len, 1), kMinSplitKeys)));
 }
 
 Status decode_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,

@@ -75,6 +75,9 @@ Status CudaBackend::init() {
   dequantize_quantized_ = dequantize != nullptr && std::string(dequantize) == "1";
   const char* profile = std::getenv("ANVIL_CUDA_PROFILE");
   profiling_ = profile != nullptr && std::string(profile) == "1";
+  if (const char* skip = std::getenv("ANVIL_CUDA_PROFILE_SKIP_STEPS"); skip != nullptr) {
+    profile_skip_steps_ = std::max(0L, std::strtol(skip, nullptr, 10));
+  }
   ANVIL_RETURN_IF_ERROR(configure_paged_attention());
   ANVIL_RETURN_IF_ERROR(configure_prefill_attention());
   const char* flashinfer = std::getenv("ANVIL_FLASHINFER");
@@ -211,6 +214,7 @@ cudaEvent_t CudaBackend::take_event() {
 
 void CudaBackend::mark_step_begin() {
   if (open_mark_ != nullptr) return;  // unbalanced: keep the first begin
+  ++steps_begun_;
   open_mark_ = take_event();
   if (open_mark_ != nullptr) cudaEventRecord(open_mark_, stream_);
 }
@@ -252,6 +256,10 @@ void CudaBackend::OpTimer::start(std::string label) {
 
 CudaBackend::OpTimer::~OpTimer() {
   if (!backend_->profiling_) return;
+  if (backend_->steps_begun_ <= backend_->profile_skip_steps_) {
+    cudaEventDestroy(start_);
+    return;
+  }
   cudaEvent_t end;
   cudaEventCreate(&end);
   cudaEventRecord(end, backend_->stream_);

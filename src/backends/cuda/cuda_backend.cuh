@@ -181,6 +181,10 @@ class CudaBackend final : public Backend {
   uint64_t scratch_epoch_ = 0;
   void* staging_ = nullptr;  // pinned host buffer for weight uploads
   bool profiling_ = false;
+  // ANVIL_CUDA_PROFILE_SKIP_STEPS=N: ops of the first N steps (a benchmark's warm-up: first-call GEMM plans and
+  // allocations) are left out of the profile.
+  int64_t profile_skip_steps_ = 0;
+  int64_t steps_begun_ = 0;
   struct OpRecord {
     std::string label;
     cudaEvent_t start, end;
