@@ -8,17 +8,17 @@
 
 #include <map>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
-#include <tuple>
 
 #include "backends/cuda/cuda_backend.h"
-#include "backends/gemm_algo_cache.h"
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/cuda/flashinfer_prefill.cuh"
 #include "backends/cuda/gemv.cuh"
 #include "backends/cuda/quant_gemv.cuh"
 #include "backends/cuda/wquant.cuh"
+#include "backends/gemm_algo_cache.h"
 
 namespace anvil::cuda {
 
@@ -157,10 +157,14 @@ class CudaBackend final : public Backend {
     cublasLtMatmulAlgo_t algo{};
     Fp8Form form = Fp8Form::kNone;
   };
-  struct Fp8Pointers {  // of the call that creates a plan (the heuristic sees them)
+  struct Fp8Pointers {  // operands of the call that creates a plan: the heuristic sees them, the tuning runs on them
     const float* w_scale;
     const float* x_scale;
     const void* bias;
+    const void* w;  // e4m3 [out, in]
+    const void* x;  // e4m3 [tokens, in], already quantized
+    void* out;      // [tokens, out] in the activation dtype (outer-vector form)
+    void* acc;      // fp32 [tokens, out] (unit-scale form)
   };
   using Fp8Key = std::tuple<int64_t, int64_t, int64_t, bool>;  // tokens, in, out, has bias
   std::map<Fp8Key, Fp8Plan> fp8_plans_;
