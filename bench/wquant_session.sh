@@ -2,16 +2,17 @@
 # One bounded GPU-machine session for the quantized weight types (issue 13): kernel tests of the new ops, device
 # copy bandwidth, the op-level benchmark (anvil_wquant_bench), and, where the anvil binary takes --quantization,
 # W1 / W2 / W3 on llama3-8b for bf16, int8-wo, int4-rtn and fp8 side by side. STEPS picks: tests,ops,e2e.
-# Binaries and Debian libraries come prebuilt in .carry/ (bin/, lib.tar.xz, commit.txt). Results land in $OUT.
+# Binaries and Debian libraries come prebuilt in .carry/ (bin.tar.xz: the stripped anvil, anvil_kernel_tests and
+# anvil_wquant_bench, compressed to fit the carry limit; lib.tar.xz; commit.txt). Results land in $OUT.
 set -uo pipefail
 STEPS=${STEPS:-tests,ops,e2e}
 has() { [[ ",$STEPS," == *",$1,"* ]]; }
-mkdir -p /tmp/anvil-carry && tar -xJf .carry/lib.tar.xz -C /tmp/anvil-carry
+mkdir -p /tmp/anvil-carry && tar -xJf .carry/lib.tar.xz -C /tmp/anvil-carry && tar -xJf .carry/bin.tar.xz -C /tmp/anvil-carry
 export LD_LIBRARY_PATH="/tmp/anvil-carry/lib:${LD_LIBRARY_PATH:-}"
 export ANVIL_SOURCE_DIR="$PWD"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/gpu.txt
 cat .carry/commit.txt | tee $OUT/commit.txt
-B=.carry/bin
+B=/tmp/anvil-carry/bin
 if has tests; then
   timeout ${TEST_TIMEOUT:-90} $B/anvil_kernel_tests --gtest_filter="${TEST_FILTER:-CudaWquant*}" > $OUT/kernel_tests.log 2>&1
   echo "kernel tests rc=$?"
