@@ -42,6 +42,21 @@ constexpr int wq_chunk_elems(WqKind kind) {
 // chunk dividing cols; FP8 only per row and symmetric. Other layouts are dequantized at upload (CudaBackend).
 bool wq_layout_supported(WqKind kind, int64_t cols, int32_t group_size, bool has_zero);
 
+// True for the int4 weights kept in the tensor-core GEMV's layout (wquant_gemv_mma.cu): symmetric, cols a multiple
+// of 128, group_size 0 or a multiple of 128. Their device bytes are repacked at upload (wq_int4_repack): within each
+// 32-bit word of 8 columns c0..c7, nibble p holds column 2p (p < 4) or 2(p - 4) + 1, as q + 8 (unsigned), so that
+// one mask and one OR turn two columns into a bf16 / fp16 pair. Every kernel reading int4 checks this.
+bool wq_int4_repacked(WqKind kind, int64_t cols, int32_t group_size, bool has_zero);
+// Repacks `num_words` 32-bit words of contract int4 (column 2i low nibble, two's complement) in place.
+void wq_int4_repack(uint32_t* words, int64_t num_words);
+
+// The tensor-core decode GEMV on repacked int4 (wq_int4_repacked): x is the 16 x 16 A operand (tokens as rows,
+// at most 8 per launch), 8 weight rows the B operand, fp32 accumulation per scale group; same contract as wq_gemv,
+// which calls it for these weights.
+template <typename T>
+Status wq_int4_mma_gemv(const WqWeight& w, const T* x, int64_t num_tokens, const T* bias, T* out, bool swiglu,
+                        cudaStream_t stream);
+
 // Decode GEMVs take at most this many tokens per launch; wq_gemv loops over slices of this many.
 inline constexpr int kWqGemvTokens = 4;
 

@@ -286,8 +286,18 @@ cudaError_t launch_any(const WqWeight& w, const T* x, const WqFp8Act& xq, int nu
   return cudaErrorInvalidValue;
 }
 
+// The 8 columns of a word of repacked int4 (wq_int4_repacked): nibble p holds column 2p (p < 4) or 2(p - 4) + 1 as
+// q + 8.
+__device__ __forceinline__ void dequant_word_repacked(uint32_t w, float (&f)[8]) {
+#pragma unroll
+  for (int p = 0; p < 8; ++p) {
+    const int col = p < 4 ? 2 * p : 2 * (p - 4) + 1;
+    f[col] = __uint_as_float(0x4B000000u | ((w >> (4 * p)) & 0xfu)) - 8388616.0f;
+  }
+}
+
 // out [rows, cols] = (q - zero) * scale rounded to T; one thread per 16-byte chunk, grid-stride.
-template <WqKind K, typename T, bool kZero>
+template <WqKind K, typename T, bool kZero, bool kRepacked = false>
 __global__ void wq_dequantize_kernel(WqWeight w, int64_t group, T* __restrict__ out) {
   constexpr int kE = word_elems<K>();
   constexpr int kChunk = 4 * kE;
@@ -306,7 +316,11 @@ __global__ void wq_dequantize_kernel(WqWeight w, int64_t group, T* __restrict__ 
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       float f[kE];
-      dequant_word<K>(word_of(v, j), f);
+      if constexpr (kRepacked) {
+        dequant_word_repacked(word_of(v, j), f);
+      } else {
+        dequant_word<K>(word_of(v, j), f);
+      }
       if constexpr (kE == 8) {
         uint4 o;
         T* h = reinterpret_cast<T*>(&o);
@@ -351,6 +365,9 @@ Status wq_gemv(const WqWeight& w, const T* x, const WqFp8Act& xq, int64_t num_to
   if (!aligned16(w.q) || !aligned16(out) || (fp8 ? (xq.q == nullptr || xq.scale == nullptr) : !aligned16(x))) {
     return invalid_argument("wq_gemv: weight, x and out must be 16-byte aligned (FP8: the quantized x is needed)");
   }
+  if (wq_int4_repacked(w.kind, w.cols, w.group_size, w.zero != nullptr)) {
+    return wq_int4_mma_gemv<T>(w, x, num_tokens, bias, out, swiglu, stream);
+  }
   const int64_t out_features = swiglu ? w.rows / 2 : w.rows;
   for (int64_t t0 = 0; t0 < num_tokens; t0 += kWqGemvTokens) {
     const int n = static_cast<int>(std::min<int64_t>(kWqGemvTokens, num_tokens - t0));
@@ -372,7 +389,10 @@ Status wq_dequantize(const WqWeight& w, T* out, cudaStream_t stream) {
   const auto grid = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 132 * 16));
   auto go = [&](auto kind) {
     constexpr WqKind K = decltype(kind)::value;
-    if (w.zero != nullptr) {
+    if (wq_int4_repacked(w.kind, w.cols, w.group_size, w.zero != nullptr)) {
+      if constexpr (K == WqKind::kInt4)
+        wq_dequantize_kernel<K, T, false, true><<<grid, 256, 0, stream>>>(w, group, out);
+    } else if (w.zero != nullptr) {
       wq_dequantize_kernel<K, T, true><<<grid, 256, 0, stream>>>(w, group, out);
     } else {
       wq_dequantize_kernel<K, T, false><<<grid, 256, 0, stream>>>(w, group, out);

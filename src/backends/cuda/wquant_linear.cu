@@ -116,7 +116,16 @@ Expected<Tensor> CudaBackend::upload_scaled_weight(const Tensor& host, std::vect
   auto* base = static_cast<char*>(dst.data());
   auto* scale = reinterpret_cast<float*>(base + align256(data_bytes));
   auto* zero = zero_bytes > 0 ? reinterpret_cast<float*>(base + align256(data_bytes) + align256(scale_bytes)) : nullptr;
-  ANVIL_CUDA_RETURN_IF_ERROR(cudaMemcpy(base, host.data, data_bytes, cudaMemcpyHostToDevice), "upload_weight (data)");
+  if (wq_int4_repacked(kind, cols, s.group_size, s.zero != nullptr)) {
+    // The tensor-core GEMV's layout (wquant.cuh): a host copy repacked word by word (rows are whole words here).
+    Buffer packed = Buffer::host(data_bytes);
+    std::memcpy(packed.data(), host.data, data_bytes);
+    wq_int4_repack(static_cast<uint32_t*>(packed.data()), static_cast<int64_t>(data_bytes / 4));
+    ANVIL_CUDA_RETURN_IF_ERROR(cudaMemcpy(base, packed.data(), data_bytes, cudaMemcpyHostToDevice),
+                               "upload_weight (data)");
+  } else {
+    ANVIL_CUDA_RETURN_IF_ERROR(cudaMemcpy(base, host.data, data_bytes, cudaMemcpyHostToDevice), "upload_weight (data)");
+  }
   ANVIL_CUDA_RETURN_IF_ERROR(cudaMemcpy(scale, s.scale, scale_bytes, cudaMemcpyHostToDevice), "upload_weight (scales)");
   if (zero != nullptr) {
     ANVIL_CUDA_RETURN_IF_ERROR(cudaMemcpy(zero, s.zero, zero_bytes, cudaMemcpyHostToDevice), "upload_weight (zeros)");
