@@ -57,6 +57,16 @@ template <typename T>
 Status wq_int4_mma_gemv(const WqWeight& w, const T* x, int64_t num_tokens, const T* bias, T* out, bool swiglu,
                         cudaStream_t stream);
 
+// The FP8 decode GEMV on the tensor cores (mma.m16n8k32 e4m3, weights as stored) for cols a multiple of 64
+// (wq_fp8_mma); same contract as wq_gemv for kFp8, which calls it.
+bool wq_fp8_mma(WqKind kind, int64_t cols);
+template <typename T>
+Status wq_fp8_mma_gemv(const WqWeight& w, const WqFp8Act& xq, int64_t num_tokens, const T* bias, T* out, bool swiglu,
+                       cudaStream_t stream);
+// Whether the tensor-core GEMVs (and int4's repacked layout) are used: yes unless ANVIL_WQ_MMA=0 in the environment
+// (then the fp32 FMA kernels of wquant_gemv.cu run). Read once.
+bool wq_mma_enabled();
+
 // Decode GEMVs take at most this many tokens per launch; wq_gemv loops over slices of this many.
 inline constexpr int kWqGemvTokens = 4;
 

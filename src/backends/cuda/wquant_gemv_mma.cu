@@ -9,6 +9,8 @@
 // 2026-12-03, bench/results/2026-12-03_h200_wquant.md). A CTA of 4 warps takes 8 rows and splits their 128-column
 // units over the warps; partial sums meet in shared memory.
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/cuda/wquant.cuh"
@@ -168,10 +170,131 @@ cudaError_t launch(const WqWeight& w, const T* x, int num_tokens, const T* bias,
   return cudaGetLastError();
 }
 
+// The FP8 W8A8 decode GEMV on the tensor cores: mma.m16n8k32 on e4m3 x (quantized per token) and e4m3 weights as
+// stored, with the same k permutation (lane (g, t) takes columns [16t, 16t + 16) of each 64-column unit of weight
+// row g and of token g), so nothing is converted at all; out = sum * w_scale[row] * x_scale[token].
+__device__ __forceinline__ void mma_fp8_block(float (&c)[4], uint32_t a_lo, uint32_t a_hi, uint32_t b0, uint32_t b1) {
+  const uint32_t zero = 0u;
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a_lo), "r"(zero), "r"(a_hi), "r"(zero), "r"(b0), "r"(b1));
+}
+
+template <typename T, int kTiles>
+__global__ void __launch_bounds__(kThreads)
+    wq_fp8_mma_kernel(WqWeight w, WqFp8Act xq, int num_tokens, const T* __restrict__ bias, T* __restrict__ out,
+                      int64_t out_features) {
+  constexpr int kUnits = kTiles == 1 ? 4 : 2;
+  __shared__ float red[kWarps][kTiles][32][2];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int64_t cols = w.cols, units = cols / 64;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * 8;
+  const uint8_t* wrow[kTiles];
+#pragma unroll
+  for (int tile = 0; tile < kTiles; ++tile) {
+    wrow[tile] = w.q + (tile * out_features + min(n0 + g, out_features - 1)) * cols + 16 * t4;
+  }
+  const bool has_x = g < num_tokens;
+  const uint8_t* xrow = xq.q + static_cast<int64_t>(min(g, num_tokens - 1)) * cols + 16 * t4;
+  float acc[kTiles][2];
+#pragma unroll
+  for (int tile = 0; tile < kTiles; ++tile) acc[tile][0] = acc[tile][1] = 0.0f;
+  for (int64_t u0 = static_cast<int64_t>(warp) * kUnits; u0 < units; u0 += static_cast<int64_t>(kWarps) * kUnits) {
+    uint4 wv[kUnits][kTiles];
+    uint4 xv[kUnits];
+#pragma unroll
+    for (int i = 0; i < kUnits; ++i) {
+      const int64_t u = u0 + i;
+      if (u < units) {
+#pragma unroll
+        for (int tile = 0; tile < kTiles; ++tile) {
+          wv[i][tile] = __ldcs(reinterpret_cast<const uint4*>(wrow[tile] + u * 64));
+        }
+        xv[i] = has_x ? __ldg(reinterpret_cast<const uint4*>(xrow + u * 64)) : make_uint4(0u, 0u, 0u, 0u);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kUnits; ++i) {
+      if (u0 + i >= units) continue;
+#pragma unroll
+      for (int tile = 0; tile < kTiles; ++tile) {
+        float c[4] = {acc[tile][0], acc[tile][1], 0.0f, 0.0f};
+        mma_fp8_block(c, xv[i].x, xv[i].y, wv[i][tile].x, wv[i][tile].y);
+        mma_fp8_block(c, xv[i].z, xv[i].w, wv[i][tile].z, wv[i][tile].w);
+        acc[tile][0] = c[0];
+        acc[tile][1] = c[1];
+      }
+    }
+  }
+#pragma unroll
+  for (int tile = 0; tile < kTiles; ++tile) {
+    red[warp][tile][lane][0] = acc[tile][0];
+    red[warp][tile][lane][1] = acc[tile][1];
+  }
+  __syncthreads();
+  const int t = threadIdx.x / 8, r = threadIdx.x % 8;
+  const int64_t n = n0 + r;
+  if (t >= num_tokens || n >= out_features) return;
+  const float x_scale = __ldg(xq.scale + t);
+  auto finish = [&](int tile) {
+    float v = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kWarps; ++i) v += red[i][tile][4 * t + r / 2][r % 2];
+    return v * __ldg(w.scale + tile * out_features + n) * x_scale;
+  };
+  if constexpr (kTiles == 2) {
+    const float gate = to_float(from_float<T>(finish(0)));
+    const float s = to_float(from_float<T>(gate / (1.0f + __expf(-gate))));
+    const float up = to_float(from_float<T>(finish(1)));
+    out[t * out_features + n] = from_float<T>(s * up);
+  } else {
+    float v = finish(0);
+    if (bias != nullptr) v += to_float(bias[n]);
+    out[t * out_features + n] = from_float<T>(v);
+  }
+}
+
 }  // namespace
 
+bool wq_fp8_mma(WqKind kind, int64_t cols) {
+  return wq_mma_enabled() && kind == WqKind::kFp8 && cols > 0 && cols % 64 == 0;
+}
+
+template <typename T>
+Status wq_fp8_mma_gemv(const WqWeight& w, const WqFp8Act& xq, int64_t num_tokens, const T* bias, T* out, bool swiglu,
+                       cudaStream_t stream) {
+  if (!wq_fp8_mma(w.kind, w.cols) || w.group_size != 0 || w.zero != nullptr) {
+    return invalid_argument("wq_fp8_mma_gemv: needs a per-row scaled e4m3 weight with cols a multiple of 64");
+  }
+  const int64_t out_features = swiglu ? w.rows / 2 : w.rows;
+  const auto grid = static_cast<unsigned>((out_features + 7) / 8);
+  for (int64_t t0 = 0; t0 < num_tokens; t0 += kMaxTokens) {
+    const int n = static_cast<int>(std::min<int64_t>(kMaxTokens, num_tokens - t0));
+    const WqFp8Act slice{xq.q + t0 * w.cols, xq.scale + t0};
+    T* os = out + t0 * out_features;
+    if (swiglu) {
+      wq_fp8_mma_kernel<T, 2><<<grid, kThreads, 0, stream>>>(w, slice, n, nullptr, os, out_features);
+    } else {
+      wq_fp8_mma_kernel<T, 1><<<grid, kThreads, 0, stream>>>(w, slice, n, bias, os, out_features);
+    }
+    ANVIL_CUDA_RETURN_IF_ERROR(cudaGetLastError(), "wq_fp8_mma_gemv");
+  }
+  return Status();
+}
+
+bool wq_mma_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("ANVIL_WQ_MMA");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return enabled;
+}
+
 bool wq_int4_repacked(WqKind kind, int64_t cols, int32_t group_size, bool has_zero) {
-  return kind == WqKind::kInt4 && !has_zero && cols > 0 && cols % 128 == 0 &&
+  return wq_mma_enabled() && kind == WqKind::kInt4 && !has_zero && cols > 0 && cols % 128 == 0 &&
          (group_size == 0 || (group_size % 128 == 0 && cols % group_size == 0));
 }
 
@@ -214,6 +337,10 @@ Status wq_int4_mma_gemv(const WqWeight& w, const T* x, int64_t num_tokens, const
   return Status();
 }
 
+template Status wq_fp8_mma_gemv<__half>(const WqWeight&, const WqFp8Act&, int64_t, const __half*, __half*, bool,
+                                        cudaStream_t);
+template Status wq_fp8_mma_gemv<__nv_bfloat16>(const WqWeight&, const WqFp8Act&, int64_t, const __nv_bfloat16*,
+                                               __nv_bfloat16*, bool, cudaStream_t);
 template Status wq_int4_mma_gemv<__half>(const WqWeight&, const __half*, int64_t, const __half*, __half*, bool,
                                          cudaStream_t);
 template Status wq_int4_mma_gemv<__nv_bfloat16>(const WqWeight&, const __nv_bfloat16*, int64_t, const __nv_bfloat16*,
