@@ -14,8 +14,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 cat .carry/commit.txt | tee $OUT/commit.txt
 B=/tmp/anvil-carry/bin
 if has tests; then
-  # The tensor-core GEMVs (default) and the fp32 FMA kernels (ANVIL_WQ_MMA=0).
-  for mma in 1 0; do
+  # The default kernel choice (ANVIL_WQ_MMA unset), the tensor-core GEMVs everywhere (1), the fp32 FMA kernels (0).
+  for mma in auto 1 0; do
     ANVIL_WQ_MMA=$mma timeout ${TEST_TIMEOUT:-90} $B/anvil_kernel_tests --gtest_filter="${TEST_FILTER:-*CudaWquant*}" \
       > $OUT/kernel_tests_mma$mma.log 2>&1
     echo "kernel tests ANVIL_WQ_MMA=$mma rc=$?"

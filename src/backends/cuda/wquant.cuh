@@ -42,10 +42,11 @@ constexpr int wq_chunk_elems(WqKind kind) {
 // chunk dividing cols; FP8 only per row and symmetric. Other layouts are dequantized at upload (CudaBackend).
 bool wq_layout_supported(WqKind kind, int64_t cols, int32_t group_size, bool has_zero);
 
-// True for the int4 weights kept in the tensor-core GEMV's layout (wquant_gemv_mma.cu): symmetric, cols a multiple
-// of 128, group_size 0 or a multiple of 128. Their device bytes are repacked at upload (wq_int4_repack): within each
-// 32-bit word of 8 columns c0..c7, nibble p holds column 2p (p < 4) or 2(p - 4) + 1, as q + 8 (unsigned), so that
-// one mask and one OR turn two columns into a bf16 / fp16 pair. Every kernel reading int4 checks this.
+// True for the int4 weights kept in the tensor-core GEMV's layout (wquant_gemv_mma.cu): with ANVIL_WQ_MMA=1 only
+// (wq_mma_mode), symmetric, cols a multiple of 128, group_size 0 or a multiple of 128. Their device bytes are repacked
+// at upload (wq_int4_repack): within each 32-bit word of 8 columns c0..c7, nibble p holds column 2p (p < 4) or 2(p - 4)
+// + 1, as q + 8 (unsigned), so that one mask and one OR turn two columns into a bf16 / fp16 pair. Every kernel reading
+// int4 checks this.
 bool wq_int4_repacked(WqKind kind, int64_t cols, int32_t group_size, bool has_zero);
 // Repacks `num_words` 32-bit words of contract int4 (column 2i low nibble, two's complement) in place.
 void wq_int4_repack(uint32_t* words, int64_t num_words);
@@ -58,14 +59,25 @@ Status wq_int4_mma_gemv(const WqWeight& w, const T* x, int64_t num_tokens, const
                         cudaStream_t stream);
 
 // The FP8 decode GEMV on the tensor cores (mma.m16n8k32 e4m3, weights as stored) for cols a multiple of 64
-// (wq_fp8_mma); same contract as wq_gemv for kFp8, which calls it.
-bool wq_fp8_mma(WqKind kind, int64_t cols);
+// (wq_fp8_mma_layout); same contract as wq_gemv for kFp8, which calls it where wq_fp8_mma_runs says so.
+bool wq_fp8_mma_layout(WqKind kind, int64_t cols);
 template <typename T>
 Status wq_fp8_mma_gemv(const WqWeight& w, const WqFp8Act& xq, int64_t num_tokens, const T* bias, T* out, bool swiglu,
                        cudaStream_t stream);
-// Whether the tensor-core GEMVs (and int4's repacked layout) are used: yes unless ANVIL_WQ_MMA=0 in the environment
-// (then the fp32 FMA kernels of wquant_gemv.cu run). Read once.
-bool wq_mma_enabled();
+
+// Which decode GEMV kernels run (ANVIL_WQ_MMA in the environment, read once): kAuto (unset) picks by the H200
+// measurements (wquant_gemv_mma.cu): int4 the fp32 FMA kernel on the contract's layout, FP8 the FMA kernel up to
+// kWqFp8MmaMinTokens - 1 tokens and the tensor-core one from there; kOn ("1") the tensor-core kernels everywhere
+// (int4 repacked at upload); kOff ("0") the FMA kernels everywhere.
+enum class WqMma : uint8_t { kAuto, kOn, kOff };
+WqMma wq_mma_mode();
+inline constexpr int kWqFp8MmaMinTokens = 3;
+// Whether the FP8 decode GEMV of `num_tokens` tokens runs on the tensor cores.
+inline bool wq_fp8_mma_runs(WqKind kind, int64_t cols, int64_t num_tokens) {
+  const WqMma mode = wq_mma_mode();
+  return wq_fp8_mma_layout(kind, cols) &&
+         (mode == WqMma::kOn || (mode == WqMma::kAuto && num_tokens >= kWqFp8MmaMinTokens));
+}
 
 // Decode GEMVs take at most this many tokens per launch; wq_gemv loops over slices of this many.
 inline constexpr int kWqGemvTokens = 4;

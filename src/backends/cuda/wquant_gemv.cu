@@ -368,7 +368,9 @@ Status wq_gemv(const WqWeight& w, const T* x, const WqFp8Act& xq, int64_t num_to
   if (wq_int4_repacked(w.kind, w.cols, w.group_size, w.zero != nullptr)) {
     return wq_int4_mma_gemv<T>(w, x, num_tokens, bias, out, swiglu, stream);
   }
-  if (wq_fp8_mma(w.kind, w.cols)) return wq_fp8_mma_gemv<T>(w, xq, num_tokens, bias, out, swiglu, stream);
+  if (wq_fp8_mma_runs(w.kind, w.cols, num_tokens)) {
+    return wq_fp8_mma_gemv<T>(w, xq, num_tokens, bias, out, swiglu, stream);
+  }
   const int64_t out_features = swiglu ? w.rows / 2 : w.rows;
   for (int64_t t0 = 0; t0 < num_tokens; t0 += kWqGemvTokens) {
     const int n = static_cast<int>(std::min<int64_t>(kWqGemvTokens, num_tokens - t0));

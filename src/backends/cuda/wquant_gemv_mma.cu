@@ -1,13 +1,13 @@
-// wq_int4_mma_gemv: the decode GEMV on int4 weights in the repacked layout (wquant.cuh, wq_int4_repacked), on the
-// tensor cores. Each warp multiplies a 16 x 16 tile of x (tokens as rows; rows past num_tokens are zero) with 8
-// weight rows x 16 columns per mma.m16n8k16, fp32 accumulation. The k order inside a 128-column unit is permuted
-// the same way for both operands (the dot product does not care): lane (g, t) of a warp loads the 16 bytes of
-// columns [32t, 32t + 32) of weight row g and the same 32 columns of x's token g, so weights arrive with one
-// coalesced 16-byte load per lane and x needs no shuffles. A weight pair becomes bf16 / fp16 with one mask-OR and
-// one subtraction (exact: small integers), about 1.4 instructions per weight against 3.5 for the fp32 FMA kernel
-// (wquant_gemv.cu), whose issue rate bounded it (43% of copy bandwidth on an H200's decode step; measured
-// 2026-12-03, bench/results/2026-12-03_h200_wquant.md). A CTA of 4 warps takes 8 rows and splits their 128-column
-// units over the warps; partial sums meet in shared memory.
+// The decode GEMVs on the tensor cores: int4 in the repacked layout (wquant.cuh, wq_int4_repacked; mma.m16n8k16)
+// and FP8 W8A8 as stored (mma.m16n8k32 e4m3). Each warp multiplies a 16-row tile of x (tokens as rows; rows past
+// num_tokens are zero) with 8 weight rows, fp32 accumulation. The k order inside a unit of columns is permuted the
+// same way for both operands (the dot product does not care): lane (g, t) loads one 16-byte piece of weight row g
+// and the same columns of token g, so weights arrive with one coalesced 16-byte load per lane and x needs no
+// shuffles. An int4 pair becomes bf16 / fp16 with one mask-OR and one subtraction (exact: small integers), about 1.4
+// instructions per weight against 3.5 for the fp32 FMA kernel (wquant_gemv.cu). A CTA of 4 warps takes 8 rows and
+// splits their units over the warps; partial sums meet in shared memory. Measured on an H200 (wq_mma_mode's NOTE):
+// their time hardly grows with the token count, but at one token they are slower than the FMA kernels: the chained
+// mma.sync of one accumulator (asm volatile keeps them in order) bound them, the next thing to change.
 #include <algorithm>
 #include <cstdlib>
 #include <string>
@@ -259,14 +259,14 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-bool wq_fp8_mma(WqKind kind, int64_t cols) {
-  return wq_mma_enabled() && kind == WqKind::kFp8 && cols > 0 && cols % 64 == 0;
+bool wq_fp8_mma_layout(WqKind kind, int64_t cols) {
+  return kind == WqKind::kFp8 && cols > 0 && cols % 64 == 0;
 }
 
 template <typename T>
 Status wq_fp8_mma_gemv(const WqWeight& w, const WqFp8Act& xq, int64_t num_tokens, const T* bias, T* out, bool swiglu,
                        cudaStream_t stream) {
-  if (!wq_fp8_mma(w.kind, w.cols) || w.group_size != 0 || w.zero != nullptr) {
+  if (!wq_fp8_mma_layout(w.kind, w.cols) || w.group_size != 0 || w.zero != nullptr) {
     return invalid_argument("wq_fp8_mma_gemv: needs a per-row scaled e4m3 weight with cols a multiple of 64");
   }
   const int64_t out_features = swiglu ? w.rows / 2 : w.rows;
@@ -285,16 +285,22 @@ Status wq_fp8_mma_gemv(const WqWeight& w, const WqFp8Act& xq, int64_t num_tokens
   return Status();
 }
 
-bool wq_mma_enabled() {
-  static const bool enabled = [] {
+// NOTE: kAuto from one H200 call (2026-12-03, bench/results/2026-12-03_h200_wquant.md, llama3-8b decode weight stream
+// of anvil_wquant_bench): the tensor-core kernels take about the same time at 1 and at 4 tokens (int4 2701 / 2889 us,
+// FP8 3400 / 3406 us: bound by the latency of their chained mma.sync, not by bytes), the FMA kernels grow with the
+// tokens (int4 2043 / 4434 us, FP8 2555 / 3923 us). So at one token (W1) the FMA kernels win, FP8's tensor-core
+// kernel from about 3 tokens (interpolated); int4 would need both layouts to switch per step, and keeps the FMA one.
+WqMma wq_mma_mode() {
+  static const WqMma mode = [] {
     const char* v = std::getenv("ANVIL_WQ_MMA");
-    return v == nullptr || std::string(v) != "0";
+    if (v == nullptr) return WqMma::kAuto;
+    return std::string(v) == "1" ? WqMma::kOn : std::string(v) == "0" ? WqMma::kOff : WqMma::kAuto;
   }();
-  return enabled;
+  return mode;
 }
 
 bool wq_int4_repacked(WqKind kind, int64_t cols, int32_t group_size, bool has_zero) {
-  return wq_mma_enabled() && kind == WqKind::kInt4 && !has_zero && cols > 0 && cols % 128 == 0 &&
+  return wq_mma_mode() == WqMma::kOn && kind == WqKind::kInt4 && !has_zero && cols > 0 && cols % 128 == 0 &&
          (group_size == 0 || (group_size % 128 == 0 && cols % group_size == 0));
 }
 
