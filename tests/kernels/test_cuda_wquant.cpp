@@ -3,7 +3,8 @@
 // and zero points) and inputs, odd row counts, fp16 and bf16. Token counts cover the decode GEMV (1-4), its
 // token-slice loop (5-16), and the long-step paths (dequantize + dense GEMM; FP8: cuBLASLt FP8 GEMM or its
 // fallbacks). The FP8 reference quantizes x per token as the contract does (scale = row amax / 448, e4m3 by
-// round-to-nearest-even). Outputs are poisoned before each run, so an unwritten element fails the check.
+// round-to-nearest-even). Every case is also compared with the CPU backend's linear (the reference op). Outputs
+// are poisoned before each run, so an unwritten element fails the check.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -27,6 +28,7 @@ struct HostWeight {
   std::vector<uint8_t> q;
   std::vector<float> scale, zero;
   int32_t group_size = 0;
+  ActivationQuant acts = ActivationQuant::kNone;
   std::vector<float> real;  // [rows, cols]
 
   Tensor tensor() {
@@ -34,6 +36,7 @@ struct HostWeight {
     t.scales.scale = scale.data();
     t.scales.zero = zero.empty() ? nullptr : zero.data();
     t.scales.group_size = group_size;
+    t.scales.activations = acts;
     return t;
   }
 };
@@ -44,6 +47,8 @@ HostWeight make_weight(DType dtype, int64_t rows, int64_t cols, int32_t group_si
   w.rows = rows;
   w.cols = cols;
   w.group_size = group_size;
+  w.acts = dtype == DType::kFP8E4M3 && group_size == 0 && !with_zero ? ActivationQuant::kPerTokenDynamic
+                                                                     : ActivationQuant::kNone;
   const int64_t groups = group_size == 0 ? 1 : cols / group_size;
   std::uniform_real_distribution<float> unit(0.5f, 1.5f);
   std::uniform_real_distribution<float> zdist(-2.5f, 2.5f);
@@ -105,7 +110,7 @@ std::vector<float> fp8_act(const std::vector<float>& x, int64_t num_tokens, int6
 // out[t, n] = sum_c x[t, c] * w[n, c] (+ bias[n]) in fp64.
 std::vector<float> reference_linear(const std::vector<float>& x, const HostWeight& w, int64_t num_tokens,
                                     const std::vector<float>& bias) {
-  const std::vector<float> xe = w.dtype == DType::kFP8E4M3 ? fp8_act(x, num_tokens, w.cols) : x;
+  const std::vector<float> xe = w.acts == ActivationQuant::kPerTokenDynamic ? fp8_act(x, num_tokens, w.cols) : x;
   std::vector<float> out(num_tokens * w.rows);
   for (int64_t t = 0; t < num_tokens; ++t) {
     for (int64_t n = 0; n < w.rows; ++n) {
@@ -121,15 +126,38 @@ struct Case {
   DType dtype;
   int32_t group_size;
   bool zero;
+  bool weight_only_fp8 = false;  // FP8 weights with ActivationQuant::kNone (uploaded dense)
 };
 
 std::string case_name(const Case& c) {
-  return std::string(dtype_name(c.dtype)) + " g" + std::to_string(c.group_size) + (c.zero ? " zero" : "");
+  return std::string(dtype_name(c.dtype)) + " g" + std::to_string(c.group_size) + (c.zero ? " zero" : "") +
+         (c.weight_only_fp8 ? " weight-only" : "");
 }
 
-constexpr Case kCases[] = {{DType::kInt8, 0, false},   {DType::kInt8, 128, true}, {DType::kInt4, 128, false},
-                           {DType::kInt4, 128, true},  {DType::kInt4, 0, false},  {DType::kInt4, 32, false},
-                           {DType::kFP8E4M3, 0, false}};
+HostWeight make_case_weight(const Case& c, int64_t rows, int64_t cols, std::mt19937& rng) {
+  HostWeight w = make_weight(c.dtype, rows, cols, c.group_size, c.zero, rng);
+  if (c.weight_only_fp8) w.acts = ActivationQuant::kNone;
+  return w;
+}
+
+constexpr Case kCases[] = {{DType::kInt8, 0, false},    {DType::kInt8, 128, true},        {DType::kInt4, 128, false},
+                           {DType::kInt4, 128, true},   {DType::kInt4, 0, false},         {DType::kInt4, 32, false},
+                           {DType::kFP8E4M3, 0, false}, {DType::kFP8E4M3, 0, false, true}};
+
+// The CPU backend's linear (the reference op, cpu_scaled_linear.cpp) on the same host weight and fp32 x.
+std::vector<float> cpu_linear(OpHarness& h, const HostWeight& w, const std::vector<float>& x, int64_t num_tokens,
+                              const std::vector<float>& bias) {
+  HostWeight copy = w;
+  std::vector<Buffer> storage;
+  auto dev = h.cpu().upload_weight(copy.tensor(), &storage);
+  EXPECT_TRUE(dev.ok()) << dev.status().to_string();
+  if (!dev.ok()) return {};
+  Tensor out = h.host(std::vector<float>(num_tokens * w.rows, 0.0f), {num_tokens, w.rows});
+  const Tensor b = bias.empty() ? Tensor() : h.host(bias, {w.rows});
+  const Status s = h.cpu().linear(h.host(x, {num_tokens, w.cols}), *dev, b, out);
+  EXPECT_TRUE(s.ok()) << s.to_string();
+  return h.read_host(out);
+}
 
 class CudaWquant : public ::testing::TestWithParam<DType> {};
 
@@ -142,7 +170,7 @@ TEST_P(CudaWquant, LinearMatchesContractReference) {
   };
   for (const Case& c : kCases) {
     for (const Shape shape : {Shape{7, 384}, Shape{111, 1152}, Shape{256, 512}}) {
-      HostWeight w = make_weight(c.dtype, shape.rows, shape.cols, c.group_size, c.zero, rng);
+      HostWeight w = make_case_weight(c, shape.rows, shape.cols, rng);
       std::vector<Buffer> storage;
       auto dev = h.gpu().upload_weight(w.tensor(), &storage);
       ASSERT_TRUE(dev.ok()) << dev.status().to_string();
@@ -164,8 +192,11 @@ TEST_P(CudaWquant, LinearMatchesContractReference) {
           Tensor bd = with_bias ? h.device(bias, {shape.rows}) : Tensor();
           Tensor out = h.device(std::vector<float>(num_tokens * shape.rows, 1e4f), {num_tokens, shape.rows});
           ASSERT_TRUE(h.gpu().linear(xd, *dev, bd, out).ok()) << where;
-          const double err = rel_l2(h.download(out), want);
-          EXPECT_LT(err, tolerance(h.dtype())) << where;
+          const std::vector<float> got = h.download(out);
+          EXPECT_LT(rel_l2(got, want), tolerance(h.dtype())) << where;
+          if (num_tokens == 3 || num_tokens == 40) {  // and against the CPU backend's op
+            EXPECT_LT(rel_l2(got, cpu_linear(h, w, x, num_tokens, bias)), tolerance(h.dtype())) << where << " vs cpu";
+          }
         }
       }
     }
@@ -178,7 +209,7 @@ TEST_P(CudaWquant, Fp32OutputsAndSwigluMatchReference) {
   std::mt19937 rng(99);
   for (const Case& c : kCases) {
     const int64_t n = 19, cols = 640;
-    HostWeight w = make_weight(c.dtype, 2 * n, cols, c.group_size, c.zero, rng);
+    HostWeight w = make_case_weight(c, 2 * n, cols, rng);
     std::vector<Buffer> storage;
     auto dev = h.gpu().upload_weight(w.tensor(), &storage);
     ASSERT_TRUE(dev.ok()) << dev.status().to_string();
@@ -208,8 +239,8 @@ TEST_P(CudaWquant, Fp32OutputsAndSwigluMatchReference) {
   }
 }
 
-// Layouts the kernels do not take (columns not a multiple of the 16-byte chunk, groups smaller than a chunk, FP8
-// with groups) are dequantized at upload and must still compute the contract's values.
+// Layouts the kernels do not take (columns not a multiple of the 16-byte chunk, groups smaller than a chunk;
+// weight-only FP8) are dequantized at upload and must still compute the contract's values.
 TEST_P(CudaWquant, UnsupportedLayoutsRunDense) {
   OpHarness h(GetParam());
   if (!h.ok()) GTEST_SKIP() << "no usable GPU: " << h.error();
@@ -223,14 +254,20 @@ TEST_P(CudaWquant, UnsupportedLayoutsRunDense) {
     for (int64_t num_tokens : {1, 9}) {
       std::vector<float> x = random_values(num_tokens * 48, rng);
       round_to(x, h.dtype());
-      // Dense weights multiply x exactly: the FP8 reference's activation quantization does not apply here.
-      HostWeight as_dense = w;
-      as_dense.dtype = DType::kInt8;
-      const std::vector<float> want = reference_linear(x, as_dense, num_tokens, {});
+      const std::vector<float> want = reference_linear(x, w, num_tokens, {});
       Tensor out = h.device(std::vector<float>(num_tokens * 19, 1e4f), {num_tokens, 19});
       ASSERT_TRUE(h.gpu().linear(h.device(x, {num_tokens, 48}), *dev, Tensor(), out).ok());
       EXPECT_LT(rel_l2(h.download(out), want), tolerance(h.dtype())) << case_name(c) << " T=" << num_tokens;
     }
+  }
+  // What the kernels cannot compute is refused with a message naming it: INT8 W8A8, FP8 W8A8 on odd columns.
+  for (const auto& [dtype, cols] : {std::pair{DType::kInt8, int64_t{64}}, std::pair{DType::kFP8E4M3, int64_t{40}}}) {
+    HostWeight w8a8 = make_weight(dtype, 4, cols, 0, false, rng);
+    w8a8.acts = ActivationQuant::kPerTokenDynamic;
+    std::vector<Buffer> storage;
+    auto refused = h.gpu().upload_weight(w8a8.tensor(), &storage);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.status().to_string().find("W8A8"), std::string::npos) << refused.status().to_string();
   }
   // A group size that does not divide the columns is refused with a message naming it.
   HostWeight bad = make_weight(DType::kInt8, 4, 64, 0, false, rng);

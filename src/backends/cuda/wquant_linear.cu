@@ -1,6 +1,7 @@
 // CudaBackend's upload and linear for the build step's weight types (kInt8 / kInt4 weight-only, kFP8E4M3 W8A8).
-// Upload copies the data and the fp32 scales as they are (the kernels read the contract's row-major layout); a
-// layout the kernels do not take is dequantized on the host and uploaded dense. Linear: int8 / int4 steps up to
+// Upload copies the data and the fp32 scales as they are (the kernels read the contract's row-major layout; int4
+// with ANVIL_WQ_MMA=1 is repacked); weight-only FP8 and layouts the kernels do not take are dequantized on the host
+// and uploaded dense; INT8 W8A8 is refused (no kernel yet). Linear: int8 / int4 steps up to
 // kWqGemvMaxLoopTokens tokens run the GEMV (wquant_gemv.cu), longer ones dequantize the weight into scratch and run
 // the dense cuBLASLt GEMM; FP8 quantizes x per token (e4m3, fp32 scale per token) and runs the GEMV up to
 // kWqGemvTokens tokens, else cuBLASLt's FP8 GEMM with outer-vector scales (per weight row x per token: supported on
@@ -11,6 +12,7 @@
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/cuda_backend.cuh"
 #include "backends/cuda/wquant.cuh"
+#include "core/scaled_weight.h"
 
 namespace anvil::cuda {
 namespace {
@@ -58,30 +60,6 @@ WqWeight wq_weight_of(const Tensor& t, WqKind kind) {
                   .kind = kind};
 }
 
-// The contract's real values (dtype.h) in fp32, row-major [rows, cols].
-void dequantize_host(const Tensor& host, float* out) {
-  const int64_t rows = host.size(0), cols = host.size(1);
-  const WeightScales& s = host.scales;
-  const int64_t groups = s.num_groups(cols);
-  const auto* q = static_cast<const uint8_t*>(host.data);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const int64_t e = r * cols + c;
-      float v = 0.0f;
-      if (host.dtype == DType::kInt8) {
-        v = static_cast<float>(static_cast<int8_t>(q[e]));
-      } else if (host.dtype == DType::kInt4) {
-        const int nibble = (q[e / 2] >> (4 * (e % 2))) & 0xf;
-        v = static_cast<float>(nibble >= 8 ? nibble - 16 : nibble);
-      } else {
-        v = fp8e4m3_to_float(q[e]);
-      }
-      const int64_t g = r * groups + (s.group_size == 0 ? 0 : c / s.group_size);
-      out[e] = (v - (s.zero != nullptr ? s.zero[g] : 0.0f)) * s.scale[g];
-    }
-  }
-}
-
 Status lt_check(cublasStatus_t s, const char* what) {
   if (s == CUBLAS_STATUS_SUCCESS) return Status();
   return internal_error(std::string("cuBLASLt (fp8) ") + what + " failed: " + cublasGetStatusString(s));
@@ -90,23 +68,26 @@ Status lt_check(cublasStatus_t s, const char* what) {
 }  // namespace
 
 Expected<Tensor> CudaBackend::upload_scaled_weight(const Tensor& host, std::vector<Buffer>* storage) {
-  const std::string name(dtype_name(host.dtype));
-  if (host.ndim != 2 || !host.is_contiguous()) {
-    return invalid_argument("upload_weight: a " + name + " weight must be a contiguous matrix, got " + host.describe());
-  }
+  ANVIL_RETURN_IF_ERROR(check_scaled_weight(host, "cuda upload_weight"));
   const WeightScales& s = host.scales;
   const int64_t rows = host.size(0), cols = host.size(1);
-  if (!s.defined()) return invalid_argument("upload_weight: " + host.describe() + " has no scales");
-  if (s.group_size < 0 || (s.group_size > 0 && cols % s.group_size != 0)) {
-    return invalid_argument("upload_weight: group size " + std::to_string(s.group_size) + " does not divide the " +
-                            std::to_string(cols) + " columns of " + host.describe());
-  }
   const WqKind kind = *wq_kind_of(host.dtype);
-  if (!wq_layout_supported(kind, cols, s.group_size, s.zero != nullptr)) {
-    // NOTE: shapes the kernels do not take (columns not a multiple of the 16-byte chunk, groups smaller than a
-    // chunk, FP8 with groups or zeros) run as dense weights: correct everywhere, and no model shape needs them.
+  const bool w8a8 = s.activations == ActivationQuant::kPerTokenDynamic;
+  if (w8a8 && kind != WqKind::kFp8) {
+    return unsupported(
+        "cuda backend: INT8 W8A8 weights (per-token dynamic int8 activations, SmoothQuant) have no "
+        "CUDA kernel yet: " +
+        host.describe() + " (use --quantization int8-wo or fp8)");
+  }
+  if (w8a8 && !wq_layout_supported(kind, cols, s.group_size, s.zero != nullptr)) {
+    return unsupported("cuda backend: the FP8 W8A8 kernels need the columns a multiple of " +
+                       std::to_string(wq_chunk_elems(kind)) + ", got " + host.describe());
+  }
+  if (!w8a8 && (kind == WqKind::kFp8 || !wq_layout_supported(kind, cols, s.group_size, s.zero != nullptr))) {
+    // NOTE: weight-only FP8 and shapes the kernels do not take (columns not a multiple of the 16-byte chunk,
+    // groups smaller than a chunk) run as dense weights: correct everywhere, and no --quantization mode makes them.
     Buffer f32 = Buffer::host(static_cast<size_t>(rows * cols) * sizeof(float));
-    dequantize_host(host, static_cast<float*>(f32.data()));
+    dequantize_scaled_rows(host, 0, rows, static_cast<float*>(f32.data()));
     return upload_weight(Tensor::make(f32.data(), DType::kF32, {rows, cols}), storage);
   }
   const size_t data_bytes = host.nbytes();
