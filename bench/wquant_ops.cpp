@@ -48,7 +48,7 @@ uint64_t next(uint64_t& state) {  // xorshift64*: fast random bytes for GB of we
 }
 
 // A host weight of `dtype` [rows, cols] with random data (bf16: N(0, 0.02)-ish values; quantized: random codes,
-// fp8 codes finite) and per-row (fp8, int8) or g128 (int4) scales.
+// fp8 codes finite) and per-row (fp8, int8) or g128 (int4) scales; weight-only except FP8 (W8A8).
 struct HostWeight {
   std::vector<uint8_t> data;
   std::vector<float> scale;
@@ -77,6 +77,8 @@ HostWeight make_host(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
     w.scale.assign(rows * (group == 0 ? 1 : cols / group), dtype == DType::kFP8E4M3 ? 1e-4f : 1e-3f);
     w.tensor.scales.scale = w.scale.data();
     w.tensor.scales.group_size = group;
+    // FP8 as --quantization fp8 makes it: W8A8 (per-token dynamic e4m3 activations).
+    if (dtype == DType::kFP8E4M3) w.tensor.scales.activations = ActivationQuant::kPerTokenDynamic;
   }
   return w;
 }
