@@ -23,6 +23,9 @@ struct EngineConfig {
   std::string tokenizer_path;        // empty: the tokenizer found beside the model
   std::string load_format = "auto";  // "auto" or "dummy" (random weights from config.json alone)
   std::string dummy_dtype = "auto";  // dtype of dummy weights: "auto" (config's), float32, float16, bfloat16
+  // Quantize a raw checkpoint's linear weights in memory at load: "none", "fp8" (W8A8, per-token dynamic fp8
+  // activations), "int8-wo" (W8A16), "int4-rtn" (W4A16, g128); `anvil build` makes the others (build/quantize.h).
+  std::string quantization = "none";
   bool check_weights = true;         // scan every loaded weight for NaN/Inf and fail naming the tensor (not for dummy)
   std::string device = "cpu";
   std::string cuda_dtype = "auto";       // CUDA compute/weight dtype: float16, bfloat16, or auto (= bfloat16)

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "anvil/engine.h"
+#include "cli/build.h"
 #include "cli/chat.h"
 #include "cli/commands.h"
 #include "cli/serve.h"
@@ -23,10 +24,14 @@ int fail(const Status& status) {
 }
 
 void add_engine_options(CLI::App* cmd, EngineConfig* config) {
-  cmd->add_option("--model", config->model_path, "checkpoint: HF directory or llama2.c .bin")->required();
+  cmd->add_option("--model", config->model_path, "checkpoint (HF directory, GGUF or llama2.c file) or engine directory")
+      ->required();
   cmd->add_option("--tokenizer", config->tokenizer_path, "tokenizer file (default: found beside the model)");
   cmd->add_option("--load-format", config->load_format, "auto, or dummy (random weights from config.json)")
       ->check(CLI::IsMember({"auto", "dummy"}));
+  cmd->add_option("--quantization", config->quantization,
+                  "quantize the linear weights at load: none, fp8 (W8A8), int8-wo (W8A16), int4-rtn (W4A16 g128)")
+      ->check(CLI::IsMember({"none", "fp8", "int8-wo", "int4-rtn"}));
   cmd->add_option("--dtype", config->dummy_dtype, "dtype of dummy weights (auto, float32, float16, bfloat16)");
   cmd->add_option("--device", config->device, "cpu or cuda");
   cmd->add_option("--threads", config->num_threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
@@ -170,6 +175,10 @@ int main(int argc, char** argv) {
   ServeOptions serve;
   CLI::App* serve_cmd = add_serve_command(&app, &serve);
 
+  BuildCommandOptions build_options;
+  CLI::App* build_cmd = add_build_command(&app, &build_options);
+  for (int i = 0; i < argc; ++i) build_options.command_line += (i == 0 ? "anvil" : std::string(" ") + argv[i]);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -200,6 +209,7 @@ int main(int argc, char** argv) {
     return run_chat(chat);
   }
   if (*tokenize) return run_tokenize(tokenize_options);
+  if (*build_cmd) return run_build(build_options);
   if (*serve_cmd) {
     apply_dtype(&serve.engine);
     return run_serve(serve);

@@ -27,6 +27,8 @@ size_t dtype_size(DType dtype) {
       return 4;
     case DType::kI64:
       return 8;
+    case DType::kU8:
+      return 1;
     default:
       break;
   }
@@ -95,6 +97,8 @@ std::string_view dtype_name(DType dtype) {
       return "int32";
     case DType::kI64:
       return "int64";
+    case DType::kU8:
+      return "uint8";
     case DType::kQ4_0:
       return "q4_0";
     case DType::kQ4_1:

@@ -22,6 +22,7 @@ enum class DType : uint8_t {
   kInt4,     // signed int4 (-8..7), two per byte: column 2i in the low nibble, 2i+1 in the high nibble
   kI32,      // indices (token ids, positions, block tables)
   kI64,
+  kU8,       // raw bytes (an engine file's packed int4 data before it is viewed as kInt4; never computed on)
   // GGUF (ggml) block-quantized weights. Contract, for every backend:
   //  - a tensor of these types is a matrix with logical shape [rows, cols] (cols = elements per row, a multiple
   //    of dtype_block_size); ndim 2 (or 1 for a single row), contiguous, no column slicing;

@@ -58,6 +58,17 @@ Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
     t.data = static_cast<char*>(data) + static_cast<size_t>(begin) * dtype_row_bytes(dtype, shape[1]);
     return t;
   }
+  if (is_scaled_weight(dtype) && scales.defined()) {  // the rows' scales (and zeros) come along
+    assert(ndim == 2);
+    const int64_t groups = scales.num_groups(shape[1]);
+    t.scales.scale = scales.scale + begin * groups;
+    if (scales.zero != nullptr) t.scales.zero = scales.zero + begin * groups;
+  }
+  if (dtype == DType::kInt4) {  // two per byte; a row of cols (even) elements is cols / 2 bytes
+    assert(ndim == 2 && shape[1] % 2 == 0);
+    t.data = static_cast<char*>(data) + begin * strides[0] / 2;
+    return t;
+  }
   t.data = static_cast<char*>(data) + begin * strides[0] * static_cast<int64_t>(dtype_size(dtype));
   return t;
 }

@@ -18,6 +18,18 @@ enum class Device : uint8_t { kCpu, kCuda };
 
 inline constexpr int kMaxDims = 4;
 
+// How a linear on a scaled weight treats its activations x [num_tokens, cols].
+enum class ActivationQuant : uint8_t {
+  // Weight-only (W8A16, W4A16): x stays in the activation dtype; out = x @ dequantized(W)^T, fp32 accumulation.
+  kNone,
+  // W8A8 (FP8, SmoothQuant INT8): each token's row is quantized on the fly to the weight's own type with one
+  // dynamic scale, s[t] = amax_c |x[t][c]| / qmax (qmax 448 for kFP8E4M3, 127 for kInt8; s = 1 when the row is all
+  // zeros), q = float_to_fp8e4m3(x / s) (round to nearest even, saturating) or clamp(nearbyint(x / s), -127, 127),
+  // the division in fp32. Then out[t][r] = (sum_c q[t][c] * wq[r][c]) * s[t] * scale[r] (fp32 accumulation;
+  // exact int32 accumulation for kInt8); group_size must be 0 and zero null. Only kFP8E4M3 and kInt8 weights.
+  kPerTokenDynamic,
+};
+
 // Scales of a weight of the build step's types (kFP8E4M3, kInt8, kInt4; dtype.h): for a [rows, cols] weight,
 // w[r][c] = (q[r][c] - zero[r][c / group_size]) * scale[r][c / group_size]; group_size 0 means one group per row.
 // The arrays live on the same device as the data and are owned by whoever owns the data.
@@ -25,6 +37,7 @@ struct WeightScales {
   const float* scale = nullptr;  // fp32 [rows, num_groups]
   const float* zero = nullptr;   // fp32 [rows, num_groups], or null (symmetric: zero 0)
   int32_t group_size = 0;        // 0 (per row), or a divisor of cols (e.g. 128)
+  ActivationQuant activations = ActivationQuant::kNone;
 
   bool defined() const { return scale != nullptr; }
   int64_t num_groups(int64_t cols) const { return group_size == 0 ? 1 : cols / group_size; }

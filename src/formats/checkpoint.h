@@ -27,6 +27,8 @@ class WeightStore {
   void keep_buffer(Buffer buffer) { buffers_.push_back(std::move(buffer)); }
 
   bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
+  // Drops the view `name` (its memory stays with the store).
+  void erase(const std::string& name) { tensors_.erase(name); }
   const Tensor* find(const std::string& name) const;
   // The tensor `name`, checked against `shape`; errors name the tensor, its shape and `source_`.
   Expected<Tensor> get(const std::string& name, std::initializer_list<int64_t> shape) const;
@@ -47,11 +49,16 @@ class WeightStore {
 
 enum class WeightInit { kNormal, kOnes, kZeros };  // how a dummy checkpoint fills the tensor
 
+// What a tensor is to the model: a linear layer's weight [out_features, in_features] (what the build step's
+// quantizers may replace with an fp8/int8/int4 weight), or anything else (embeddings, norms, biases, lm_head).
+enum class WeightRole { kOther, kLinear };
+
 // One tensor a model needs (models/ list them per family).
 struct WeightSpec {
   std::string name;
   std::vector<int64_t> shape;
   WeightInit init = WeightInit::kNormal;
+  WeightRole role = WeightRole::kOther;
 };
 
 // Each spec's tensor is present in `store` with its shape; errors name the tensor, both shapes and the source.

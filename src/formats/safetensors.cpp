@@ -30,22 +30,31 @@ bool read_u64(const json& v, uint64_t* out) {
   return false;
 }
 
-// Maps a safetensors dtype string to a DType; false for anything but F32/F16/BF16.
-bool parse_st_dtype(const std::string& s, DType* out) {
+// Maps a safetensors dtype string to a DType; false for anything but F32/F16/BF16 (and, for engine files and
+// quantized imports, F8_E4M3, I8, U8 and I32).
+bool parse_st_dtype(const std::string& s, SafetensorsDtypes accept, DType* out) {
   if (s == "F32") {
     *out = DType::kF32;
   } else if (s == "F16") {
     *out = DType::kF16;
   } else if (s == "BF16") {
     *out = DType::kBF16;
+  } else if (accept == SafetensorsDtypes::kFloatAndQuantized && s == "F8_E4M3") {
+    *out = DType::kFP8E4M3;
+  } else if (accept == SafetensorsDtypes::kFloatAndQuantized && s == "I8") {
+    *out = DType::kInt8;
+  } else if (accept == SafetensorsDtypes::kFloatAndQuantized && s == "U8") {
+    *out = DType::kU8;
+  } else if (accept == SafetensorsDtypes::kFloatAndQuantized && s == "I32") {
+    *out = DType::kI32;
   } else {
     return false;
   }
   return true;
 }
 
-Status parse_entry(const std::string& source, const std::string& name, const json& value, uint64_t data_start,
-                   uint64_t data_bytes, SafetensorsEntry* entry) {
+Status parse_entry(const std::string& source, SafetensorsDtypes accept, const std::string& name, const json& value,
+                   uint64_t data_start, uint64_t data_bytes, SafetensorsEntry* entry) {
   const std::string where = "tensor '" + name + "'";
   if (!value.is_object()) return bad(source, where + ": header entry is not a JSON object");
   entry->name = name;
@@ -53,9 +62,10 @@ Status parse_entry(const std::string& source, const std::string& name, const jso
   const auto dtype_it = value.find("dtype");
   if (dtype_it == value.end() || !dtype_it->is_string()) return bad(source, where + ": missing string field 'dtype'");
   const std::string& dtype_str = dtype_it->get_ref<const std::string&>();
-  if (!parse_st_dtype(dtype_str, &entry->dtype)) {
+  if (!parse_st_dtype(dtype_str, accept, &entry->dtype)) {
     return unsupported("safetensors file " + source + ": " + where + " has dtype " + dtype_str +
-                       ", which is not supported (supported: F32, F16, BF16)");
+                       ", which is not supported (supported: F32, F16, BF16" +
+                       (accept == SafetensorsDtypes::kFloatAndQuantized ? ", F8_E4M3, I8, U8, I32)" : ")"));
   }
 
   const auto shape_it = value.find("shape");
@@ -110,7 +120,8 @@ Status parse_entry(const std::string& source, const std::string& name, const jso
 
 }  // namespace
 
-Expected<std::vector<SafetensorsEntry>> parse_safetensors(const uint8_t* data, size_t size, const std::string& source) {
+Expected<std::vector<SafetensorsEntry>> parse_safetensors(const uint8_t* data, size_t size, const std::string& source,
+                                                          SafetensorsDtypes accept) {
   if (size < 8) {
     return bad(source, std::to_string(size) + " bytes, too small for the 8-byte header length");
   }
@@ -136,7 +147,7 @@ Expected<std::vector<SafetensorsEntry>> parse_safetensors(const uint8_t* data, s
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") continue;
     SafetensorsEntry entry;
-    Status s = parse_entry(source, it.key(), it.value(), data_start, data_bytes, &entry);
+    Status s = parse_entry(source, accept, it.key(), it.value(), data_start, data_bytes, &entry);
     if (!s.ok()) return s;
     entries.push_back(std::move(entry));
   }
@@ -153,6 +164,28 @@ Expected<std::vector<SafetensorsEntry>> parse_safetensors(const uint8_t* data, s
     if (previous == nullptr || e.data_offset + e.nbytes > previous->data_offset + previous->nbytes) previous = &e;
   }
   return entries;
+}
+
+}  // namespace anvil
+
+namespace anvil {
+
+Expected<std::map<std::string, std::string>> parse_safetensors_metadata(const uint8_t* data, size_t size,
+                                                                        const std::string& source) {
+  ANVIL_RETURN_IF_ERROR(parse_safetensors(data, size, source, SafetensorsDtypes::kFloatAndQuantized).status());
+  uint64_t header_bytes = 0;
+  for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | data[i];
+  const char* header_begin = reinterpret_cast<const char*>(data + 8);
+  const json header = json::parse(header_begin, header_begin + header_bytes, nullptr, /*allow_exceptions=*/false);
+  std::map<std::string, std::string> out;
+  const auto it = header.find("__metadata__");
+  if (it == header.end()) return out;
+  if (!it->is_object()) return bad(source, "__metadata__ is not a JSON object");
+  for (auto m = it->begin(); m != it->end(); ++m) {
+    if (!m->is_string()) return bad(source, "__metadata__ value '" + m.key() + "' is not a string");
+    out[m.key()] = m->get<std::string>();
+  }
+  return out;
 }
 
 }  // namespace anvil

@@ -9,9 +9,10 @@
 
 namespace anvil {
 
-Status load_safetensors_file(const std::string& path, WeightStore* store) {
+Status load_safetensors_file(const std::string& path, WeightStore* store, SafetensorsDtypes accept) {
   ANVIL_ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::open(path));
-  ANVIL_ASSIGN_OR_RETURN(std::vector<SafetensorsEntry> entries, parse_safetensors(file->data(), file->size(), path));
+  ANVIL_ASSIGN_OR_RETURN(std::vector<SafetensorsEntry> entries,
+                         parse_safetensors(file->data(), file->size(), path, accept));
   for (const SafetensorsEntry& e : entries) {
     if (e.shape.size() > static_cast<size_t>(kMaxDims)) {
       return unsupported("safetensors file " + path + ": tensor '" + e.name + "' has " +

@@ -43,12 +43,15 @@ struct LayerWeights {
 // Stacks host tensors of equal trailing shape along dim 0 into one host buffer (converted to fp32 when their
 // float dtypes differ; quantized rows copied as they are, which needs one quantized type for every part).
 // Returns an undefined tensor when the parts cannot be fused (see the NOTE in load()).
+Tensor concat_scaled_rows(const std::vector<Tensor>& parts, Buffer* storage);
+
 Tensor concat_rows(const std::vector<Tensor>& parts, Buffer* storage) {
+  if (is_scaled_weight(parts[0].dtype)) return concat_scaled_rows(parts, storage);
   DType dtype = parts[0].dtype;
   bool any_quantized = false;
   bool same_dtype = true;
   for (const Tensor& p : parts) {
-    any_quantized = any_quantized || is_quantized(p.dtype);
+    any_quantized = any_quantized || is_quantized(p.dtype) || is_scaled_weight(p.dtype);
     same_dtype = same_dtype && p.dtype == dtype;
   }
   if (any_quantized && !same_dtype) return Tensor();
@@ -71,6 +74,49 @@ Tensor concat_rows(const std::vector<Tensor>& parts, Buffer* storage) {
   }
   Tensor out = whole;
   out.data = storage->data();
+  return out;
+}
+
+// concat_rows for the build step's weights (fp8/int8/int4 with scales): the rows, then their scales and zeros, in
+// one buffer. Parts must agree on dtype, group size, zeros and activation mode (else undefined: kept apart).
+Tensor concat_scaled_rows(const std::vector<Tensor>& parts, Buffer* storage) {
+  const Tensor& first = parts[0];
+  const int64_t cols = first.size(1);
+  int64_t rows = 0;
+  for (const Tensor& p : parts) {
+    if (p.dtype != first.dtype || p.ndim != 2 || p.size(1) != cols || !p.scales.defined() ||
+        p.scales.group_size != first.scales.group_size ||
+        (p.scales.zero == nullptr) != (first.scales.zero == nullptr) ||
+        p.scales.activations != first.scales.activations) {
+      return Tensor();
+    }
+    rows += p.size(0);
+  }
+  const int64_t groups = first.scales.num_groups(cols);
+  Tensor out = Tensor::make(nullptr, first.dtype, {rows, cols});
+  const size_t data_bytes = (out.nbytes() + 63) / 64 * 64;
+  const size_t scale_bytes = (static_cast<size_t>(rows * groups) * sizeof(float) + 63) / 64 * 64;
+  const bool has_zero = first.scales.zero != nullptr;
+  *storage = Buffer::host(data_bytes + scale_bytes * (has_zero ? 2 : 1));
+  char* base = static_cast<char*>(storage->data());
+  auto* scale = reinterpret_cast<float*>(base + data_bytes);
+  auto* zero = has_zero ? reinterpret_cast<float*>(base + data_bytes + scale_bytes) : nullptr;
+  char* dst = base;
+  for (const Tensor& p : parts) {
+    std::memcpy(dst, p.data, p.nbytes());
+    dst += p.nbytes();
+    const size_t n = static_cast<size_t>(p.size(0) * groups);
+    std::memcpy(scale, p.scales.scale, n * sizeof(float));
+    scale += n;
+    if (has_zero) {
+      std::memcpy(zero, p.scales.zero, n * sizeof(float));
+      zero += n;
+    }
+  }
+  out.data = base;
+  out.scales = first.scales;
+  out.scales.scale = reinterpret_cast<const float*>(base + data_bytes);
+  out.scales.zero = has_zero ? reinterpret_cast<const float*>(base + data_bytes + scale_bytes) : nullptr;
   return out;
 }
 
@@ -370,11 +416,17 @@ std::vector<WeightSpec> llama_weight_specs(const ModelConfig& c) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     specs.push_back({p + "input_layernorm.weight", {c.hidden_size}, WeightInit::kOnes});
     if (options.has_fused_projections) {
-      specs.push_back({p + "self_attn.qkv_proj.weight", {q_dim + 2 * kv_dim, c.hidden_size}, WeightInit::kNormal});
+      specs.push_back({p + "self_attn.qkv_proj.weight",
+                       {q_dim + 2 * kv_dim, c.hidden_size},
+                       WeightInit::kNormal,
+                       WeightRole::kLinear});
     } else {
-      specs.push_back({p + "self_attn.q_proj.weight", {q_dim, c.hidden_size}, WeightInit::kNormal});
-      specs.push_back({p + "self_attn.k_proj.weight", {kv_dim, c.hidden_size}, WeightInit::kNormal});
-      specs.push_back({p + "self_attn.v_proj.weight", {kv_dim, c.hidden_size}, WeightInit::kNormal});
+      specs.push_back(
+          {p + "self_attn.q_proj.weight", {q_dim, c.hidden_size}, WeightInit::kNormal, WeightRole::kLinear});
+      specs.push_back(
+          {p + "self_attn.k_proj.weight", {kv_dim, c.hidden_size}, WeightInit::kNormal, WeightRole::kLinear});
+      specs.push_back(
+          {p + "self_attn.v_proj.weight", {kv_dim, c.hidden_size}, WeightInit::kNormal, WeightRole::kLinear});
     }
     if (options.has_qkv_bias) {
       specs.push_back({p + "self_attn.q_proj.bias", {q_dim}, WeightInit::kNormal});
@@ -385,15 +437,21 @@ std::vector<WeightSpec> llama_weight_specs(const ModelConfig& c) {
       specs.push_back({p + "self_attn.q_norm.weight", {c.head_dim}, WeightInit::kOnes});
       specs.push_back({p + "self_attn.k_norm.weight", {c.head_dim}, WeightInit::kOnes});
     }
-    specs.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}, WeightInit::kNormal});
+    specs.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}, WeightInit::kNormal, WeightRole::kLinear});
     specs.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}, WeightInit::kOnes});
     if (options.has_fused_projections) {
-      specs.push_back({p + "mlp.gate_up_proj.weight", {2 * c.intermediate_size, c.hidden_size}, WeightInit::kNormal});
+      specs.push_back({p + "mlp.gate_up_proj.weight",
+                       {2 * c.intermediate_size, c.hidden_size},
+                       WeightInit::kNormal,
+                       WeightRole::kLinear});
     } else {
-      specs.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}, WeightInit::kNormal});
-      specs.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}, WeightInit::kNormal});
+      specs.push_back(
+          {p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}, WeightInit::kNormal, WeightRole::kLinear});
+      specs.push_back(
+          {p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}, WeightInit::kNormal, WeightRole::kLinear});
     }
-    specs.push_back({p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}, WeightInit::kNormal});
+    specs.push_back(
+        {p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}, WeightInit::kNormal, WeightRole::kLinear});
   }
   specs.push_back({"model.norm.weight", {c.hidden_size}, WeightInit::kOnes});
   if (!c.tie_word_embeddings) {

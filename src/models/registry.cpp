@@ -113,6 +113,24 @@ Expected<ModelConfig> resolve_config(const CheckpointData& data, const ModelFami
   return config;
 }
 
+// A checkpoint quantized by another tool names its method in config.json's quantization_config; none is imported
+// yet, so each is refused before its (packed, non-float) tensors are read.
+Status check_quantization_config(const ConfigMap& config) {
+  const nlohmann::json* q = config.find("quantization_config");
+  if (q == nullptr) return Status();
+  std::string method = "unknown";
+  if (q->is_object() && q->contains("quant_method") && (*q)["quant_method"].is_string()) {
+    method = (*q)["quant_method"].get<std::string>();
+  }
+  std::string bits;
+  if (q->is_object() && q->contains("bits") && (*q)["bits"].is_number_integer()) {
+    bits = ", " + std::to_string((*q)["bits"].get<int>()) + " bits";
+  }
+  return unsupported(config.source() + ": quantization_config.quant_method '" + method + "'" + bits +
+                     " is not supported; Anvil loads unquantized checkpoints and quantizes them itself (--quantization "
+                     "fp8|int8-wo|int4-rtn at load, or `anvil build --quantization ...`)");
+}
+
 }  // namespace
 
 std::span<const ModelFamily* const> model_families() {
@@ -146,8 +164,19 @@ Expected<ModelConfig> parse_hf_config(const std::string& json_text, const std::s
 }
 
 Expected<Checkpoint> load_checkpoint(const std::string& path, LoadFormat format) {
-  ANVIL_ASSIGN_OR_RETURN(CheckpointData data,
-                         read_checkpoint(path, format, [](const ConfigMap& c) { return hf_architecture(c).status(); }));
+  ANVIL_ASSIGN_OR_RETURN(CheckpointData data, read_checkpoint(path, format, [](const ConfigMap& c) {
+                           if (c.contains("anvil_engine")) {
+                             return invalid_argument(c.source() +
+                                                     " is an Anvil engine (anvil build); load it through the Engine "
+                                                     "(--model ENGINE_DIR), not as a checkpoint");
+                           }
+                           ANVIL_RETURN_IF_ERROR(check_quantization_config(c));
+                           return hf_architecture(c).status();
+                         }));
+  return checkpoint_from_data(std::move(data), path);
+}
+
+Expected<Checkpoint> checkpoint_from_data(CheckpointData data, const std::string& path) {
   const ModelFamily* family = nullptr;
   ANVIL_ASSIGN_OR_RETURN(ModelConfig config, resolve_config(data, &family));
   Checkpoint ckpt;

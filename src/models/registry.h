@@ -55,6 +55,10 @@ bool is_supported_architecture(const std::string& architecture);
 // support (naming the field and the value), a missing or misshapen tensor.
 Expected<Checkpoint> load_checkpoint(const std::string& path, LoadFormat format = LoadFormat::kAuto);
 
+// The second half of load_checkpoint, for files already read (an engine directory's weights and model config):
+// picks the family, parses its config, checks every weight. `path` names the files in messages.
+Expected<Checkpoint> checkpoint_from_data(CheckpointData data, const std::string& path);
+
 // A Hugging Face config.json text as its family reads it; `source` names the file in errors.
 Expected<ModelConfig> parse_hf_config(const std::string& json_text, const std::string& source);
 

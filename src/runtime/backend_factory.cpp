@@ -6,6 +6,7 @@
 #include "core/logging.h"
 #ifdef ANVIL_HAS_CUDA
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/cuda_device.h"
 #endif
 
 namespace anvil {
@@ -36,6 +37,16 @@ Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config) {
                             std::to_string(config.gpu_memory_utilization) + ")");
   }
   return make_cuda_backend(CudaBackendOptions{.device_id = 0, .dtype = dtype});
+#else
+  return unsupported("device 'cuda': this build of anvil has no CUDA backend (nvcc was not found at build time)");
+#endif
+}
+
+Expected<std::string> running_gpu_name(const EngineConfig& config) {
+  if (config.device != "cuda") return std::string();
+#ifdef ANVIL_HAS_CUDA
+  ANVIL_ASSIGN_OR_RETURN(CudaDeviceInfo info, query_cuda_device(0));
+  return info.name;
 #else
   return unsupported("device 'cuda': this build of anvil has no CUDA backend (nvcc was not found at build time)");
 #endif

@@ -15,6 +15,10 @@ namespace anvil {
 // On CUDA, cuda_dtype "auto" means bfloat16.
 Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config);
 
+// The name of the GPU EngineConfig::device runs on ("NVIDIA H200"), or "" for the CPU; an engine built for one
+// GPU refuses another (build/engine_dir.h). Errors: cuda requested where there is none.
+Expected<std::string> running_gpu_name(const EngineConfig& config);
+
 // Fails before any weight is uploaded when the model cannot fit in the device's free memory.
 // device_weight_bytes: 16-bit bytes of the dense weights plus the quantized weights' own bytes.
 Status check_weights_fit(const EngineConfig& config, size_t device_weight_bytes);

@@ -14,6 +14,8 @@
 #include <random>
 #include <sstream>
 
+#include "build/engine_dir.h"
+#include "build/quantize_checkpoint.h"
 #include "core/logging.h"
 #include "formats/weight_check.h"
 #include "runtime/backend_factory.h"
@@ -128,6 +130,9 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
       ANVIL_ASSIGN_OR_RETURN(ckpt, make_dummy_checkpoint(ckpt.config, dt, 0));
     }
     impl->checkpoint = std::move(ckpt);
+  } else if (config.load_format == "auto" && is_engine_dir(config.model_path)) {
+    ANVIL_ASSIGN_OR_RETURN(const std::string gpu, running_gpu_name(config));
+    ANVIL_ASSIGN_OR_RETURN(impl->checkpoint, load_engine(config.model_path, gpu));
   } else if (config.load_format == "auto") {
     ANVIL_ASSIGN_OR_RETURN(impl->checkpoint, load_checkpoint(config.model_path, LoadFormat::kAuto));
   } else {
@@ -140,11 +145,19 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
     ANVIL_LOG_DEBUG("weights checked for NaN/Inf in {:.3f} s", seconds_since(t_check));
   }
 
+  if (config.quantization != "none") {
+    ANVIL_ASSIGN_OR_RETURN(const QuantScheme scheme, parse_quant_scheme(config.quantization));
+    QuantizeOptions options;
+    options.scheme = scheme;
+    ANVIL_RETURN_IF_ERROR(quantize_checkpoint(options, &impl->checkpoint).status());
+  }
+
   int64_t num_params = 0;
   size_t device_weight_bytes = 0;  // what the CUDA backend uploads: 16-bit dense weights, quantized ones as stored
   for (const auto& [name, t] : impl->checkpoint.weights.tensors()) {
     num_params += t.numel();
-    device_weight_bytes += is_quantized(t.dtype) ? t.nbytes() : static_cast<size_t>(t.numel()) * 2;
+    device_weight_bytes +=
+        is_quantized(t.dtype) || is_scaled_weight(t.dtype) ? t.nbytes() : static_cast<size_t>(t.numel()) * 2;
   }
   ANVIL_RETURN_IF_ERROR(check_weights_fit(config, device_weight_bytes));
   ANVIL_ASSIGN_OR_RETURN(impl->backend, make_backend(config));

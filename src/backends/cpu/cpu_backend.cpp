@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/scaled_weight.h"
 #include "formats/gguf_quant.h"
 
 namespace anvil {
@@ -101,6 +102,10 @@ Status CpuBackend::copy_to_host(const Tensor& src, void* host_dst) {
 
 Expected<Tensor> CpuBackend::upload_weight(const Tensor& host, std::vector<Buffer>* storage) {
   const bool is_float = host.dtype == DType::kF32 || host.dtype == DType::kF16 || host.dtype == DType::kBF16;
+  if (is_scaled_weight(host.dtype)) {
+    ANVIL_RETURN_IF_ERROR(check_scaled_weight(host, "cpu backend"));
+    return host;
+  }
   if (!is_float && !(is_quantized(host.dtype) && host.ndim == 2)) {
     return unsupported("cpu backend: weights of dtype " + std::string(dtype_name(host.dtype)) + " are not supported");
   }

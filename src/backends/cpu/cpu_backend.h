@@ -1,6 +1,7 @@
 // CpuBackend: the reference implementation of the Backend ops. Plain loops with fp32 accumulation,
-// OpenBLAS for GEMM and OpenMP threads. Weights stay in their checkpoint dtype (fp32/fp16/bf16, or the GGUF
-// block-quantized types, which run on integer dot kernels: cpu_quant_linear.cpp).
+// OpenBLAS for GEMM and OpenMP threads. Weights stay in their checkpoint dtype (fp32/fp16/bf16, the GGUF
+// block-quantized types, which run on integer dot kernels: cpu_quant_linear.cpp, or the build step's fp8/int8/int4
+// weights with scales: cpu_scaled_linear.cpp).
 #pragma once
 
 #include "backends/backend.h"
@@ -64,6 +65,12 @@ enum class QuantLinearPath : uint8_t {
 Status cpu_quant_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out,
                         QuantIsa isa = best_quant_isa(), QuantLinearPath path = QuantLinearPath::kIntegerGemm,
                         QuantActivations acts = QuantActivations::kPrecise);
+
+// cpu_linear for a build-step weight (kFP8E4M3 / kInt8 / kInt4 with WeightScales, core/tensor.h): weight-only
+// (dequantized, fp32 accumulation) or W8A8 with per-token dynamic activation scales, as weight.scales says.
+// x [num_tokens, in] fp32, weight [out_features, in], bias [out_features] or undefined, out [num_tokens,
+// out_features] fp32.
+Status cpu_scaled_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out);
 
 // Checks Backend::sample's arguments: contiguous fp32 [num_rows, vocab_size] logits, one result per row, every
 // row's params set and its logits_row in range.

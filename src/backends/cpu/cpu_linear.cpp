@@ -47,6 +47,7 @@ Status cpu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, con
     return internal_error("linear: x and out must be contiguous float32 (x " + x.describe() + ", out " +
                           out.describe() + ")");
   }
+  if (is_scaled_weight(weight.dtype)) return cpu_scaled_linear(x, weight, bias, out);
   if (is_quantized(weight.dtype)) {
     return cpu_quant_linear(x, weight, bias, out, best_quant_isa(), QuantLinearPath::kIntegerGemm, quant_activations);
   }

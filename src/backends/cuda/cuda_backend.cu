@@ -50,6 +50,7 @@ CudaBackend::~CudaBackend() {
     cublasLtMatmulDescDestroy(plan.op);
     cublasLtMatrixLayoutDestroy(plan.a);
   }
+  destroy_fp8_plans();
   for (auto& [key, l] : layouts_) {
     cublasLtMatrixLayoutDestroy(l.b);
     cublasLtMatrixLayoutDestroy(l.d);
@@ -135,6 +136,7 @@ Expected<void*> CudaBackend::scratch(size_t nbytes) {
 }
 
 Expected<Tensor> CudaBackend::upload_weight(const Tensor& host, std::vector<Buffer>* storage) {
+  if (is_scaled_weight(host.dtype)) return upload_scaled_weight(host, storage);
   if (is_quantized(host.dtype) && host.ndim == 2 && quant_kind_of(host.dtype) && !dequantize_quantized_ &&
       host.size(1) % dtype_block_size(host.dtype) == 0) {
     // The blocks as they are in the file: linear and embedding read them in place (quant_linear.cu).

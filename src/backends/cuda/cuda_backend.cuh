@@ -8,16 +8,17 @@
 
 #include <map>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
-#include <tuple>
 
 #include "backends/cuda/cuda_backend.h"
-#include "backends/gemm_algo_cache.h"
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/cuda/flashinfer_prefill.cuh"
 #include "backends/cuda/gemv.cuh"
 #include "backends/cuda/quant_gemv.cuh"
+#include "backends/cuda/wquant.cuh"
+#include "backends/gemm_algo_cache.h"
 
 namespace anvil::cuda {
 
@@ -141,6 +142,35 @@ class CudaBackend final : public Backend {
   Status quant_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out);
   Status quant_embedding(const Tensor& ids, const Tensor& table, const Tensor& out);
   std::map<const void*, Buffer> dequantized_tables_;  // 16-bit copies of quantized embedding tables
+  // The build step's weight types (kInt8 / kInt4 / kFP8E4M3 with WeightScales; wquant_linear.cu): upload, linear,
+  // and the fused gate/up projection of decode-sized steps (where wq_swiglu_applies).
+  Expected<Tensor> upload_scaled_weight(const Tensor& host, std::vector<Buffer>* storage);
+  Status wq_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out);
+  bool wq_swiglu_applies(const Tensor& x, const Tensor& gate_up_weight, const Tensor& out) const;
+  Status wq_linear_swiglu(const Tensor& x, const Tensor& gate_up_weight, const Tensor& out);
+  // cuBLASLt FP8 GEMM plans per exact shape: outer-vector scales (per weight row, per token), or unit scales with
+  // the scales applied by fp8_scale_epilogue, or none (the GEMV runs by token slices).
+  enum class Fp8Form : uint8_t { kNone, kOuterVector, kUnitScales };
+  struct Fp8Plan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    Fp8Form form = Fp8Form::kNone;
+  };
+  struct Fp8Pointers {  // operands of the call that creates a plan: the heuristic sees them, the tuning runs on them
+    const float* w_scale;
+    const float* x_scale;
+    const void* bias;
+    const void* w;  // e4m3 [out, in]
+    const void* x;  // e4m3 [tokens, in], already quantized
+    void* out;      // [tokens, out] in the activation dtype (outer-vector form)
+    void* acc;      // fp32 [tokens, out] (unit-scale form)
+  };
+  using Fp8Key = std::tuple<int64_t, int64_t, int64_t, bool>;  // tokens, in, out, has bias
+  std::map<Fp8Key, Fp8Plan> fp8_plans_;
+  Expected<Fp8Plan*> fp8_plan(int64_t num_tokens, int64_t in, int64_t out_features, bool has_bias,
+                              const Fp8Pointers& ptrs);
+  void destroy_fp8_plans();
   // FlashInfer's Hopper prefill where it is built in and the device is sm_90 (ANVIL_FLASHINFER=0 in the
   // environment turns it off); null otherwise, and every prefill runs our kernel.
   std::unique_ptr<FlashInferPrefill> flashinfer_prefill_;

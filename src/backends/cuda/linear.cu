@@ -170,6 +170,7 @@ Status CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& 
            std::to_string(weight.size(1));
   });
   if (is_quantized(weight.dtype)) return quant_linear(x, weight, bias, out);
+  if (is_scaled_weight(weight.dtype)) return wq_linear(x, weight, bias, out);
   const int64_t num_tokens = x.size(0);
   const int64_t in = x.size(1);
   const int64_t out_features = weight.size(0);
@@ -207,7 +208,7 @@ std::optional<GemvNorm> CudaBackend::fused_norm(const ResidualNorm& norm, const 
   const bool shapes = same_rows(normed) && same_rows(norm.residual) && (!norm.x.defined() || same_rows(norm.x)) &&
                       norm.weight.ndim == 1 && norm.weight.size(0) == hidden && norm.weight.dtype == normed.dtype &&
                       weight.ndim == 2 && weight.size(1) == hidden;
-  if (!fuse_norm_ || !shapes || is_quantized(weight.dtype)) return std::nullopt;
+  if (!fuse_norm_ || !shapes || is_quantized(weight.dtype) || is_scaled_weight(weight.dtype)) return std::nullopt;
   const GemvNorm g{.add = norm.x.defined() ? norm.x.data : nullptr,
                    .residual = norm.residual.data,
                    .weight = norm.weight.data,

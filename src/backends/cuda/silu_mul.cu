@@ -46,6 +46,7 @@ Status CudaBackend::swiglu(const Tensor& gate_up, const Tensor& out) {
 
 Status CudaBackend::linear_swiglu(const Tensor& x, const Tensor& gate_up_weight, const Tensor& scratch,
                                   const Tensor& out) {
+  if (wq_swiglu_applies(x, gate_up_weight, out)) return wq_linear_swiglu(x, gate_up_weight, out);
   if (gemv_supported(x, gate_up_weight) && out.dtype == gate_up_weight.dtype) {
     OpTimer timer(this, [&] {
       return "gemv_swiglu " + std::to_string(x.size(0)) + "x" + std::to_string(gate_up_weight.size(1)) + "->" +
