@@ -109,7 +109,9 @@ Expected<std::unique_ptr<Model>> create_bloom(const ModelConfig& c, const Weight
   }
   ANVIL_ASSIGN_OR_RETURN(host.final_norm_weight, w.get("transformer.ln_f.weight", {h}));
   ANVIL_ASSIGN_OR_RETURN(host.final_norm_bias, w.get("transformer.ln_f.bias", {h}));
-  if (!c.tie_word_embeddings) ANVIL_ASSIGN_OR_RETURN(host.lm_head, w.get("lm_head.weight", {c.vocab_size, h}));
+  if (!c.tie_word_embeddings) {
+    ANVIL_ASSIGN_OR_RETURN(host.lm_head, w.get("lm_head.weight", {c.vocab_size, h}));
+  }
   return create_ln_decoder(c, std::move(host), backend);
 }
 

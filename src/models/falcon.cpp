@@ -177,14 +177,17 @@ Expected<std::unique_ptr<Model>> create_falcon(const ModelConfig& c, const Weigh
     }
     const std::string qkv = p + "self_attention.query_key_value";
     ANVIL_ASSIGN_OR_RETURN(l.qkv_weight, w.get(qkv + ".weight", {qkv_rows(c), h}));
-    if (reorder)
+    if (reorder) {
       ANVIL_ASSIGN_OR_RETURN(l.qkv_weight, reorder_row_blocks(l.qkv_weight, c.head_dim, order, &host.storage));
+    }
     ANVIL_ASSIGN_OR_RETURN(l.o_weight, w.get(p + "self_attention.dense.weight", {h, h}));
     ANVIL_ASSIGN_OR_RETURN(l.fc1_weight, w.get(p + "mlp.dense_h_to_4h.weight", {inter, h}));
     ANVIL_ASSIGN_OR_RETURN(l.fc2_weight, w.get(p + "mlp.dense_4h_to_h.weight", {h, inter}));
     if (o.has_bias) {
       ANVIL_ASSIGN_OR_RETURN(l.qkv_bias, w.get(qkv + ".bias", {qkv_rows(c)}));
-      if (reorder) ANVIL_ASSIGN_OR_RETURN(l.qkv_bias, reorder_row_blocks(l.qkv_bias, c.head_dim, order, &host.storage));
+      if (reorder) {
+        ANVIL_ASSIGN_OR_RETURN(l.qkv_bias, reorder_row_blocks(l.qkv_bias, c.head_dim, order, &host.storage));
+      }
       ANVIL_ASSIGN_OR_RETURN(l.o_bias, w.get(p + "self_attention.dense.bias", {h}));
       ANVIL_ASSIGN_OR_RETURN(l.fc1_bias, w.get(p + "mlp.dense_h_to_4h.bias", {inter}));
       ANVIL_ASSIGN_OR_RETURN(l.fc2_bias, w.get(p + "mlp.dense_4h_to_h.bias", {h}));
@@ -192,7 +195,9 @@ Expected<std::unique_ptr<Model>> create_falcon(const ModelConfig& c, const Weigh
   }
   ANVIL_ASSIGN_OR_RETURN(host.final_norm_weight, w.get("transformer.ln_f.weight", {h}));
   ANVIL_ASSIGN_OR_RETURN(host.final_norm_bias, w.get("transformer.ln_f.bias", {h}));
-  if (!c.tie_word_embeddings) ANVIL_ASSIGN_OR_RETURN(host.lm_head, w.get("lm_head.weight", {c.vocab_size, h}));
+  if (!c.tie_word_embeddings) {
+    ANVIL_ASSIGN_OR_RETURN(host.lm_head, w.get("lm_head.weight", {c.vocab_size, h}));
+  }
   return create_ln_decoder(c, std::move(host), backend);
 }
 

@@ -117,7 +117,9 @@ Expected<std::unique_ptr<Model>> create_neox(const ModelConfig& c, const WeightS
   }
   ANVIL_ASSIGN_OR_RETURN(host.final_norm_weight, w.get("gpt_neox.final_layer_norm.weight", {h}));
   ANVIL_ASSIGN_OR_RETURN(host.final_norm_bias, w.get("gpt_neox.final_layer_norm.bias", {h}));
-  if (!c.tie_word_embeddings) ANVIL_ASSIGN_OR_RETURN(host.lm_head, w.get(o.head_name, {c.vocab_size, h}));
+  if (!c.tie_word_embeddings) {
+    ANVIL_ASSIGN_OR_RETURN(host.lm_head, w.get(o.head_name, {c.vocab_size, h}));
+  }
   return create_ln_decoder(c, std::move(host), backend);
 }
 

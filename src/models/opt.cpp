@@ -124,10 +124,14 @@ Expected<std::unique_ptr<Model>> create_opt(const ModelConfig& c, const WeightSt
     for (int j = 0; j < 3; ++j) {
       const std::string proj = p + "self_attn." + kAttnProjs[j];
       ANVIL_ASSIGN_OR_RETURN(weights[j], w.get(proj + ".weight", {h, h}));
-      if (o.has_bias) ANVIL_ASSIGN_OR_RETURN(biases[j], w.get(proj + ".bias", {h}));
+      if (o.has_bias) {
+        ANVIL_ASSIGN_OR_RETURN(biases[j], w.get(proj + ".bias", {h}));
+      }
     }
     ANVIL_ASSIGN_OR_RETURN(l.qkv_weight, stack_rows(weights, &host.storage));
-    if (o.has_bias) ANVIL_ASSIGN_OR_RETURN(l.qkv_bias, stack_rows(biases, &host.storage));
+    if (o.has_bias) {
+      ANVIL_ASSIGN_OR_RETURN(l.qkv_bias, stack_rows(biases, &host.storage));
+    }
     ANVIL_ASSIGN_OR_RETURN(l.o_weight, w.get(p + "self_attn.out_proj.weight", {h, h}));
     ANVIL_ASSIGN_OR_RETURN(l.fc1_weight, w.get(p + "fc1.weight", {inter, h}));
     ANVIL_ASSIGN_OR_RETURN(l.fc2_weight, w.get(p + "fc2.weight", {h, inter}));
@@ -141,7 +145,9 @@ Expected<std::unique_ptr<Model>> create_opt(const ModelConfig& c, const WeightSt
     ANVIL_ASSIGN_OR_RETURN(host.final_norm_weight, w.get("model.decoder.final_layer_norm.weight", {h}));
     ANVIL_ASSIGN_OR_RETURN(host.final_norm_bias, w.get("model.decoder.final_layer_norm.bias", {h}));
   }
-  if (!c.tie_word_embeddings) ANVIL_ASSIGN_OR_RETURN(host.lm_head, w.get("lm_head.weight", {c.vocab_size, h}));
+  if (!c.tie_word_embeddings) {
+    ANVIL_ASSIGN_OR_RETURN(host.lm_head, w.get("lm_head.weight", {c.vocab_size, h}));
+  }
   return create_ln_decoder(c, std::move(host), backend);
 }
 

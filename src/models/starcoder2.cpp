@@ -113,10 +113,14 @@ Expected<std::unique_ptr<Model>> create_starcoder2(const ModelConfig& c, const W
     Tensor weights[6], biases[6];
     for (size_t j = 0; j < projs.size(); ++j) {
       ANVIL_ASSIGN_OR_RETURN(weights[j], w.get(p + projs[j].name + ".weight", {projs[j].out, projs[j].in}));
-      if (o.has_bias) ANVIL_ASSIGN_OR_RETURN(biases[j], w.get(p + projs[j].name + ".bias", {projs[j].out}));
+      if (o.has_bias) {
+        ANVIL_ASSIGN_OR_RETURN(biases[j], w.get(p + projs[j].name + ".bias", {projs[j].out}));
+      }
     }
     ANVIL_ASSIGN_OR_RETURN(l.qkv_weight, stack_rows(std::span(weights, 3), &host.storage));
-    if (o.has_bias) ANVIL_ASSIGN_OR_RETURN(l.qkv_bias, stack_rows(std::span(biases, 3), &host.storage));
+    if (o.has_bias) {
+      ANVIL_ASSIGN_OR_RETURN(l.qkv_bias, stack_rows(std::span(biases, 3), &host.storage));
+    }
     l.o_weight = weights[3];
     l.fc1_weight = weights[4];
     l.fc2_weight = weights[5];
@@ -126,7 +130,9 @@ Expected<std::unique_ptr<Model>> create_starcoder2(const ModelConfig& c, const W
   }
   ANVIL_ASSIGN_OR_RETURN(host.final_norm_weight, w.get("model.norm.weight", {h}));
   ANVIL_ASSIGN_OR_RETURN(host.final_norm_bias, w.get("model.norm.bias", {h}));
-  if (!c.tie_word_embeddings) ANVIL_ASSIGN_OR_RETURN(host.lm_head, w.get("lm_head.weight", {c.vocab_size, h}));
+  if (!c.tie_word_embeddings) {
+    ANVIL_ASSIGN_OR_RETURN(host.lm_head, w.get("lm_head.weight", {c.vocab_size, h}));
+  }
   return create_ln_decoder(c, std::move(host), backend);
 }
 

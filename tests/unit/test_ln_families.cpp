@@ -71,7 +71,7 @@ TEST(LnFamilies, UnsupportedValuesNameTheFieldAndValue) {
     const char* value;
   };
   const Case cases[] = {
-      {"pythia_neox", [](json& j) { j["rope_parameters"]["partial_rotary_factor"] = 0.3; }, "partial_rotary_factor",
+      {"pythia_neox", [](json& j) { j["rope_parameters"]["partial_rotary_factor"] = 0.35; }, "partial_rotary_factor",
        "0.3"},
       {"pythia_neox", [](json& j) { j["hidden_act"] = "silu"; }, "hidden_act", "silu"},
       {"gptj_partial", [](json& j) { j["rotary_dim"] = 7; }, "rotary_dim", "7"},
