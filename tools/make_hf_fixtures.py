@@ -129,6 +129,50 @@ FAMILY_MODELS = [
      "float32", 205),
 ]
 
+# The LayerNorm families of issue 14 part A (models/ln_decoder.h), in the FAMILY_MODELS format. BLOOM has 6 heads so
+# that its ALiBi slopes include the interleaved ones of a head count that is not a power of two.
+LN_FAMILY_MODELS = [
+    ("neox_sequential", "GPTNeoXConfig", "GPTNeoXForCausalLM",
+     dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, vocab_size=256,
+          max_position_embeddings=256, rotary_pct=0.5, rotary_emb_base=10000, use_parallel_residual=False,
+          hidden_act="gelu", layer_norm_eps=1e-5, tie_word_embeddings=False, attention_bias=False,
+          bos_token_id=1, eos_token_id=2),
+     "float32", 301),
+    ("gptj_partial", "GPTJConfig", "GPTJForCausalLM",
+     dict(n_embd=64, n_layer=2, n_head=4, n_inner=96, vocab_size=256, n_positions=256, rotary_dim=8,
+          activation_function="gelu_new", layer_norm_epsilon=1e-5, tie_word_embeddings=False,
+          bos_token_id=1, eos_token_id=2),
+     "bfloat16", 302),
+    ("opt_relu", "OPTConfig", "OPTForCausalLM",
+     dict(hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4, vocab_size=256,
+          max_position_embeddings=256, word_embed_proj_dim=64, do_layer_norm_before=True,
+          activation_function="relu", enable_bias=True, tie_word_embeddings=True,
+          bos_token_id=1, eos_token_id=2, pad_token_id=0),
+     "float32", 303),
+    ("bloom_alibi", "BloomConfig", "BloomForCausalLM",
+     dict(hidden_size=96, n_layer=2, n_head=6, vocab_size=256, layer_norm_epsilon=1e-5,
+          tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+     "float16", 304),
+    ("falcon_gqa", "FalconConfig", "FalconForCausalLM",
+     dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2, ffn_hidden_size=96,
+          vocab_size=256, max_position_embeddings=256, new_decoder_architecture=True, parallel_attn=True,
+          bias=False, alibi=False, layer_norm_epsilon=1e-5, tie_word_embeddings=True,
+          bos_token_id=1, eos_token_id=2),
+     "bfloat16", 305),
+    ("falcon_mqa", "FalconConfig", "FalconForCausalLM",
+     dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_hidden_size=96, vocab_size=256,
+          max_position_embeddings=256, new_decoder_architecture=False, multi_query=True, parallel_attn=True,
+          bias=True, alibi=False, layer_norm_epsilon=1e-5, tie_word_embeddings=False,
+          bos_token_id=1, eos_token_id=2),
+     "float32", 306),
+    ("starcoder2", "Starcoder2Config", "Starcoder2ForCausalLM",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+          num_key_value_heads=2, vocab_size=256, max_position_embeddings=256, sliding_window=None,
+          use_bias=True, hidden_act="gelu_pytorch_tanh", norm_epsilon=1e-5, rope_theta=10000.0,
+          tie_word_embeddings=True, bos_token_id=1, eos_token_id=2),
+     "float32", 307),
+]
+
 
 def log(msg):
     print(f"[make_hf_fixtures] {msg}", flush=True)
@@ -298,7 +342,14 @@ def greedy(model, prompt, n_new):
                              attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                              generation_config=gen_cfg)
         gen = [int(t) for t in out[0, len(prompt):]]
-        if gen != new:
+        # generate() merges the checkpoint's EOS id into its min_new_tokens processor, which then forbids EOS: the
+        # cross-check covers the tokens before the first EOS the argmax loop picks.
+        eos = model.config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        cut = next((i for i, t in enumerate(new) if t in eos), len(new))
+        if cut < len(new):
+            log(f"  argmax picks EOS at step {cut}; generate() cross-checked on the {cut} tokens before it")
+        if gen[:cut] != new[:cut]:
             raise SystemExit(f"model.generate() {gen} disagrees with argmax loop {new}")
     except SystemExit:
         raise
@@ -386,7 +437,9 @@ def make_tiny(out_dir, name, config_cls, model_cls, extra, saved_dtype, seed, sh
     # Reference from the checkpoint as written, in float32 on CPU.
     model = load_pretrained(model_cls, model_dir)
     state = model.state_dict()
+    saved_as = {"embed_out.weight": "lm_head.weight"}  # GPT-NeoX: transformers 5 saves its head as embed_out
     for k in names:
+        k = k if k in state else saved_as.get(k, k)
         assert torch.equal(state[k], rounded[k]), f"{name}: {k} changed across save/load"
     if tied:
         assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
@@ -647,7 +700,7 @@ def main():
             continue
         make_tiny(args.out, name, config_cls, model_cls, extra, saved_dtype, seed, shards)
     failed = []
-    for name, config_name, model_name, config, saved_dtype, seed in FAMILY_MODELS:
+    for name, config_name, model_name, config, saved_dtype, seed in FAMILY_MODELS + LN_FAMILY_MODELS:
         if args.only and name not in args.only:
             continue
         config_cls = getattr(transformers, config_name, None)

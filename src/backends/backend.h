@@ -128,7 +128,10 @@ class Backend {
   // are written into the cache at `slot_mapping`. q: [num_tokens, num_heads, head_dim]; k, v: [num_tokens,
   // num_kv_heads, head_dim]; q, k and v may be row-strided views of one fused projection (strides[0] >= the
   // row's elements; heads and head_dim contiguous); q_out: contiguous [num_tokens, num_heads, head_dim] (may be
-  // q itself when q is contiguous); positions, slot_mapping: int32 [num_tokens]; inv_freq: fp32 [head_dim / 2].
+  // q itself when q is contiguous); positions, slot_mapping: int32 [num_tokens]; inv_freq: fp32
+  // [rotary_dim / 2], rotary_dim <= head_dim and even. Partial rotary (GPT-NeoX rotary_pct, GPT-J rotary_dim):
+  // only the first rotary_dim dims of each head rotate, paired within them ((i, i + rotary_dim/2) or (2i, 2i+1));
+  // the dims past rotary_dim are copied unchanged.
   virtual Status rope_and_cache_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                                       const Tensor& slot_mapping, const Tensor& inv_freq, RopePairing pairing,
                                       const KvCacheView& cache, const Tensor& q_out) = 0;
@@ -167,6 +170,18 @@ class Backend {
   }
   // out[i] = x[indices[i]]. x: [num_tokens, hidden_size]; indices: int32 [n]; out: [n, hidden_size].
   virtual Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) = 0;
+
+  // ---- ops of the LayerNorm families (GPT-NeoX, GPT-J, OPT, BLOOM, Falcon, StarCoder2) ----
+  // out = max(x, 0) element-wise (OPT's MLP). x, out: [num_tokens, n]; out may alias x.
+  virtual Status relu(const Tensor& x, const Tensor& out) = 0;
+  // out = x + y element-wise (the residual of a parallel attention + MLP block). x, y, out: [num_tokens, n];
+  // out may alias x or y.
+  virtual Status add(const Tensor& x, const Tensor& y, const Tensor& out) = 0;
+  // paged_attention with an ALiBi bias: the score of query position i (absolute) against key position j is
+  // scale * q.k + alibi_slopes[head] * (j - i). alibi_slopes: fp32 [num_heads]. (HF BLOOM adds slope * j; the
+  // two differ by a constant per query row, which softmax cancels.)
+  virtual Status paged_attention_alibi(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
+                                       float scale, const Tensor& alibi_slopes, const Tensor& out) = 0;
 
   // ---- KV blocks (copy-on-write of a forked sequence's partial block; swap to and from host memory) ----
   // For every layer l and every pair c: block c.dst of dst[l] (K and V) := block c.src of src[l].

@@ -11,6 +11,7 @@
 #include "cli/build.h"
 #include "cli/chat.h"
 #include "cli/commands.h"
+#include "cli/debug_dump.h"
 #include "cli/serve.h"
 #include "cli/tokenize.h"
 #include "core/build_info.h"
@@ -125,6 +126,10 @@ int main(int argc, char** argv) {
   TokenizeOptions tokenize_options;
   CLI::App* tokenize = app.add_subcommand("tokenize", "text to token ids (a JSON array), or --decode ids to text");
   add_tokenize_options(tokenize, &tokenize_options);
+  DebugDumpOptions debug_dump_options;
+  CLI::App* debug_dump = app.add_subcommand(
+      "debug-dump", "a CPU prefill's named intermediates as JSON (tools/hf_debug_diff.py compares them with HF)");
+  add_debug_dump_options(debug_dump, &debug_dump_options);
 
   PerplexityOptions ppl;
   CLI::App* perplexity = app.add_subcommand("perplexity", "perplexity of a text file");
@@ -210,6 +215,7 @@ int main(int argc, char** argv) {
   }
   if (*tokenize) return run_tokenize(tokenize_options);
   if (*build_cmd) return run_build(build_options);
+  if (*debug_dump) return run_debug_dump(debug_dump_options);
   if (*serve_cmd) {
     apply_dtype(&serve.engine);
     return run_serve(serve);

@@ -10,10 +10,27 @@ namespace anvil {
 
 extern const ModelFamily kLlamaFamily;  // models/llama.cpp
 extern const ModelFamily kGpt2Family;   // models/gpt2.cpp
+// The LayerNorm families on models/ln_decoder.h (issue 14, part A).
+extern const ModelFamily kGptNeoxFamily;     // models/gpt_neox.cpp
+extern const ModelFamily kGptjFamily;        // models/gptj.cpp
+extern const ModelFamily kOptFamily;         // models/opt.cpp
+extern const ModelFamily kBloomFamily;       // models/bloom.cpp
+extern const ModelFamily kFalconFamily;      // models/falcon.cpp
+extern const ModelFamily kStarcoder2Family;  // models/starcoder2.cpp
 
 namespace {
 
-constexpr const ModelFamily* kFamilies[] = {&kLlamaFamily, &kGpt2Family};
+constexpr const ModelFamily* kFamilies[] = {
+    &kLlamaFamily,
+    &kGpt2Family,
+    // issue 14 part A
+    &kGptNeoxFamily,
+    &kGptjFamily,
+    &kOptFamily,
+    &kBloomFamily,
+    &kFalconFamily,
+    &kStarcoder2Family,
+};
 
 std::string supported_hf() {
   std::string s;

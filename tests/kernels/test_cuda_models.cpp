@@ -147,6 +147,20 @@ std::vector<ModelCase> all_cases() {
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaModels, ::testing::ValuesIn(all_cases()),
                          [](const auto& info) { return info.param.name + "_" + info.param.dtype; });
 
+// The LayerNorm families on models/ln_decoder.h (issue 14 part A).
+std::vector<ModelCase> ln_family_cases() {
+  std::vector<ModelCase> cases;
+  for (const char* d : {"float16", "bfloat16"}) {
+    for (const char* m : {"pythia_neox", "neox_sequential", "gptj_partial", "opt_relu", "bloom_alibi", "falcon_gqa",
+                          "falcon_mqa", "starcoder2"}) {
+      cases.push_back({m, d});
+    }
+  }
+  return cases;
+}
+INSTANTIATE_TEST_SUITE_P(LnFamilies, CudaModels, ::testing::ValuesIn(ln_family_cases()),
+                         [](const auto& info) { return info.param.name + "_" + info.param.dtype; });
+
 TEST(CudaModelsSummary, ReportsNearTieFlips) {
   std::printf("[near-tie] total greedy flips at near-ties: %d\n", g_near_tie_flips);
   SUCCEED();

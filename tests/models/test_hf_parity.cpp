@@ -79,6 +79,11 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, HfParity,
                          ::testing::Values("llama_mha", "llama3_gqa", "llama_linear_mqa", "qwen2_bias", "mistral",
                                            "smollm_tied", "qwen3_qknorm", "gpt2_tied", "phi3"));
 
+// The LayerNorm families on models/ln_decoder.h (issue 14 part A).
+INSTANTIATE_TEST_SUITE_P(LnFamilies, HfParity,
+                         ::testing::Values("pythia_neox", "neox_sequential", "gptj_partial", "opt_relu", "bloom_alibi",
+                                           "falcon_gqa", "falcon_mqa", "starcoder2"));
+
 // Older transformers write rope settings at the top level (rope_theta, rope_scaling, torch_dtype); the same
 // weights under that config must give the same logits.
 TEST(HfParityConfig, LegacyRopeKeysGiveTheSameLogits) {

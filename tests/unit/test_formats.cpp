@@ -179,12 +179,12 @@ TEST(FormatsConfig, RopeScalingVariants) {
 
 TEST(FormatsConfig, UnknownArchitectureIsUnsupported) {
   json j = smollm_config();
-  j["architectures"] = {"GPTNeoXForCausalLM"};
-  Expected<ModelConfig> c = parse_hf_config(j.dump(), "/models/neox/config.json");
+  j["architectures"] = {"MambaForCausalLM"};
+  Expected<ModelConfig> c = parse_hf_config(j.dump(), "/models/mamba/config.json");
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), StatusCode::kUnsupported);
-  EXPECT_TRUE(has_substr(c.status().message(), "architecture 'GPTNeoXForCausalLM' is not supported"));
-  EXPECT_TRUE(has_substr(c.status().message(), "/models/neox/config.json"));
+  EXPECT_TRUE(has_substr(c.status().message(), "architecture 'MambaForCausalLM' is not supported"));
+  EXPECT_TRUE(has_substr(c.status().message(), "/models/mamba/config.json"));
   EXPECT_TRUE(has_substr(c.status().message(), "Qwen2ForCausalLM"));
   EXPECT_TRUE(is_supported_architecture("MistralForCausalLM"));
   EXPECT_FALSE(is_supported_architecture("MambaForCausalLM"));

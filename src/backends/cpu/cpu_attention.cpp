@@ -1,6 +1,7 @@
 // CPU paged attention: each sequence's new queries attend causally to its cached keys/values, read through
-// its block table. One code path serves prefill, chunked prefill and decode. fp32 throughout; softmax is
-// computed with the running-max rescaling used by flash attention so scores need no [context] buffer per head.
+// its block table, optionally with an ALiBi bias. One code path serves prefill, chunked prefill and decode. fp32
+// throughout; softmax is computed with the running-max rescaling used by flash attention so scores need no [context]
+// buffer per head.
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -8,9 +9,11 @@
 #include "backends/cpu/cpu_backend.h"
 
 namespace anvil {
+namespace {
 
-Status CpuBackend::paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
-                                   float scale, const Tensor& out) {
+// alibi_slopes: fp32 [num_heads], or null for no bias.
+Status attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
+                 const float* alibi_slopes, const Tensor& out) {
   if (q.dtype != DType::kF32 || cache.k.dtype != DType::kF32) {
     return internal_error("paged_attention: cpu expects float32 q and cache, got " + q.describe());
   }
@@ -64,6 +67,7 @@ Status CpuBackend::paged_attention(const Tensor& q, const KvCacheView& cache, co
         float score = 0.0f;
         for (int64_t d = 0; d < head_dim; ++d) score += qh[d] * kh[d];
         score *= scale;
+        if (alibi_slopes != nullptr) score += alibi_slopes[h] * static_cast<float>(j - pos);
         const float new_max = std::max(running_max, score);
         const float correction = std::exp(running_max - new_max);
         const float p = std::exp(score - new_max);
@@ -77,6 +81,22 @@ Status CpuBackend::paged_attention(const Tensor& q, const KvCacheView& cache, co
     }
   }
   return Status();
+}
+
+}  // namespace
+
+Status CpuBackend::paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
+                                   float scale, const Tensor& out) {
+  return attention(q, cache, meta, scale, nullptr, out);
+}
+
+Status CpuBackend::paged_attention_alibi(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
+                                         float scale, const Tensor& alibi_slopes, const Tensor& out) {
+  if (alibi_slopes.dtype != DType::kF32 || alibi_slopes.ndim != 1 || alibi_slopes.size(0) != q.size(1)) {
+    return internal_error("paged_attention_alibi: alibi_slopes must be float32 [num_heads], got " +
+                          alibi_slopes.describe());
+  }
+  return attention(q, cache, meta, scale, alibi_slopes.ptr<const float>(), out);
 }
 
 }  // namespace anvil

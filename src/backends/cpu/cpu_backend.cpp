@@ -190,7 +190,11 @@ Status CpuBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const 
   const int64_t num_heads = q.size(1);
   const int64_t num_kv_heads = k.size(1);
   const int64_t head_dim = q.size(2);
-  const int64_t half = head_dim / 2;
+  const int64_t half = inv_freq.size(0);  // rotary_dim / 2: dims [2 half, head_dim) pass through
+  if (inv_freq.ndim != 1 || 2 * half > head_dim) {
+    return internal_error("rope_and_cache_write: inv_freq " + inv_freq.describe() + " covers more than head_dim " +
+                          std::to_string(head_dim));
+  }
   const int64_t num_slots = cache.k.size(0) * cache.k.size(1);
   const int32_t* pos = positions.ptr<const int32_t>();
   const int32_t* slots = slot_mapping.ptr<const int32_t>();
@@ -209,6 +213,7 @@ Status CpuBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const 
       out[a] = x0 * cos_v[i] - x1 * sin_v[i];
       out[b] = x1 * cos_v[i] + x0 * sin_v[i];
     }
+    for (int64_t d = 2 * half; d < head_dim; ++d) out[d] = in[d];
   };
   const size_t kv_row = static_cast<size_t>(num_kv_heads * head_dim);
 #pragma omp parallel for

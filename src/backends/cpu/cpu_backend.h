@@ -40,6 +40,10 @@ class CpuBackend final : public Backend {
   Status silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   Status swiglu(const Tensor& gate_up, const Tensor& out) override;
   Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) override;
+  Status relu(const Tensor& x, const Tensor& out) override;
+  Status add(const Tensor& x, const Tensor& y, const Tensor& out) override;
+  Status paged_attention_alibi(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
+                               const Tensor& alibi_slopes, const Tensor& out) override;
   Status greedy_sample(const Tensor& logits, const Tensor& token_ids, const Tensor& logprobs) override;
   Status sample(const Tensor& logits, std::span<const SamplingRow> rows, std::span<SampleResult> results) override;
   Status copy_kv_blocks(std::span<const KvCacheView> src, std::span<const KvCacheView> dst,

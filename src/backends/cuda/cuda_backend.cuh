@@ -67,6 +67,12 @@ class CudaBackend final : public Backend {
   Status norm_linear_swiglu(const ResidualNorm& norm, const Tensor& gate_up_weight, const Tensor& scratch,
                             const Tensor& out) override;
   Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) override;
+  Status relu(const Tensor& x, const Tensor& out) override;                  // relu.cu
+  Status add(const Tensor& x, const Tensor& y, const Tensor& out) override;  // add.cu
+  // The CUDA-core kernel of paged_attention.cu with the bias added to every score (the tensor-core prefill and
+  // decode kernels take no bias).
+  Status paged_attention_alibi(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
+                               const Tensor& alibi_slopes, const Tensor& out) override;
   Status greedy_sample(const Tensor& logits, const Tensor& token_ids, const Tensor& logprobs) override;
   // Full sampling on the device (sample.cu): one CTA per draw; downloads a few bytes per draw.
   Status sample(const Tensor& logits, std::span<const SamplingRow> rows, std::span<SampleResult> results) override;
@@ -85,6 +91,9 @@ class CudaBackend final : public Backend {
   // Decode-only attention (one query per sequence) with key splits; see attention_decode.cuh.
   Status decode(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
                 const Tensor& out);
+  // paged_attention.cu's CUDA-core kernel (any head size and dtype); alibi_slopes: fp32 [num_heads] or null.
+  Status generic_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
+                           const float* alibi_slopes, const Tensor& out);
 
   // Op timing for breakdowns (ANVIL_CUDA_PROFILE=1): device events around each op, summed per op label and
   // printed to stderr when the backend is destroyed. Off by default: events cost launches.

@@ -3,7 +3,8 @@
 // once per head group), keys/values staged tile by tile from the block table into shared memory, online
 // softmax in fp32. Long contexts with few CTAs are split over keys (flash-decoding) and merged by a second
 // kernel. CUDA cores only: used where the tensor-core prefill (attention_prefill.cu) and decode
-// (attention_decode.cu) kernels do not apply (other head sizes, fp32).
+// (attention_decode.cu) kernels do not apply (other head sizes, fp32), and for ALiBi (a per-head bias on every
+// score, which only this kernel takes).
 #include <algorithm>
 
 #include "backends/cuda/attention_decode.cuh"
@@ -28,6 +29,7 @@ struct AttnArgs {
   T* out;                       // [num_tokens, num_heads * head_dim] (single split)
   float* part_acc;              // [num_splits, num_tokens, num_heads, head_dim] (several splits)
   float* part_ml;               // [num_splits, num_tokens, num_heads, 2]
+  const float* alibi_slopes;    // [num_heads], or null: no bias
   int max_blocks, num_heads, num_kv_heads, head_dim, block_size;
   int q_tile, num_q_tiles, num_splits, split_len, num_tokens;
   float scale;
@@ -104,6 +106,9 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(AttnArgs<T> a
         float dot = 0.0f;
         for (int d = 0; d < hd; ++d) dot += qr[d] * to_float(kr[d]);
         s = dot;
+        if (a.alibi_slopes != nullptr) {
+          s += a.alibi_slopes[kv_head * group + r % group] * static_cast<float>(kt + j - (first_pos + tq));
+        }
       }
       s_s[i] = s;
     }
@@ -266,6 +271,27 @@ Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, c
   if (meta.max_query_len == 1 && num_tokens == meta.num_seqs && decode_attention_supported(q.dtype, head_dim, group)) {
     return decode(q, cache, meta, scale, out);
   }
+  return generic_attention(q, cache, meta, scale, nullptr, out);
+}
+
+Status CudaBackend::paged_attention_alibi(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
+                                          float scale, const Tensor& alibi_slopes, const Tensor& out) {
+  OpTimer timer(this, [&] { return "paged_attention_alibi T=" + std::to_string(q.size(0)); });
+  if (alibi_slopes.dtype != DType::kF32 || alibi_slopes.ndim != 1 || alibi_slopes.size(0) != q.size(1)) {
+    return internal_error("paged_attention_alibi: alibi_slopes must be float32 [num_heads], got " +
+                          alibi_slopes.describe());
+  }
+  if (q.size(0) == 0) return Status();
+  return generic_attention(q, cache, meta, scale, alibi_slopes.ptr<const float>(), out);
+}
+
+Status CudaBackend::generic_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
+                                      float scale, const float* alibi_slopes, const Tensor& out) {
+  const int num_tokens = static_cast<int>(q.size(0));
+  const int num_heads = static_cast<int>(q.size(1));
+  const int head_dim = static_cast<int>(q.size(2));
+  const int num_kv_heads = static_cast<int>(cache.k.size(2));
+  const int group = num_heads / num_kv_heads;
   if (group > kMaxRows) return unsupported("paged_attention: more than 64 query heads per kv head");
   const int q_tile = meta.max_query_len <= 1 ? 1 : std::max(1, kMaxRows / group);
   const int num_q_tiles = ceil_div(std::max(meta.max_query_len, 1), q_tile);
@@ -301,6 +327,7 @@ Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, c
                   out.ptr<T>(),
                   part_acc,
                   part_ml,
+                  alibi_slopes,
                   meta.max_blocks_per_seq,
                   num_heads,
                   num_kv_heads,

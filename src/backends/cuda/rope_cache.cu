@@ -1,6 +1,6 @@
 // Rotary embedding fused with the paged KV-cache write: rotates q into q_out and k in place (fp32 math, either
-// pairing) and stores k and v at each token's cache slot. q, k and v may be row-strided views of one fused QKV
-// projection. One block per token.
+// pairing; partial rotary leaves the dims past rotary_dim as they are) and stores k and v at each token's cache
+// slot. q, k and v may be row-strided views of one fused QKV projection. One block per token.
 #include "backends/cuda/cuda_backend.cuh"
 
 namespace anvil::cuda {
@@ -10,13 +10,12 @@ template <typename T>
 __global__ void rope_cache_kernel(const T* q, T* k, const T* v, T* q_out, const int32_t* __restrict__ positions,
                                   const int32_t* __restrict__ slots, const float* __restrict__ inv_freq,
                                   T* __restrict__ k_cache, T* __restrict__ v_cache, int num_heads, int num_kv_heads,
-                                  int head_dim, bool adjacent_pairs, int64_t num_slots, int64_t q_stride,
+                                  int head_dim, int half, bool adjacent_pairs, int64_t num_slots, int64_t q_stride,
                                   int64_t k_stride, int64_t v_stride) {
-  extern __shared__ float trig[];  // [2][head_dim / 2]: cos, then sin of this token's angles
+  extern __shared__ float trig[];  // [2][half]: cos, then sin of this token's angles (half = rotary_dim / 2)
   pdl_trigger();
   pdl_wait();
   const int64_t t = blockIdx.x;
-  const int half = head_dim / 2;
   const float pos = static_cast<float>(positions[t]);
   for (int i = threadIdx.x; i < half; i += blockDim.x) sincosf(pos * inv_freq[i], &trig[half + i], &trig[i]);
   __syncthreads();
@@ -47,6 +46,20 @@ __global__ void rope_cache_kernel(const T* q, T* k, const T* v, T* q_out, const 
       dst[b] = r1;
     }
   }
+  // Partial rotary: the dims past rotary_dim of every q head (to q_out) and k head (to the cache) pass through.
+  const int rest = head_dim - 2 * half;
+  if (rest > 0) {
+    for (int idx = threadIdx.x; idx < (num_heads + num_kv_heads) * rest; idx += blockDim.x) {
+      const int head = idx / rest;
+      const int d = 2 * half + idx % rest;
+      if (head < num_heads) {
+        q_out[(t * num_heads + head) * head_dim + d] = q[t * q_stride + head * head_dim + d];
+      } else if (write_cache) {
+        const int kh = head - num_heads;
+        k_cache[(slot * num_kv_heads + kh) * head_dim + d] = k[t * k_stride + kh * head_dim + d];
+      }
+    }
+  }
   if (!write_cache) return;
   const int kv_elems = num_kv_heads * head_dim;
   for (int i = threadIdx.x; i < kv_elems; i += blockDim.x) {
@@ -64,6 +77,11 @@ Status CudaBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const
   const int64_t num_tokens = q.size(0);
   if (num_tokens == 0) return Status();
   const int64_t num_slots = cache.k.size(0) * cache.k.size(1);
+  const int64_t half = inv_freq.size(0);  // rotary_dim / 2
+  if (inv_freq.ndim != 1 || 2 * half > q.size(2)) {
+    return internal_error("rope_and_cache_write: inv_freq " + inv_freq.describe() + " covers more than head_dim " +
+                          std::to_string(q.size(2)));
+  }
   return dispatch_float(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     // NOTE: one block per token; at decode those few blocks are the whole kernel, so they get enough threads to
@@ -71,11 +89,12 @@ Status CudaBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const
     const unsigned threads = num_tokens <= 8 ? 512 : 128;
     return cuda_status(
         launch_kernel(rope_cache_kernel<T>, dim3(static_cast<unsigned>(num_tokens)), dim3(threads),
-                      q.size(2) * sizeof(float), stream_, q.ptr<const T>(), k.ptr<T>(), v.ptr<const T>(),
-                      q_out.ptr<T>(), positions.ptr<const int32_t>(), slot_mapping.ptr<const int32_t>(),
-                      inv_freq.ptr<const float>(), cache.k.ptr<T>(), cache.v.ptr<T>(), static_cast<int>(q.size(1)),
-                      static_cast<int>(k.size(1)), static_cast<int>(q.size(2)),
-                      pairing == RopePairing::kAdjacentPairs, num_slots, q.strides[0], k.strides[0], v.strides[0]),
+                      std::max<int64_t>(2 * half, 1) * sizeof(float), stream_, q.ptr<const T>(), k.ptr<T>(),
+                      v.ptr<const T>(), q_out.ptr<T>(), positions.ptr<const int32_t>(),
+                      slot_mapping.ptr<const int32_t>(), inv_freq.ptr<const float>(), cache.k.ptr<T>(),
+                      cache.v.ptr<T>(), static_cast<int>(q.size(1)), static_cast<int>(k.size(1)),
+                      static_cast<int>(q.size(2)), static_cast<int>(half), pairing == RopePairing::kAdjacentPairs,
+                      num_slots, q.strides[0], k.strides[0], v.strides[0]),
         "rope_and_cache_write");
   });
 }
