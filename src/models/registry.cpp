@@ -10,10 +10,19 @@ namespace anvil {
 
 extern const ModelFamily kLlamaFamily;  // models/llama.cpp
 extern const ModelFamily kGpt2Family;   // models/gpt2.cpp
+// famB: Gemma-2/3 (and the MoE family) in a block of their own.
+extern const ModelFamily kGemmaFamily;    // models/gemma.cpp
+extern const ModelFamily kMixtralFamily;  // models/mixtral.cpp
 
 namespace {
 
-constexpr const ModelFamily* kFamilies[] = {&kLlamaFamily, &kGpt2Family};
+constexpr const ModelFamily* kFamilies[] = {
+    &kLlamaFamily,
+    &kGpt2Family,
+    // famB
+    &kGemmaFamily,
+    &kMixtralFamily,
+};
 
 std::string supported_hf() {
   std::string s;
