@@ -174,8 +174,12 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm) prefill_attention_kernel
   const int tile_tokens = min(a.tokens_per_cta, num_query - t0);
   const int valid_rows = tile_tokens * hpc;
   const int first_pos = a.context_lens[seq] - num_query + t0;  // absolute position of the tile's first token
+  // With a window, start at the tile holding the first query's first visible key. NOTE: rounded down to whole
+  // tiles, so that tiles stay aligned with the split ends and a tile never reaches into the next split's keys
+  // (those are zero-filled and would count as visible zero scores); the window mask hides the rest.
   const int split_begin = split * a.split_len;
-  const int key_begin = max(split_begin, a.window > 0 ? first_pos - a.window + 1 : 0);
+  const int window_begin = a.window > 0 ? max(0, first_pos - a.window + 1) / kKeys * kKeys : 0;
+  const int key_begin = max(split_begin, window_begin);
   const int key_end = min(split_begin + a.split_len, first_pos + tile_tokens);  // split_len is a multiple of kKeys
   const int head0 = slice * hpc;
   const int kv_head = head0 / (a.num_heads / a.num_kv_heads);
