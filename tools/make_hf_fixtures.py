@@ -128,6 +128,21 @@ FAMILY_MODELS = [
           bos_token_id=1, eos_token_id=2, pad_token_id=0),
      "float32", 205),
 ]
+# famB (issue 14 part B): Gemma-3 text. Three layers so that a global layer sits between two local ones (local ones
+# get rope base 10,000, the global one 1,000,000 with linear scaling); head_dim 32 is not hidden / heads, and
+# query_pre_attn_scalar 24 is not head_dim. Window 4 against 12 scored tokens.
+FAMILY_MODELS += [
+    ("gemma3_text", "Gemma3TextConfig", "Gemma3ForCausalLM",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+          num_key_value_heads=2, head_dim=32, vocab_size=256, max_position_embeddings=256,
+          rms_norm_eps=1e-6, sliding_window=4, query_pre_attn_scalar=24,
+          layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+          rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000000.0},
+                           "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+          hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+          bos_token_id=2, eos_token_id=1, pad_token_id=0),
+     "bfloat16", 206),
+]
 
 # The LayerNorm families of issue 14 part A (models/ln_decoder.h), in the FAMILY_MODELS format. BLOOM has 6 heads so
 # that its ALiBi slopes include the interleaved ones of a head count that is not a power of two.
@@ -471,6 +486,103 @@ def make_tiny(out_dir, name, config_cls, model_cls, extra, saved_dtype, seed, sh
         f"files {sorted(os.listdir(model_dir))}, {dir_size(model_dir) / 1024:.0f} KiB")
 
 
+# ----------------------------------------------------------------------------- famB: mixture of experts
+
+# name -> (config class name, model class name, full config, saved dtype, seed). Mixtral: 5 experts (odd), top 2,
+# softmax over all experts, then top-k renormalized (transformers' MixtralTopKRouter).
+MOE_MODELS = [
+    ("mixtral_moe", "MixtralConfig", "MixtralForCausalLM",
+     dict(hidden_size=64, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+          head_dim=16, vocab_size=256, max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=1000000.0,
+          num_local_experts=5, num_experts_per_tok=2, router_jitter_noise=0.0, sliding_window=None,
+          tie_word_embeddings=False, hidden_act="silu", bos_token_id=1, eos_token_id=2, pad_token_id=0),
+     "float32", 301),
+]
+
+
+@torch.no_grad()
+def router_reference(model, ids):
+    """Per layer: HF's router logits for `ids` and the experts its router picks (with their weights), in its order."""
+    out = model(torch.tensor([ids], dtype=torch.long), use_cache=False, output_router_logits=True)
+    logits, experts, weights = [], [], []
+    k = model.config.num_experts_per_tok
+    for layer_logits in out.router_logits:
+        rl = layer_logits.reshape(len(ids), -1).float()
+        probs = torch.softmax(rl, dim=-1)
+        top_w, top_i = torch.topk(probs, k, dim=-1)
+        top_w = top_w / top_w.sum(dim=-1, keepdim=True)
+        # The picks must be clear of ties (and near-ties) for the comparison to mean something.
+        sorted_p = torch.sort(probs, dim=-1, descending=True).values
+        gap = float((sorted_p[:, k - 1] - sorted_p[:, k]).min())
+        if gap <= 1e-4:
+            raise SystemExit(f"router top-{k} near-tie ({gap})")
+        logits.append([[float(x) for x in row] for row in rl])
+        experts.append([[int(x) for x in row] for row in top_i])
+        weights.append([[float(x) for x in row] for row in top_w])
+    return logits, experts, weights
+
+
+def make_moe(out_dir, name, config_cls, model_cls, config, saved_dtype, seed):
+    """Like make_tiny, for MoE models: transformers 5 keeps experts fused in memory ([experts, 2 inter, hidden]) and
+    writes them per expert (the checkpoint format), so saved names are checked against a reload, not the state.
+    Routing is discontinuous: a seed whose cached generate() flips an expert pick against the full-forward argmax
+    loop (a routing near-tie) is skipped for the next one, at most 8 times; the seed used is in reference.json."""
+    for attempt in range(8):
+        try:
+            return make_moe_seed(out_dir, name, config_cls, model_cls, config, saved_dtype, seed + attempt)
+        except SystemExit as e:
+            log(f"  seed {seed + attempt}: {e}; trying the next seed")
+    raise SystemExit(f"{name}: no seed in {seed}..{seed + 7} gave a routing free of near-ties")
+
+
+def make_moe_seed(out_dir, name, config_cls, model_cls, config, saved_dtype, seed):
+    model_dir = os.path.join(out_dir, "hf", name)
+    log(f"{name}: {model_cls.__name__}, saved as {saved_dtype}, seed {seed}")
+    cfg = make_config(config_cls, **config)
+    torch.manual_seed(seed)
+    model = model_cls(cfg)
+    randomize_(model, seed)
+    model = model.to(DTYPES[saved_dtype]).eval()
+    before = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+    save_checkpoint(model, model_dir, saved_dtype, 1)
+    del model
+    names = check_saved_files(model_dir, saved_dtype, bool(cfg.tie_word_embeddings), 1)
+    assert any(".experts.0." in n for n in names), sorted(names)[:8]
+    model = load_pretrained(model_cls, model_dir)
+    after = model.state_dict()
+    for k, v in before.items():
+        assert torch.equal(after[k].float(), v), f"{name}: {k} changed across save/load"
+    rng = np.random.default_rng(seed)
+    logits_ids = [int(x) for x in rng.integers(0, cfg.vocab_size, size=LOGITS_LEN)]
+    prompt = [int(x) for x in rng.integers(0, cfg.vocab_size, size=PROMPT_LEN)]
+    logits = full_logits(model, logits_ids)
+    assert torch.isfinite(logits).all()
+    max_abs = float(logits.abs().max())
+    assert max_abs > 1.0, f"{name}: logits too flat (max |logit| {max_abs})"
+    router_logits, router_experts, router_weights = router_reference(model, logits_ids)
+    used = sorted({e for layer in router_experts for row in layer for e in row})
+    assert len(used) == cfg.num_local_experts, f"{name}: only experts {used} are ever picked"
+    new, margin = greedy(model, prompt, GREEDY_NEW)
+    ref = {
+        "name": name,
+        "architecture": model_cls.__name__,
+        "saved_dtype": saved_dtype,
+        "logits_input_ids": logits_ids,
+        "logits": logits.tolist(),
+        "router_logits": router_logits,
+        "router_top_experts": router_experts,
+        "router_top_weights": router_weights,
+        "greedy_prompt_ids": prompt,
+        "greedy_output_ids": new,
+        "greedy_min_margin": margin,
+        "seed": seed,
+        **versions(),
+    }
+    write_reference(os.path.join(model_dir, "reference.json"), ref)
+    log(f"  max |logit| {max_abs:.3f}, greedy min top1-top2 margin {margin:.4f}, experts used {used}, "
+        f"{dir_size(model_dir) / 1024:.0f} KiB")
+
+
 # ----------------------------------------------------------------------------- stories260K
 
 def read_llama2c(path):
@@ -712,6 +824,19 @@ def main():
         try:
             make_tiny(args.out, name, config_cls, model_cls, config, saved_dtype, seed, 1, base={})
         except Exception as e:  # one family's failure must not stop the others; reported and exit code 1
+            import traceback
+
+            traceback.print_exc()
+            log(f"{name}: FAILED: {type(e).__name__}: {e}")
+            failed.append(name)
+            shutil.rmtree(os.path.join(args.out, "hf", name), ignore_errors=True)
+    for name, config_name, model_name, config, saved_dtype, seed in MOE_MODELS:  # famB
+        if args.only and name not in args.only:
+            continue
+        try:
+            make_moe(args.out, name, getattr(transformers, config_name), getattr(transformers, model_name), config,
+                     saved_dtype, seed)
+        except Exception as e:
             import traceback
 
             traceback.print_exc()

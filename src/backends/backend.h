@@ -42,6 +42,14 @@ struct AttentionMetadata {
   // read them (FlashInfer's prefill); every op must still work without them.
   std::span<const int32_t> host_query_start;
   std::span<const int32_t> host_context_lens;
+  // Per-layer attention settings: the runner leaves the defaults; a model sets them on its own copy of the step's
+  // metadata for each layer (Mistral, Gemma-2/3 and StarCoder2 mix windowed and full layers).
+  // A query at position p sees keys (p - sliding_window, p] (sliding_window keys, its own included) when
+  // sliding_window > 0, as Hugging Face's sliding-window mask; -1: every key up to p.
+  int32_t sliding_window = -1;
+  // > 0: each scaled score s becomes logit_softcap * tanh(s / logit_softcap) before the softmax (Gemma-2);
+  // 0: no capping.
+  float logit_softcap = 0.0f;
 };
 
 // One block copy of copy_kv_blocks: block `src` of the source cache to block `dst` of the destination cache.
@@ -83,6 +91,17 @@ struct ResidualNorm {
   Tensor weight;
   float eps = 0.0f;
   Tensor normed;
+};
+
+// Working memory of Backend::moe_experts for one step, allocated by the model (ops never allocate). num_rows =
+// num_tokens * top_k: one row per (token, pick).
+struct MoeBuffers {
+  Tensor sorted_rows;     // int32 [num_rows]: pick rows (token * top_k + j) grouped by expert, ascending within one
+  Tensor expert_offsets;  // int32 [num_experts + 1]: expert e owns sorted_rows[offsets[e], offsets[e + 1])
+  Tensor pick_positions;  // int32 [num_rows]: where pick row r sits in sorted_rows
+  Tensor gate_up;         // [num_rows, 2 * intermediate_size] (activation dtype)
+  Tensor act;             // [num_rows, intermediate_size]
+  Tensor expert_out;      // [num_rows, hidden_size]: each pick's expert output, unweighted, in sorted order
 };
 
 class Backend {
@@ -182,6 +201,30 @@ class Backend {
   // two differ by a constant per query row, which softmax cancels.)
   virtual Status paged_attention_alibi(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
                                        float scale, const Tensor& alibi_slopes, const Tensor& out) = 0;
+  // ---- element-wise ops of the Gemma family (any float activation dtype; out may alias x) ----
+  // out = x * factor, rounded once to the dtype. x, out: [rows, n].
+  virtual Status scale(const Tensor& x, float factor, const Tensor& out) = 0;
+  // out = cap * tanh(x / cap), computed in fp32 (Gemma-2's final logit soft-capping). x, out: [rows, n]; cap > 0.
+  virtual Status softcap(const Tensor& x, float cap, const Tensor& out) = 0;
+  // GeGLU: out = gelu(gate_up[:, :n]) * gate_up[:, n:], the gelu rounded to the dtype before the multiply (as
+  // Hugging Face's 16-bit path). gate_up: [num_tokens, 2n]; out: [num_tokens, n].
+  virtual Status geglu(const Tensor& gate_up, GeluApproximation approximation, const Tensor& out) = 0;
+
+  // ---- mixture of experts (Mixtral) ----
+  // Top-k routing as Hugging Face's: p = softmax(router_logits[t]) in fp32 over all experts, the top_k largest p
+  // in descending order, divided by their sum when `renormalize`. Picks are ranked by logit (the order of p),
+  // the lower expert id first on equal logits, so that every backend picks the same experts.
+  // router_logits: [num_tokens, num_experts] (any float dtype); expert_ids: int32 [num_tokens, top_k];
+  // expert_weights: fp32 [num_tokens, top_k].
+  virtual Status moe_route(const Tensor& router_logits, int top_k, bool renormalize, const Tensor& expert_ids,
+                           const Tensor& expert_weights) = 0;
+  // out[t] = sum_j expert_weights[t, j] * down_e(silu(gate_e(x[t])) * up_e(x[t])), e = expert_ids[t, j], the sum
+  // in j order. x, out: [num_tokens, hidden_size]; gate_up_weights: [num_experts, 2 * intermediate_size,
+  // hidden_size] (each expert's gate rows, then its up rows); down_weights: [num_experts, hidden_size,
+  // intermediate_size]; buffers sized for num_tokens * top_k rows (MoeBuffers).
+  virtual Status moe_experts(const Tensor& x, const Tensor& gate_up_weights, const Tensor& down_weights,
+                             const Tensor& expert_ids, const Tensor& expert_weights, const MoeBuffers& buffers,
+                             const Tensor& out) = 0;
 
   // ---- KV blocks (copy-on-write of a forked sequence's partial block; swap to and from host memory) ----
   // For every layer l and every pair c: block c.dst of dst[l] (K and V) := block c.src of src[l].

@@ -306,7 +306,9 @@ class LlamaModel final : public ModelBase {
                                                           config_.rope.pairing, kv_cache[i], q3));
       debug("q_rope", il, q);
       debug("k_rope", il, k3);
-      ANVIL_RETURN_IF_ERROR(backend_.paged_attention(q3, kv_cache[i], in.attention, scale, attn));
+      AttentionMetadata layer_attention = in.attention;  // Mistral's (and Qwen2's) sliding window
+      layer_attention.sliding_window = layer_sliding_window(config_, i);
+      ANVIL_RETURN_IF_ERROR(backend_.paged_attention(q3, kv_cache[i], layer_attention, scale, attn));
       debug("attn_out", il, attn);
       ANVIL_RETURN_IF_ERROR(backend_.linear(attn, l.o_proj, Tensor(), block_out));
       const ResidualNorm ffn_norm{.x = block_out,
@@ -471,7 +473,6 @@ std::string model_type_for(const std::string& architecture) {
 // config.json (or a llama2.c header written as config.json keys).
 Expected<ModelConfig> parse_hf(const CheckpointData& data, const std::string& architecture) {
   const ConfigMap& top = data.config_map;
-  const std::string& prefix = top.source();
   ModelConfig config;
   auto options = std::make_shared<LlamaConfig>();
   config.architecture = architecture;
@@ -534,16 +535,10 @@ Expected<ModelConfig> parse_hf(const CheckpointData& data, const std::string& ar
   ANVIL_RETURN_IF_ERROR(top.get_token_ids("bos_token_id", &config.bos_token_ids));
   ANVIL_RETURN_IF_ERROR(top.get_token_ids("eos_token_id", &config.eos_token_ids));
 
-  int64_t sliding_window = 0;
-  ANVIL_RETURN_IF_ERROR(top.get_int("sliding_window", &sliding_window));
-  bool use_sliding_window = architecture == "MistralForCausalLM" || architecture == "Phi3ForCausalLM";
-  ANVIL_RETURN_IF_ERROR(top.get_bool("use_sliding_window", &use_sliding_window));
-  if (use_sliding_window && sliding_window > 0 && sliding_window < config.max_position_embeddings) {
-    ANVIL_LOG_WARN(
-        "{}: sliding_window {} is smaller than max_position_embeddings {}; Anvil uses full attention, "
-        "so outputs past {} tokens differ from the reference",
-        prefix, sliding_window, config.max_position_embeddings, sliding_window);
-  }
+  // Mistral and Phi-3 window every layer when sliding_window is set; Qwen2/Qwen3 only with use_sliding_window
+  // (their layer_types say which layers).
+  const bool windowed_by_default = architecture == "MistralForCausalLM" || architecture == "Phi3ForCausalLM";
+  ANVIL_RETURN_IF_ERROR(parse_hf_sliding_windows(top, windowed_by_default, &config));
   config.family_config = std::move(options);
   return config;
 }

@@ -1,7 +1,10 @@
 // ModelConfig's sanity checks, run on every family's config whatever the format it came from.
 #include "models/model_config.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 namespace anvil {
 
@@ -52,6 +55,61 @@ Status validate_model_config(const ModelConfig& config, const std::string& sourc
       check_range(source, "max_position_embeddings", config.max_position_embeddings, 1, kMaxPositions));
   ANVIL_RETURN_IF_ERROR(check_positive_float(source, "rms_norm_eps", config.rms_norm_eps));
   ANVIL_RETURN_IF_ERROR(validate_rope(config.rope, config.head_dim, source));
+  if (!config.layer_sliding_windows.empty() &&
+      static_cast<int64_t>(config.layer_sliding_windows.size()) != config.num_layers) {
+    return invalid_file(source + ": " + std::to_string(config.layer_sliding_windows.size()) +
+                        " per-layer attention windows for " + std::to_string(config.num_layers) + " layers");
+  }
+  for (const int32_t w : config.layer_sliding_windows) {
+    if (w == 0 || w < -1) return invalid_file(source + ": sliding_window is " + std::to_string(w) + ", expected >= 1");
+  }
+  return Status();
+}
+
+Status parse_hf_sliding_windows(const ConfigMap& top, bool windowed_by_default, ModelConfig* config) {
+  config->layer_sliding_windows.clear();
+  int64_t window = 0;
+  ANVIL_RETURN_IF_ERROR(top.get_int("sliding_window", &window));
+  bool use_window = windowed_by_default;
+  ANVIL_RETURN_IF_ERROR(top.get_bool("use_sliding_window", &use_window));
+  if (top.contains("sliding_window") && window < 1) {
+    return top.unsupported_value("sliding_window", std::to_string(window), "a positive number of tokens, or null");
+  }
+  // A window covering every position is full attention (and keeps a huge value out of int32).
+  const bool is_windowed =
+      use_window && window > 0 && (config->max_position_embeddings <= 0 || window < config->max_position_embeddings);
+  const int32_t w = is_windowed ? static_cast<int32_t>(std::min<int64_t>(window, INT32_MAX)) : -1;
+  if (const nlohmann::json* types = top.find("layer_types")) {
+    if (!types->is_array() || static_cast<int64_t>(types->size()) != config->num_layers) {
+      return invalid_file(top.source() + ": field '" + top.name("layer_types") + "' must list one type per layer (" +
+                          std::to_string(config->num_layers) + ")");
+    }
+    std::vector<int32_t> windows;
+    bool any_window = false;
+    for (size_t i = 0; i < types->size(); ++i) {
+      const nlohmann::json& t = (*types)[i];
+      const std::string type = t.is_string() ? t.get<std::string>() : t.dump();
+      if (type == "full_attention") {
+        windows.push_back(-1);
+      } else if (type == "sliding_attention") {  // without a window (null, or use_sliding_window false): full
+        windows.push_back(w);
+        any_window = any_window || w > 0;
+      } else {
+        return top.unsupported_value("layer_types[" + std::to_string(i) + "]", type,
+                                     "full_attention, sliding_attention");
+      }
+    }
+    if (any_window) config->layer_sliding_windows = std::move(windows);
+    return Status();
+  }
+  if (!is_windowed) return Status();
+  // Qwen2-style configs without layer_types: layers from max_window_layers on are windowed (transformers derives
+  // layer_types the same way).
+  int64_t first_windowed = 0;
+  ANVIL_RETURN_IF_ERROR(top.get_int("max_window_layers", &first_windowed));
+  if (first_windowed >= config->num_layers) return Status();
+  config->layer_sliding_windows.assign(static_cast<size_t>(config->num_layers), w);
+  for (int64_t i = 0; i < first_windowed; ++i) config->layer_sliding_windows[i] = -1;
   return Status();
 }
 

@@ -10,6 +10,7 @@
 
 #include "anvil/status.h"
 #include "core/dtype.h"
+#include "formats/config_map.h"
 #include "models/rope.h"
 
 namespace anvil {
@@ -36,9 +37,24 @@ struct ModelConfig {
   DType dtype = DType::kF32;  // dtype the checkpoint stores its weights in
   std::vector<int32_t> bos_token_ids;
   std::vector<int32_t> eos_token_ids;
+  // Per layer [num_layers]: the sliding window of its attention (AttentionMetadata::sliding_window: a query sees
+  // its last `window` keys, itself included), -1 for full attention. Empty: every layer attends to everything.
+  std::vector<int32_t> layer_sliding_windows;
   // The family's own settings (null: the family's defaults), set by its config parser.
   std::shared_ptr<const FamilyConfig> family_config;
 };
+
+// The sliding window of `layer` (-1: full attention).
+inline int32_t layer_sliding_window(const ModelConfig& config, int64_t layer) {
+  return layer < static_cast<int64_t>(config.layer_sliding_windows.size()) ? config.layer_sliding_windows[layer] : -1;
+}
+
+// Fills config->layer_sliding_windows (config->num_layers must be set) from a Hugging Face config.json:
+// `layer_types` ("sliding_attention" / "full_attention", one per layer) when present, else every layer windowed
+// by `sliding_window` (from layer `max_window_layers` on, where given) when `use_sliding_window` (default:
+// `windowed_by_default`) and the window is set. A window
+// as long as max_position_embeddings or longer is full attention. An unknown layer type is an error naming it.
+Status parse_hf_sliding_windows(const ConfigMap& top, bool windowed_by_default, ModelConfig* config);
 
 // Checks sizes are positive and consistent (num_heads % num_kv_heads == 0, head_dim even, ...); `source` prefixes
 // the errors.

@@ -17,6 +17,9 @@ extern const ModelFamily kOptFamily;         // models/opt.cpp
 extern const ModelFamily kBloomFamily;       // models/bloom.cpp
 extern const ModelFamily kFalconFamily;      // models/falcon.cpp
 extern const ModelFamily kStarcoder2Family;  // models/starcoder2.cpp
+// famB: Gemma-2/3 (and the MoE family) in a block of their own.
+extern const ModelFamily kGemmaFamily;    // models/gemma.cpp
+extern const ModelFamily kMixtralFamily;  // models/mixtral.cpp
 
 namespace {
 
@@ -30,6 +33,9 @@ constexpr const ModelFamily* kFamilies[] = {
     &kBloomFamily,
     &kFalconFamily,
     &kStarcoder2Family,
+    // famB
+    &kGemmaFamily,
+    &kMixtralFamily,
 };
 
 std::string supported_hf() {

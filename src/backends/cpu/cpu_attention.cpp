@@ -1,9 +1,11 @@
 // CPU paged attention: each sequence's new queries attend causally to its cached keys/values, read through
-// its block table, optionally with an ALiBi bias. One code path serves prefill, chunked prefill and decode. fp32
-// throughout; softmax is computed with the running-max rescaling used by flash attention so scores need no [context]
-// buffer per head.
+// its block table. One code path serves prefill, chunked prefill and decode, with an optional sliding window and
+// score soft-capping (AttentionMetadata) and an optional ALiBi bias. fp32 throughout; softmax is computed with the
+// running-max rescaling used by flash attention so scores need no [context] buffer per head.
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
@@ -29,6 +31,12 @@ Status attention(const Tensor& q, const KvCacheView& cache, const AttentionMetad
   const float* kc = cache.k.ptr<const float>();
   const float* vc = cache.v.ptr<const float>();
   const int64_t kv_row = num_kv_heads * head_dim;
+  const int64_t window = meta.sliding_window;
+  const float softcap = meta.logit_softcap;
+  if (window == 0 || window < -1 || !(softcap >= 0.0f)) {
+    return internal_error("paged_attention: sliding_window " + std::to_string(window) + " / logit_softcap " +
+                          std::to_string(softcap) + " out of range");
+  }
 
   for (int32_t s = 0; s < meta.num_seqs; ++s) {
     const int32_t num_query = query_start[s + 1] - query_start[s];
@@ -53,20 +61,22 @@ Status attention(const Tensor& q, const KvCacheView& cache, const AttentionMetad
     for (int64_t h = 0; h < num_heads; ++h) {
       const int32_t s = token_seq[t];
       const int32_t num_query = query_start[s + 1] - query_start[s];
-      // The query at row t sits at this absolute position; it sees keys 0..pos.
+      // The query at row t sits at this absolute position; it sees keys first..pos.
       const int64_t pos = context_lens[s] - num_query + (t - query_start[s]);
+      const int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
       const int64_t kv_head = h / group;
       const float* qh = q.ptr<const float>() + (t * num_heads + h) * head_dim;
       const int32_t* table = block_tables + s * meta.max_blocks_per_seq;
       float running_max = -std::numeric_limits<float>::infinity();
       float denom = 0.0f;
       std::vector<float> acc(head_dim, 0.0f);
-      for (int64_t j = 0; j <= pos; ++j) {
+      for (int64_t j = first; j <= pos; ++j) {
         const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
         const float* kh = kc + slot * kv_row + kv_head * head_dim;
         float score = 0.0f;
         for (int64_t d = 0; d < head_dim; ++d) score += qh[d] * kh[d];
         score *= scale;
+        if (softcap > 0.0f) score = softcap * std::tanh(score / softcap);
         if (alibi_slopes != nullptr) score += alibi_slopes[h] * static_cast<float>(j - pos);
         const float new_max = std::max(running_max, score);
         const float correction = std::exp(running_max - new_max);

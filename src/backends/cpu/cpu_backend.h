@@ -40,10 +40,18 @@ class CpuBackend final : public Backend {
   Status silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   Status swiglu(const Tensor& gate_up, const Tensor& out) override;
   Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) override;
-  Status relu(const Tensor& x, const Tensor& out) override;
+  Status relu(const Tensor& x, const Tensor& out) override;  // cpu_relu_add.cpp
   Status add(const Tensor& x, const Tensor& y, const Tensor& out) override;
   Status paged_attention_alibi(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
                                const Tensor& alibi_slopes, const Tensor& out) override;
+  Status scale(const Tensor& x, float factor, const Tensor& out) override;  // cpu_elementwise.cpp
+  Status softcap(const Tensor& x, float cap, const Tensor& out) override;
+  Status geglu(const Tensor& gate_up, GeluApproximation approximation, const Tensor& out) override;
+  Status moe_route(const Tensor& router_logits, int top_k, bool renormalize, const Tensor& expert_ids,
+                   const Tensor& expert_weights) override;  // cpu_moe.cpp
+  Status moe_experts(const Tensor& x, const Tensor& gate_up_weights, const Tensor& down_weights,
+                     const Tensor& expert_ids, const Tensor& expert_weights, const MoeBuffers& buffers,
+                     const Tensor& out) override;
   Status greedy_sample(const Tensor& logits, const Tensor& token_ids, const Tensor& logprobs) override;
   Status sample(const Tensor& logits, std::span<const SamplingRow> rows, std::span<SampleResult> results) override;
   Status copy_kv_blocks(std::span<const KvCacheView> src, std::span<const KvCacheView> dst,

@@ -4,7 +4,9 @@
 // m16n8k16, fp32 accumulate) with the group's q heads as the rows of A (padded to 16); every warp computes the
 // tile's scores and fp32 online softmax (a row per lane quad), then its quarter of head_dim of P.V, taking P
 // (rounded to the input dtype) straight from the score fragments. Splits over keys are merged by a second
-// kernel; a sequence that needs one split is written in the same pass. Developed in dev/kernels/decode_attention/
+// kernel; a sequence that needs one split is written in the same pass. A sliding window shifts the keys the
+// splits cover to the window's (the last sliding_window keys); soft-capping caps each scaled score before the
+// softmax. Developed in dev/kernels/decode_attention/
 // (v3 there; the variants and their timings are recorded beside it).
 #include <algorithm>
 #include <cstdlib>
@@ -110,7 +112,15 @@ struct DecodeArgs {
   float* part_ml;               // [num_splits, num_seqs, num_heads, 2]: running max (log2 units), sum
   int max_blocks, num_heads, num_kv_heads, block_size;
   float scale_log2;  // softmax scale * log2(e)
+  int window;        // AttentionMetadata::sliding_window (-1: none)
+  float scale;       // softmax scale (for soft-capping)
+  float softcap;     // AttentionMetadata::logit_softcap (0: none)
 };
+
+// The first key a sequence's query sees: the start of its window, or 0.
+__device__ __forceinline__ int first_visible_key(int context, int window) {
+  return window > 0 ? max(0, context - window) : 0;
+}
 
 // grid (num_seqs, num_kv_heads, num_splits).
 template <typename T, int HD>
@@ -133,10 +143,12 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int group = a.num_heads / a.num_kv_heads;
   const int context = a.context_lens[seq];
-  const int chunk = split_keys(context, gridDim.z);
-  const int num_active = (context + chunk - 1) / chunk;
+  const int key_first = first_visible_key(context, a.window);
+  const int span = context - key_first;
+  const int chunk = split_keys(span, gridDim.z);
+  const int num_active = (span + chunk - 1) / chunk;
   if (split >= num_active) return;
-  const int key_begin = split * chunk;
+  const int key_begin = key_first + split * chunk;
   const int key_end = min(context, key_begin + chunk);
   const int num_tiles = (key_end - key_begin + kTileKeys - 1) / kTileKeys;
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks;
@@ -215,7 +227,12 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int key = n * 8 + 2 * quad + e;
-        s[n][e] = key < tile_keys ? s[n][e] * a.scale_log2 : -INFINITY;
+        if (a.softcap > 0.0f) {
+          s[n][e] =
+              key < tile_keys ? a.softcap * tanhf(s[n][e] * a.scale / a.softcap) * 1.4426950408889634f : -INFINITY;
+        } else {
+          s[n][e] = key < tile_keys ? s[n][e] * a.scale_log2 : -INFINITY;
+        }
         mx = fmaxf(mx, s[n][e]);
       }
     }
@@ -288,8 +305,9 @@ __global__ void merge_splits_kernel(DecodeArgs a, int num_seqs, int num_splits, 
   pdl_wait();
   const int row = blockIdx.x;  // seq * num_heads + head
   const int context = a.context_lens[row / a.num_heads];
-  const int chunk = split_keys(context, num_splits);
-  const int num_active = (context + chunk - 1) / chunk;
+  const int span = context - first_visible_key(context, a.window);
+  const int chunk = split_keys(span, num_splits);
+  const int num_active = (span + chunk - 1) / chunk;
   if (num_active <= 1) return;
   const int64_t stride = static_cast<int64_t>(num_seqs) * a.num_heads;
   const float* ml = a.part_ml + static_cast<int64_t>(row) * 2;
@@ -394,7 +412,10 @@ Status decode_attention(const Tensor& q, const KvCacheView& cache, const Attenti
                         num_heads,
                         num_kv_heads,
                         meta.block_size,
-                        scale * 1.4426950408889634f};
+                        scale * 1.4426950408889634f,
+                        meta.sliding_window,
+                        scale,
+                        meta.logit_softcap};
   cudaError_t err = cudaSuccess;
   dispatch(q.dtype, head_dim, [&](auto* tag, auto hd) {
     using T = std::remove_pointer_t<decltype(tag)>;

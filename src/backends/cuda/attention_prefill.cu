@@ -17,6 +17,9 @@
 //   16 KB = 96 KB per CTA at head_dim 128 (48 KB at 64): fits sm_80 as well as sm_90; one CTA per SM.
 // - Causal: the mask is applied only on tiles that reach past a warp's first query position; tiles past the
 //   last query are never loaded. CTAs are issued longest query tile first.
+// - Sliding window: a CTA starts at the window of its first query and masks, per row, the keys before its own
+//   window on the tiles that reach below it. Soft-capping caps each scaled score (tanh) before the softmax.
+//   Key splits are still planned over the whole context (splits before the window exit at once).
 // - Split over keys (flash-decoding) when the grid would leave SMs idle (few query tiles over a long cached
 //   prefix): each split writes unnormalized O plus (max, sum) per row to fp32 scratch and a second kernel
 //   merges them. Measured on an H200 (bf16, llama3-8b shapes): 2048-token prompt 166 us per layer (~207
@@ -64,6 +67,9 @@ struct PrefillParams {
   int num_head_slices;  // num_heads / heads_per_cta
   int num_q_tiles, num_splits, split_len;
   float scale_log2;  // softmax scale * log2(e)
+  int window;        // AttentionMetadata::sliding_window (-1: none)
+  float softcap;     // AttentionMetadata::logit_softcap (0: none)
+  float scale;       // softmax scale (for soft-capping)
 };
 
 // ---- PTX wrappers ----------------------------------------------------------------------------------------
@@ -168,8 +174,13 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm) prefill_attention_kernel
   const int tile_tokens = min(a.tokens_per_cta, num_query - t0);
   const int valid_rows = tile_tokens * hpc;
   const int first_pos = a.context_lens[seq] - num_query + t0;  // absolute position of the tile's first token
-  const int key_begin = split * a.split_len;
-  const int key_end = min(key_begin + a.split_len, first_pos + tile_tokens);  // split_len is a multiple of kKeys
+  // With a window, start at the tile holding the first query's first visible key. NOTE: rounded down to whole
+  // tiles, so that tiles stay aligned with the split ends and a tile never reaches into the next split's keys
+  // (those are zero-filled and would count as visible zero scores); the window mask hides the rest.
+  const int split_begin = split * a.split_len;
+  const int window_begin = a.window > 0 ? max(0, first_pos - a.window + 1) / kKeys * kKeys : 0;
+  const int key_begin = max(split_begin, window_begin);
+  const int key_end = min(split_begin + a.split_len, first_pos + tile_tokens);  // split_len is a multiple of kKeys
   const int head0 = slice * hpc;
   const int kv_head = head0 / (a.num_heads / a.num_kv_heads);
   // Row r of the CTA is token t0 + r / hpc, head head0 + r % hpc; its element offset in q and out:
@@ -243,6 +254,7 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm) prefill_attention_kernel
   const int pos_a = first_pos + row_a / hpc;
   const int pos_b = first_pos + row_b / hpc;
   const int warp_first_pos = first_pos + (warp * 16) / hpc;
+  const int warp_last_pos = first_pos + (warp * 16 + 15) / hpc;
   const float sl2 = a.scale_log2;
 
   uint32_t qf[HD / 16][4];                 // A fragments of this warp's 16 query rows
@@ -282,6 +294,25 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm) prefill_attention_kernel
       }
     }
 
+    if (a.softcap > 0.0f) {  // s * scale -> softcap * tanh(s * scale / softcap), kept in units of s
+      const float in_scale = a.scale / a.softcap, out_scale = a.softcap / a.scale;
+#pragma unroll
+      for (int nb = 0; nb < kKeys / 8; ++nb) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nb][e] = tanhf(s[nb][e] * in_scale) * out_scale;
+      }
+    }
+    // Sliding window: keys before a row's window, only on tiles that start before some row's window.
+    if (a.window > 0 && kt <= warp_last_pos - a.window) {
+#pragma unroll
+      for (int nb = 0; nb < kKeys / 8; ++nb) {
+        const int key = kt + nb * 8 + (lane & 3) * 2;
+        if (key <= pos_a - a.window) s[nb][0] = -INFINITY;
+        if (key + 1 <= pos_a - a.window) s[nb][1] = -INFINITY;
+        if (key <= pos_b - a.window) s[nb][2] = -INFINITY;
+        if (key + 1 <= pos_b - a.window) s[nb][3] = -INFINITY;
+      }
+    }
     // Causal mask, only where the tile reaches past this warp's first query position.
     if (kt + kKeys - 1 > warp_first_pos) {
 #pragma unroll
@@ -531,7 +562,10 @@ Status run(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& m
                      plan.num_q_tiles,
                      plan.num_splits,
                      plan.split_len,
-                     scale * kLog2e};
+                     scale * kLog2e,
+                     meta.sliding_window,
+                     meta.logit_softcap,
+                     scale};
   if (q.dtype == DType::kF16) {
     return head_dim == 64 ? launch<__half, 64>(args, plan, stream) : launch<__half, 128>(args, plan, stream);
   }

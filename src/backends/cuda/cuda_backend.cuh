@@ -73,6 +73,14 @@ class CudaBackend final : public Backend {
   // decode kernels take no bias).
   Status paged_attention_alibi(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
                                const Tensor& alibi_slopes, const Tensor& out) override;
+  Status scale(const Tensor& x, float factor, const Tensor& out) override;                           // scale.cu
+  Status softcap(const Tensor& x, float cap, const Tensor& out) override;                            // softcap.cu
+  Status geglu(const Tensor& gate_up, GeluApproximation approximation, const Tensor& out) override;  // geglu.cu
+  Status moe_route(const Tensor& router_logits, int top_k, bool renormalize, const Tensor& expert_ids,
+                   const Tensor& expert_weights) override;  // moe_route.cu
+  Status moe_experts(const Tensor& x, const Tensor& gate_up_weights, const Tensor& down_weights,
+                     const Tensor& expert_ids, const Tensor& expert_weights, const MoeBuffers& buffers,
+                     const Tensor& out) override;  // moe_experts.cu
   Status greedy_sample(const Tensor& logits, const Tensor& token_ids, const Tensor& logprobs) override;
   // Full sampling on the device (sample.cu): one CTA per draw; downloads a few bytes per draw.
   Status sample(const Tensor& logits, std::span<const SamplingRow> rows, std::span<SampleResult> results) override;

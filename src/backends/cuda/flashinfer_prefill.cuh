@@ -21,7 +21,8 @@ class FlashInferPrefill {
   FlashInferPrefill& operator=(const FlashInferPrefill&) = delete;
 
   // Whether this step should run here: bf16, head_dim 128, causal prefill whose every sequence brings enough new
-  // tokens, host copies of the metadata present (see the NOTE in the .cu for the measured policy).
+  // tokens, no sliding window or soft-capping, host copies of the metadata present (see the NOTE in the .cu for the
+  // measured policy).
   static bool wants(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta);
   // Same contract as Backend::paged_attention. q: [num_tokens, num_heads, 128]; out: [num_tokens, num_heads * 128].
   Status run(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale, const Tensor& out,

@@ -4,7 +4,8 @@
 // softmax in fp32. Long contexts with few CTAs are split over keys (flash-decoding) and merged by a second
 // kernel. CUDA cores only: used where the tensor-core prefill (attention_prefill.cu) and decode
 // (attention_decode.cu) kernels do not apply (other head sizes, fp32), and for ALiBi (a per-head bias on every
-// score, which only this kernel takes).
+// score, which only this kernel takes). Sliding windows skip the key tiles before the window of the tile's first
+// query and mask the rest per key; soft-capping caps each scaled score.
 #include <algorithm>
 
 #include "backends/cuda/attention_decode.cuh"
@@ -33,6 +34,8 @@ struct AttnArgs {
   int max_blocks, num_heads, num_kv_heads, head_dim, block_size;
   int q_tile, num_q_tiles, num_splits, split_len, num_tokens;
   float scale;
+  int window;     // AttentionMetadata::sliding_window (-1: none)
+  float softcap;  // AttentionMetadata::logit_softcap (0: none)
 };
 
 template <typename T>
@@ -64,8 +67,9 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(AttnArgs<T> a
   const int first_pos = context - num_query + t0;  // absolute position of the tile's first query
   const int last_key = first_pos + tile_tokens - 1;
   const int seq_split = keys_per_split(context, a.num_splits, a.split_len);  // (see cuda_common.cuh)
-  const int key_begin = split * seq_split;
-  const int key_end = min(key_begin + seq_split, last_key + 1);
+  // With a window, keys before the first query's window are never visible to this tile.
+  const int key_begin = max(split * seq_split, a.window > 0 ? first_pos - a.window + 1 : 0);
+  const int key_end = min(split * seq_split + seq_split, last_key + 1);
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks;
 
   for (int i = threadIdx.x; i < rows * hd; i += kThreads) {
@@ -100,12 +104,13 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(AttnArgs<T> a
       const int r = i / kKeyTile, j = i % kKeyTile;
       const int tq = r / group;
       float s = -INFINITY;
-      if (j < tile_keys && tq < tile_tokens && kt + j <= first_pos + tq) {
+      const int key = kt + j, pos = first_pos + tq;
+      if (j < tile_keys && tq < tile_tokens && key <= pos && (a.window <= 0 || key > pos - a.window)) {
         const float* qr = q_s + r * hd;
         const T* kr = k_s + j * k_stride;
         float dot = 0.0f;
         for (int d = 0; d < hd; ++d) dot += qr[d] * to_float(kr[d]);
-        s = dot;
+        s = a.softcap > 0.0f ? a.softcap * tanhf(dot / a.softcap) : dot;
         if (a.alibi_slopes != nullptr) {
           s += a.alibi_slopes[kv_head * group + r % group] * static_cast<float>(kt + j - (first_pos + tq));
         }
@@ -338,7 +343,9 @@ Status CudaBackend::generic_attention(const Tensor& q, const KvCacheView& cache,
                   num_splits,
                   split_len,
                   num_tokens,
-                  scale};
+                  scale,
+                  meta.sliding_window,
+                  meta.logit_softcap};
     if (smem > kMaxSmemBytes)
       return unsupported("paged_attention: head_dim " + std::to_string(head_dim) + " too large");
     dim3 grid(meta.num_seqs * num_q_tiles, num_kv_heads, num_splits);
