@@ -12,8 +12,9 @@
 #include <vector>
 
 #include "anvil/status.h"
-#include "core/tensor.h"
 #include "backends/sampler.h"
+#include "core/tensor.h"
+#include "dist/communicator.h"
 
 namespace anvil {
 
@@ -168,6 +169,15 @@ class Backend {
   // out[i] = x[indices[i]]. x: [num_tokens, hidden_size]; indices: int32 [n]; out: [n, hidden_size].
   virtual Status gather_rows(const Tensor& x, const Tensor& indices, const Tensor& out) = 0;
 
+  // ---- collectives (tensor parallelism: dist/) ----
+  // x := the sum of x over this backend's tensor-parallel group, in place: the one hook the row-parallel
+  // projections of a sharded model need. A no-op when no group is set (TP 1), so model code has no `if (tp)`.
+  // x: contiguous [num_tokens, n] activations. The group's communicator runs on this backend's device and queue.
+  Status all_reduce(const Tensor& x) { return tp_group_ == nullptr ? Status() : tp_group_->all_reduce_sum(x); }
+  // Sets (or, with null, clears) the group all_reduce sums over; not owned, must outlive its use.
+  void set_tensor_parallel_group(Communicator* group) { tp_group_ = group; }
+  Communicator* tensor_parallel_group() const { return tp_group_; }
+
   // ---- KV blocks (copy-on-write of a forked sequence's partial block; swap to and from host memory) ----
   // For every layer l and every pair c: block c.dst of dst[l] (K and V) := block c.src of src[l].
   // src[l].k/.v: [num_src_blocks, block_size, num_kv_heads, head_dim]; dst[l].k/.v: [num_dst_blocks, block_size,
@@ -216,6 +226,9 @@ class Backend {
       return resource_exhausted("cannot allocate " + std::to_string(nbytes) + " bytes of host memory for KV swap");
     }
   }
+
+ private:
+  Communicator* tp_group_ = nullptr;
 };
 
 // How the CPU quantized linear quantizes its activations (EngineConfig::quant_activations).

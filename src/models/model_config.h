@@ -19,6 +19,13 @@ struct FamilyConfig {
   virtual ~FamilyConfig() = default;
 };
 
+// Which part of the layer stack a model holds when a pipeline-parallel pass (dist/shard.h) split it: the first
+// stage embeds the tokens, the last applies the final norm and the head; the default is the whole stack.
+struct PipelineStage {
+  bool has_embedding = true;
+  bool has_head = true;
+};
+
 struct ModelConfig {
   std::string architecture;  // e.g. "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"
   std::string model_type;    // e.g. "llama", "qwen2", "mistral"
@@ -36,6 +43,7 @@ struct ModelConfig {
   DType dtype = DType::kF32;  // dtype the checkpoint stores its weights in
   std::vector<int32_t> bos_token_ids;
   std::vector<int32_t> eos_token_ids;
+  PipelineStage stage;  // set only by the pipeline-parallel pass
   // The family's own settings (null: the family's defaults), set by its config parser.
   std::shared_ptr<const FamilyConfig> family_config;
 };
