@@ -44,6 +44,11 @@ struct EngineConfig {
   double swap_space_gb = 0.0;         // host memory for preempted sequences' KV blocks; 0 = recompute them
   int num_kv_blocks = 0;              // 0: sized by the backend (plan_kv_blocks)
   bool enable_prefix_caching = true;  // reuse the KV blocks of shared prompt prefixes across requests
+  // ---- parallelism (src/dist/) ----
+  // Ranks = tensor x pipeline. On the CPU each rank is a thread with its share of num_threads; multi-GPU
+  // launch is not implemented yet (CUDA needs both at 1).
+  int tensor_parallel_size = 1;    // attention heads and MLP columns split across ranks
+  int pipeline_parallel_size = 1;  // contiguous layer stages, micro-batched
   // ---- CUDA graphs ----
   bool enforce_eager = false;  // never capture graphs: every step runs op by op
   int max_graph_batch = 256;   // decode steps of up to this many sequences replay a captured graph (CUDA)

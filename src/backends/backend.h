@@ -12,8 +12,9 @@
 #include <vector>
 
 #include "anvil/status.h"
-#include "core/tensor.h"
 #include "backends/sampler.h"
+#include "core/tensor.h"
+#include "dist/communicator.h"
 
 namespace anvil {
 
@@ -225,6 +226,14 @@ class Backend {
   virtual Status moe_experts(const Tensor& x, const Tensor& gate_up_weights, const Tensor& down_weights,
                              const Tensor& expert_ids, const Tensor& expert_weights, const MoeBuffers& buffers,
                              const Tensor& out) = 0;
+  // ---- collectives (tensor parallelism: dist/) ----
+  // x := the sum of x over this backend's tensor-parallel group, in place: the one hook the row-parallel
+  // projections of a sharded model need. A no-op when no group is set (TP 1), so model code has no `if (tp)`.
+  // x: contiguous [num_tokens, n] activations. The group's communicator runs on this backend's device and queue.
+  Status all_reduce(const Tensor& x) { return tp_group_ == nullptr ? Status() : tp_group_->all_reduce_sum(x); }
+  // Sets (or, with null, clears) the group all_reduce sums over; not owned, must outlive its use.
+  void set_tensor_parallel_group(Communicator* group) { tp_group_ = group; }
+  Communicator* tensor_parallel_group() const { return tp_group_; }
 
   // ---- KV blocks (copy-on-write of a forked sequence's partial block; swap to and from host memory) ----
   // For every layer l and every pair c: block c.dst of dst[l] (K and V) := block c.src of src[l].
@@ -274,6 +283,9 @@ class Backend {
       return resource_exhausted("cannot allocate " + std::to_string(nbytes) + " bytes of host memory for KV swap");
     }
   }
+
+ private:
+  Communicator* tp_group_ = nullptr;
 };
 
 // How the CPU quantized linear quantizes its activations (EngineConfig::quant_activations).

@@ -60,6 +60,12 @@ void add_engine_options(CLI::App* cmd, EngineConfig* config) {
   cmd->add_option("--max-graph-batch", config->max_graph_batch,
                   "CUDA: decode batches up to this size replay captured graphs")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--tensor-parallel-size", config->tensor_parallel_size,
+                  "ranks that split every layer's heads and MLP (CPU: threads)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--pipeline-parallel-size", config->pipeline_parallel_size,
+                  "contiguous layer stages, micro-batched (CPU: threads)")
+      ->check(CLI::PositiveNumber);
 }
 
 // --dtype names the dtype of dummy weights and, when 16-bit, the CUDA backend's compute dtype.

@@ -1,6 +1,8 @@
 // The Llama family: Llama 1/2/3, Mistral, Qwen2 (qkv bias), Qwen3 (QK-norm), Phi-3 (fused checkpoint weights),
 // SmolLM. Pre-norm decoder with RMSNorm, rotary embedding (rotate-half or adjacent pairs), grouped-query attention
-// and a SwiGLU MLP; optionally tied embeddings. Single-device and plain: quantization and sharding are build passes, not model code.
+// and a SwiGLU MLP; optionally tied embeddings. Single-device and plain: quantization and sharding are passes over
+// the weights, not model code (a tensor-parallel shard only adds Backend::all_reduce after o_proj and down_proj, a
+// no-op at TP 1; a pipeline stage skips the embedding or the head, ModelConfig::stage).
 // Also the family's registry entry: its config fields (config.json, GGUF `llama.*`/`qwen2.*`, llama2.c headers),
 // its weight list and llama.cpp's names for them.
 // At load, q/k/v are fused into one [q + 2 kv, hidden] projection and gate/up into one [2 inter, hidden]
@@ -168,7 +170,10 @@ class LlamaModel final : public ModelBase {
       if (dst->data == host.data) storage_.push_back(std::move(stacked));
       return Status();
     };
-    ANVIL_RETURN_IF_ERROR(fetch("model.embed_tokens.weight", {config_.vocab_size, h}, &embed_tokens_));
+    const PipelineStage& stage = config_.stage;
+    if (stage.has_embedding || (stage.has_head && config_.tie_word_embeddings)) {
+      ANVIL_RETURN_IF_ERROR(fetch("model.embed_tokens.weight", {config_.vocab_size, h}, &embed_tokens_));
+    }
     layers_.resize(config_.num_layers);
     for (int64_t i = 0; i < config_.num_layers; ++i) {
       const std::string p = "model.layers." + std::to_string(i) + ".";
@@ -203,11 +208,13 @@ class LlamaModel final : public ModelBase {
       }
       ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.down_proj.weight", {h, inter}, &l.down_proj));
     }
-    ANVIL_RETURN_IF_ERROR(fetch("model.norm.weight", {h}, &final_norm_));
-    if (config_.tie_word_embeddings) {
-      lm_head_ = embed_tokens_;
-    } else {
-      ANVIL_RETURN_IF_ERROR(fetch("lm_head.weight", {config_.vocab_size, h}, &lm_head_));
+    if (stage.has_head) {
+      ANVIL_RETURN_IF_ERROR(fetch("model.norm.weight", {h}, &final_norm_));
+      if (config_.tie_word_embeddings) {
+        lm_head_ = embed_tokens_;
+      } else {
+        ANVIL_RETURN_IF_ERROR(fetch("lm_head.weight", {config_.vocab_size, h}, &lm_head_));
+      }
     }
     std::vector<float> inv_freq = rope_inv_freq(config_.rope, config_.head_dim);
     if (const Tensor* factors = weights.find("rope_freqs.weight")) {
@@ -240,23 +247,40 @@ class LlamaModel final : public ModelBase {
     const int64_t inter = config_.intermediate_size;
     const DType act = backend_.activation_dtype();
     auto view = [&](const Buffer& b, std::initializer_list<int64_t> shape) { return b.view(act, shape); };
-    const Tensor residual = view(residual_, {num_tokens, h});          // running hidden state
+    Tensor residual = view(residual_, {num_tokens, h});                // running hidden state
     const Tensor normed = view(normed_, {num_tokens, h});              // input of the next block
     const Tensor q = view(q_, {num_tokens, nh * hd});                  // rotated queries
     const Tensor qkv = view(qkv_, {num_tokens, (nh + 2 * nkv) * hd});  // fused projection
     const Tensor attn = view(attn_, {num_tokens, nh * hd});
-    const Tensor block_out = view(block_out_, {num_tokens, h});      // attention or MLP output
+    Tensor block_out = view(block_out_, {num_tokens, h});            // attention or MLP output
     const Tensor gate = view(gate_, {num_tokens, inter});            // silu(gate) * up
     const Tensor gate_up = view(gate_up_, {num_tokens, 2 * inter});  // fused projection (where materialized)
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
-    ANVIL_RETURN_IF_ERROR(backend_.embedding(in.token_ids, embed_tokens_, residual));
-    debug("embed", -1, residual);
+    const PipelineStage& stage = config_.stage;
+    if ((stage.has_embedding && stage.has_head) == in.stage_state.defined()) {
+      return internal_error("llama forward: a pipeline stage needs ForwardInputs::stage_state (and only a stage)");
+    }
+    if (in.stage_state.defined()) {
+      // The residual stream and the last block's output are the state one stage hands the next (model.h).
+      if (in.stage_state.numel() != 2 * num_tokens * h || in.stage_state.dtype != act) {
+        return internal_error("llama forward: stage_state must be [2, num_tokens, hidden_size], got " +
+                              in.stage_state.describe());
+      }
+      residual = Tensor::make(in.stage_state.data, act, {num_tokens, h}, in.stage_state.device);
+      block_out =
+          Tensor::make(in.stage_state.ptr<char>() + residual.nbytes(), act, {num_tokens, h}, in.stage_state.device);
+    }
+    if (stage.has_embedding) {
+      ANVIL_RETURN_IF_ERROR(backend_.embedding(in.token_ids, embed_tokens_, residual));
+      debug("embed", -1, residual);
+    }
     for (int64_t i = 0; i < config_.num_layers; ++i) {
       const LayerWeights& l = layers_[i];
       const int il = static_cast<int>(i);
-      // Layer 0 normalizes the embeddings; later layers add the previous block's output first.
-      const ResidualNorm attn_norm{.x = i == 0 ? Tensor() : block_out,
+      // Layer 0 normalizes the embeddings; later layers (and a later stage's first) add the previous block's
+      // output first.
+      const ResidualNorm attn_norm{.x = i == 0 && stage.has_embedding ? Tensor() : block_out,
                                    .residual = residual,
                                    .weight = l.input_norm,
                                    .eps = config_.rms_norm_eps,
@@ -311,6 +335,7 @@ class LlamaModel final : public ModelBase {
       ANVIL_RETURN_IF_ERROR(backend_.paged_attention(q3, kv_cache[i], layer_attention, scale, attn));
       debug("attn_out", il, attn);
       ANVIL_RETURN_IF_ERROR(backend_.linear(attn, l.o_proj, Tensor(), block_out));
+      ANVIL_RETURN_IF_ERROR(backend_.all_reduce(block_out));  // row-parallel o_proj: sum the ranks' partials
       const ResidualNorm ffn_norm{.x = block_out,
                                   .residual = residual,
                                   .weight = l.post_attn_norm,
@@ -330,8 +355,10 @@ class LlamaModel final : public ModelBase {
         ANVIL_RETURN_IF_ERROR(backend_.silu_mul(g, u, gate));
       }
       ANVIL_RETURN_IF_ERROR(backend_.linear(gate, l.down_proj, Tensor(), block_out));
+      ANVIL_RETURN_IF_ERROR(backend_.all_reduce(block_out));  // row-parallel down_proj
       debug("ffn_out", il, block_out);
     }
+    if (!stage.has_head) return Status();
     ANVIL_RETURN_IF_ERROR(backend_.add_rms_norm(block_out, residual, final_norm_, config_.rms_norm_eps, normed));
     debug("final_norm", -1, normed);
     const Tensor last = view(last_, {num_logits, h});

@@ -22,6 +22,11 @@ struct ForwardInputs {
   Tensor slot_mapping;    // int32 [num_tokens]: cache slot each token's K/V is written to
   Tensor logits_indices;  // int32 [num_logits]: rows of the token batch whose logits are wanted
   AttentionMetadata attention;
+  // Pipeline parallelism (ModelConfig::stage): the hidden state handed from stage to stage, [2, num_tokens,
+  // hidden_size] in the activation dtype: the residual stream, then the last block's output not yet added to it.
+  // A stage without the embedding reads its input there; a stage without the head leaves its output there and
+  // writes no logits. Undefined for a whole stack.
+  Tensor stage_state;
 };
 
 // Called with every named intermediate ("embed", "attn_norm", "q", "attn_out", "ffn_out", ...) so a test can

@@ -20,6 +20,13 @@ struct FamilyConfig {
   virtual ~FamilyConfig() = default;
 };
 
+// Which part of the layer stack a model holds when a pipeline-parallel pass (dist/shard.h) split it: the first
+// stage embeds the tokens, the last applies the final norm and the head; the default is the whole stack.
+struct PipelineStage {
+  bool has_embedding = true;
+  bool has_head = true;
+};
+
 struct ModelConfig {
   std::string architecture;  // e.g. "LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"
   std::string model_type;    // e.g. "llama", "qwen2", "mistral"
@@ -40,6 +47,7 @@ struct ModelConfig {
   // Per layer [num_layers]: the sliding window of its attention (AttentionMetadata::sliding_window: a query sees
   // its last `window` keys, itself included), -1 for full attention. Empty: every layer attends to everything.
   std::vector<int32_t> layer_sliding_windows;
+  PipelineStage stage;  // set only by the pipeline-parallel pass
   // The family's own settings (null: the family's defaults), set by its config parser.
   std::shared_ptr<const FamilyConfig> family_config;
 };

@@ -13,10 +13,12 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "build/engine_dir.h"
 #include "build/quantize_checkpoint.h"
 #include "core/logging.h"
+#include "dist/parallel_runner.h"
 #include "formats/weight_check.h"
 #include "runtime/backend_factory.h"
 #include "runtime/engine_impl.h"
@@ -88,6 +90,16 @@ Status check_config(const EngineConfig& config) {
   }
   if (config.num_kv_blocks < 0) {
     return invalid_argument("num_kv_blocks must be >= 0 (got " + std::to_string(config.num_kv_blocks) + ")");
+  }
+  if (config.tensor_parallel_size < 1 || config.pipeline_parallel_size < 1) {
+    return invalid_argument("tensor_parallel_size and pipeline_parallel_size must be >= 1 (got " +
+                            std::to_string(config.tensor_parallel_size) + " and " +
+                            std::to_string(config.pipeline_parallel_size) + ")");
+  }
+  if (config.tensor_parallel_size * config.pipeline_parallel_size > 1 && config.device != "cpu") {
+    return unsupported(
+        "tensor/pipeline parallelism runs on the CPU backend only (ranks as threads); the multi-GPU "
+        "launch (one NCCL worker per GPU) is not implemented yet");
   }
   return Status();
 }
@@ -162,7 +174,10 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   ANVIL_RETURN_IF_ERROR(check_weights_fit(config, device_weight_bytes));
   ANVIL_ASSIGN_OR_RETURN(impl->backend, make_backend(config));
   const auto t0 = Clock::now();
-  ANVIL_ASSIGN_OR_RETURN(impl->model, create_model(impl->checkpoint, *impl->backend));
+  const int num_ranks = config.tensor_parallel_size * config.pipeline_parallel_size;
+  if (num_ranks == 1) {
+    ANVIL_ASSIGN_OR_RETURN(impl->model, create_model(impl->checkpoint, *impl->backend));
+  }
 
   int64_t max_len = mc.max_position_embeddings;
   if (config.max_model_len > 0) max_len = std::min<int64_t>(max_len, config.max_model_len);
@@ -174,8 +189,11 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   }
   int32_t num_blocks = config.num_kv_blocks;
   if (num_blocks == 0) {
+    // NOTE: at TP x PP > 1 (CPU only) the pool is planned for the whole model: the ranks' pools together hold
+    // that much (more where KV heads are replicated), and the CPU plan reserves nothing for the runner.
     const RunnerMemory runner_memory =
-        ModelRunner::reserved_memory(*impl->model, *impl->backend, runner_config, config.max_num_seqs);
+        impl->model ? ModelRunner::reserved_memory(*impl->model, *impl->backend, runner_config, config.max_num_seqs)
+                    : RunnerMemory{};
     ANVIL_ASSIGN_OR_RETURN(KvPlan plan, plan_kv_blocks(config, mc, max_len, *impl->backend, runner_memory));
     num_blocks = static_cast<int32_t>(plan.num_blocks);
     ANVIL_LOG_INFO("{} ({})", plan.summary, impl->backend->name());
@@ -192,7 +210,30 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
     }
   }
   KvCacheConfig kv{.num_blocks = num_blocks, .block_size = config.block_size, .num_host_blocks = num_host_blocks};
-  ANVIL_ASSIGN_OR_RETURN(impl->runner, ModelRunner::create(*impl->backend, *impl->model, kv, runner_config));
+  size_t weight_bytes = 0;
+  if (impl->model) {
+    ANVIL_ASSIGN_OR_RETURN(impl->runner, ModelRunner::create(*impl->backend, *impl->model, kv, runner_config));
+    weight_bytes = impl->model->weight_bytes();
+  } else {
+    const int total_threads =
+        config.num_threads > 0 ? config.num_threads : static_cast<int>(std::thread::hardware_concurrency());
+    const int rank_threads = std::max(1, total_threads / num_ranks);
+    const QuantActivations quant =
+        config.quant_activations == "llama" ? QuantActivations::kLlama : QuantActivations::kPrecise;
+    ANVIL_ASSIGN_OR_RETURN(std::unique_ptr<ParallelRunner> parallel,
+                           ParallelRunner::create(
+                               impl->checkpoint,
+                               ParallelConfig{.tensor_parallel_size = config.tensor_parallel_size,
+                                              .pipeline_parallel_size = config.pipeline_parallel_size},
+                               [&](int) -> Expected<std::unique_ptr<Backend>> {
+                                 return make_cpu_backend({.num_threads = rank_threads, .quant_activations = quant});
+                               },
+                               kv, runner_config));
+    weight_bytes = parallel->weight_bytes();
+    ANVIL_LOG_INFO("{} ranks (tensor-parallel {} x pipeline-parallel {}), {} CPU threads each", num_ranks,
+                   config.tensor_parallel_size, config.pipeline_parallel_size, rank_threads);
+    impl->runner = std::move(parallel);
+  }
   impl->kv =
       std::make_unique<KvCacheManager>(KvCacheManagerConfig{.num_blocks = num_blocks,
                                                             .block_size = config.block_size,
@@ -228,7 +269,7 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   info.vocab_size = mc.vocab_size;
   info.max_model_len = max_len;
   info.num_params = num_params;
-  info.weight_bytes = impl->model->weight_bytes();
+  info.weight_bytes = weight_bytes;
   info.num_kv_blocks = kv.num_blocks;
   info.block_size = kv.block_size;
   info.kv_cache_bytes = impl->runner->kv_cache_bytes();

@@ -118,7 +118,7 @@ Expected<std::vector<GenerationOutput>> Engine::generate_ids(std::span<const std
 namespace {
 
 // Feeds tokens[num_computed, end) of one sequence straight to the model runner, growing `kv` from the pool.
-Expected<std::span<const float>> run_direct(KvCacheManager& manager, ModelRunner& runner,
+Expected<std::span<const float>> run_direct(KvCacheManager& manager, StepRunner& runner,
                                             const std::vector<int32_t>& tokens, size_t num_computed, size_t end,
                                             SequenceKv& kv) {
   ANVIL_RETURN_IF_ERROR(manager.allocate(kv, static_cast<int64_t>(end)));

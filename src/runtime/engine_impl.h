@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "anvil/engine.h"
-#include "models/registry.h"
 #include "kv/kv_cache_manager.h"
 #include "models/model.h"
+#include "models/registry.h"
 #include "runtime/model_runner.h"
 #include "runtime/sampler.h"
 #include "sched/scheduler.h"
@@ -52,8 +52,8 @@ struct Engine::Impl {
   Checkpoint checkpoint;
   std::string chat_template;  // the model's own, or empty
   std::unique_ptr<Backend> backend;
-  std::unique_ptr<Model> model;
-  std::unique_ptr<ModelRunner> runner;
+  std::unique_ptr<Model> model;        // null when a parallel runner holds the (sharded) models
+  std::unique_ptr<StepRunner> runner;  // a ModelRunner, or a ParallelRunner at TP x PP > 1
   std::unique_ptr<KvCacheManager> kv;
   std::unique_ptr<Scheduler> scheduler;
   std::unique_ptr<Tokenizer> tokenizer;

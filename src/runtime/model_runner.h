@@ -59,7 +59,23 @@ struct RunnerStats {
   int64_t graphs_captured = 0;
 };
 
-class ModelRunner {
+// What the engine steps: one ModelRunner, or a tensor/pipeline-parallel group of them (dist/parallel_runner.h)
+// behind the same calls. Each call's meaning is ModelRunner's below.
+class StepRunner {
+ public:
+  struct GreedyPicks {
+    std::span<const int32_t> token_ids;  // [num_logit_rows]
+    std::span<const float> logprobs;     // [num_logit_rows]
+  };
+  virtual ~StepRunner() = default;
+  virtual size_t kv_cache_bytes() const = 0;
+  virtual Expected<std::span<const float>> step(std::span<const SequenceStep> seqs) = 0;
+  virtual Expected<GreedyPicks> step_greedy(std::span<const SequenceStep> seqs) = 0;
+  virtual Expected<Tensor> step_device(std::span<const SequenceStep> seqs) = 0;
+  virtual Status copy_blocks(KvCopyKind kind, std::span<const KvBlockCopy> copies) = 0;
+};
+
+class ModelRunner final : public StepRunner {
  public:
   static Expected<std::unique_ptr<ModelRunner>> create(Backend& backend, Model& model, const KvCacheConfig& kv,
                                                        const RunnerConfig& config = {});
@@ -70,27 +86,23 @@ class ModelRunner {
                                       int32_t max_num_seqs);
 
   const KvCacheConfig& kv_config() const { return kv_; }
-  size_t kv_cache_bytes() const { return kv_bytes_; }
+  size_t kv_cache_bytes() const override { return kv_bytes_; }
   // Bytes of one block over all layers, K and V.
   size_t kv_block_bytes() const { return block_bytes_; }
   const RunnerStats& stats() const { return stats_; }
   // Runs one step. Returns logits, fp32 [num_logit_rows, vocab_size] row-major: for each sequence in order,
   // none (!wants_logits), one row (its last token), or one per new token when wants_all_logits. The view is
   // valid until the next call.
-  Expected<std::span<const float>> step(std::span<const SequenceStep> seqs);
+  Expected<std::span<const float>> step(std::span<const SequenceStep> seqs) override;
   // Runs one step and picks greedily on the device: for each logits row step() would return, its argmax
   // (lowest id on ties) and that token's logprob. Downloads 8 bytes per row instead of the row. The views are
   // valid until the next call.
-  struct GreedyPicks {
-    std::span<const int32_t> token_ids;  // [num_logit_rows]
-    std::span<const float> logprobs;     // [num_logit_rows]
-  };
-  Expected<GreedyPicks> step_greedy(std::span<const SequenceStep> seqs);
+  Expected<GreedyPicks> step_greedy(std::span<const SequenceStep> seqs) override;
   // Runs one step and leaves the logits on the device: fp32 [num_logit_rows, vocab_size] in the backend's memory,
   // valid until the next call (undefined when no sequence wants logits). For Backend::sample.
-  Expected<Tensor> step_device(std::span<const SequenceStep> seqs);
+  Expected<Tensor> step_device(std::span<const SequenceStep> seqs) override;
   // Copies whole blocks (every layer, K and V) within the device cache or between it and the host swap space.
-  Status copy_blocks(KvCopyKind kind, std::span<const KvBlockCopy> copies);
+  Status copy_blocks(KvCopyKind kind, std::span<const KvBlockCopy> copies) override;
 
  private:
   // Host-staged int32 inputs uploaded with one copy: sections at fixed offsets of a pinned host buffer and a
