@@ -68,8 +68,8 @@ QuantRowGemmFn quant_row_gemm_fn(DType weight, QuantIsa isa);
 // t < num_tokens, w_r the weight row at w + r * row_bytes and x_t activation row t at act + t * act_stride, in
 // the variant's own layout (QuantGemm::pack of quantize_act_row's blocks; those blocks as they are where pack is
 // null). Each result is bitwise the QuantDotFn's of the same type and variant, whatever the tile it falls in.
-using QuantBlockGemmFn = void (*)(const void* w, size_t row_bytes, int64_t num_rows, const void* act,
-                                  size_t act_stride, int64_t num_tokens, int64_t cols, float* out, int64_t out_stride);
+using QuantBlockGemmFn = void (*)(const void* w, size_t row_bytes, int64_t num_rows, const void* act, size_t act_stride,
+                                  int64_t num_tokens, int64_t cols, float* out, int64_t out_stride);
 
 struct QuantGemm {
   QuantBlockGemmFn gemm = nullptr;

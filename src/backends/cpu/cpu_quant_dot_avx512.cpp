@@ -129,7 +129,8 @@ ANVIL_AVX512 inline __m512i unpack_pair(const uint8_t* w0, const uint8_t* w1) {
     return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), _mm512_set1_epi8(-128));
   } else {
     const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w0 + L::kQs));
-    const __m128i q1 = w1 != nullptr ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(w1 + L::kQs)) : _mm_setzero_si128();
+    const __m128i q1 =
+        w1 != nullptr ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(w1 + L::kQs)) : _mm_setzero_si128();
     const __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
     const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1);
     __m512i u = _mm512_and_si512(both, _mm512_set1_epi8(0x0f));
@@ -158,8 +159,8 @@ ANVIL_AVX512 inline void pair_scales(const uint8_t* w0, const uint8_t* w1, __m51
     h1 &= 0xffffu;
   }
   // f = [d0, m0, d1, m1] (m = 0 for the types without one).
-  const __m512 f = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(h0)),
-                                                                       static_cast<int>(h1), 1)));
+  const __m512 f = _mm512_castps128_ps512(
+      _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(h0)), static_cast<int>(h1), 1)));
   const __m512i d_idx = kNibbles ? _mm512_set_epi32(2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0)
                                  : _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
   *d = _mm512_permutexvar_ps(d_idx, f);
