@@ -120,6 +120,24 @@ Tensor concat_scaled_rows(const std::vector<Tensor>& parts, Buffer* storage) {
   out.scales.scale = reinterpret_cast<const float*>(base + data_bytes);
   out.scales.zero = has_zero ? reinterpret_cast<const float*>(base + data_bytes + scale_bytes) : nullptr;
   return out;
+// The parts as one [sum of rows, cols] view when they lie back to back in memory with one dtype (a GGUF file often
+// stores ffn_gate right before ffn_up); an undefined tensor otherwise.
+Tensor adjacent_rows(const std::vector<Tensor>& parts) {
+  int64_t rows = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Tensor& p = parts[i];
+    if (p.ndim != 2 || p.dtype != parts[0].dtype || p.size(1) != parts[0].size(1)) return Tensor();
+    if (i > 0 && static_cast<const char*>(parts[i - 1].data) + parts[i - 1].nbytes() != p.data) return Tensor();
+    rows += p.size(0);
+  }
+  return Tensor::make(parts[0].data, parts[0].dtype, {rows, parts[0].size(1)}, parts[0].device);
+}
+
+bool any_quantized(const std::vector<Tensor>& parts) {
+  for (const Tensor& p : parts) {
+    if (is_quantized(p.dtype)) return true;
+  }
+  return false;
 }
 
 class LlamaModel final : public ModelBase {
@@ -156,8 +174,15 @@ class LlamaModel final : public ModelBase {
         hosts.push_back(t);
       }
       Buffer stacked;
-      const bool keep_apart = options_.has_qk_norm && unfused.size() == 3;
-      const Tensor host = keep_apart ? Tensor() : concat_rows(hosts, &stacked);
+      // NOTE: the CPU backend runs on host views of the weights (the mmap'd file; upload_weight), so a fused copy of
+      // quantized parts would hold their bytes twice: 43 MB more resident memory for SmolLM2-135M Q4_1 (98 MB
+      // file; q/k/v 10 MB, gate/up 33 MB). Parts adjacent in the file fuse as a view of it; the others stay
+      // apart and run as separate linears (two to three small GEMVs; bench/results/2026-12-03b_cpu_gguf_quant.md).
+      // Float parts are still copied: their fused sgemm is what prefill runs on.
+      const bool host_views = backend_.device() == Device::kCpu && any_quantized(hosts);
+      const Tensor view = host_views ? adjacent_rows(hosts) : Tensor();
+      const bool keep_apart = (options_.has_qk_norm && unfused.size() == 3) || (host_views && !view.defined());
+      const Tensor host = keep_apart ? Tensor() : view.defined() ? view : concat_rows(hosts, &stacked);
       if (!host.defined()) {
         Tensor* const* out = unfused.begin();
         for (const Tensor& h_part : hosts) {

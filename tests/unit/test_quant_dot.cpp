@@ -230,6 +230,51 @@ TEST_P(QuantDot, RowGemmEqualsTheOneTokenDotBitwise) {
   }
 }
 
+// The row-block GEMM the linear runs (QuantGemm: the variant's packed activations, tiles of rows x tokens) on
+// odd row and token counts: every result is bitwise the one-token dot's, so a token's output does not depend on
+// the rows or tokens it is computed with. Odd block counts (the last pair of the AVX-512 kernels is half empty).
+TEST_P(QuantDot, BlockGemmEqualsTheOneTokenDotBitwise) {
+  const auto [type, isa] = GetParam();
+  std::mt19937 rng(500 + static_cast<int>(type));
+  const QuantGemm kernel = quant_gemm(type, isa);
+  ASSERT_NE(kernel.gemm, nullptr);
+  ASSERT_EQ(kernel.pack == nullptr, kernel.packed_row_bytes == nullptr);
+  const QuantDotFn dot = quant_dot_fn(type, isa);
+  for (int64_t cols : {test_cols(type), dtype_block_size(type)}) {
+    const size_t row_bytes = dtype_row_bytes(type, cols);
+    const size_t block_bytes = quant_act_row_bytes(type, cols);
+    const size_t act_bytes = kernel.pack != nullptr ? kernel.packed_row_bytes(cols) : block_bytes;
+    for (int64_t rows : {1, 7, 19}) {
+      const std::vector<uint8_t> w = random_rows(type, rows, cols, &rng);
+      for (int64_t tokens : {1, 2, 3, 5, 9}) {
+        std::vector<uint8_t> blocks(block_bytes * tokens);
+        std::vector<uint8_t> act(act_bytes * tokens);
+        for (int64_t t = 0; t < tokens; ++t) {
+          const std::vector<float> x = random_floats(cols, &rng);
+          quantize_act_row(type, x.data(), cols, blocks.data() + t * block_bytes);
+          if (kernel.pack != nullptr) {
+            kernel.pack(blocks.data() + t * block_bytes, cols, act.data() + t * act_bytes);
+          } else {
+            std::memcpy(act.data() + t * act_bytes, blocks.data() + t * block_bytes, block_bytes);
+          }
+        }
+        const int64_t out_stride = rows + 3;  // a strided output
+        std::vector<float> out(out_stride * tokens, std::nanf(""));
+        kernel.gemm(w.data(), row_bytes, rows, act.data(), act_bytes, tokens, cols, out.data(), out_stride);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t t = 0; t < tokens; ++t) {
+            const float alone = dot(w.data() + r * row_bytes, blocks.data() + t * block_bytes, cols);
+            const float got = out[t * out_stride + r];
+            EXPECT_EQ(std::memcmp(&got, &alone, sizeof(float)), 0)
+                << cols << " cols, " << rows << " rows, " << tokens << " tokens, row " << r << ", token " << t << ": "
+                << got << " vs " << alone;
+          }
+        }
+      }
+    }
+  }
+}
+
 // The activation blocks are llama.cpp's: Q8_0 (fp16 scale, round half to even) for Q4_0/Q5_0/Q8_0, Q8_1 (plus
 // the fp16 sum term) for Q4_1/Q5_1, Q8_K (the scale -127 / the signed maximum) for the K types. Values chosen so
 // that the scale is 1 and the halves show the rounding.

@@ -181,6 +181,40 @@ void scalar_row_gemm(const void* w_row, const void* act, size_t act_stride, int6
   for (int64_t t = 0; t < num_tokens; ++t) out[t * out_stride] = kDot(w_row, a + t * act_stride, cols);
 }
 
+// The scalar row-block GEMM: the reference dot once per row and token.
+template <QuantDotFn kDot>
+void scalar_block_gemm(const void* w, size_t row_bytes, int64_t num_rows, const void* act, size_t act_stride,
+                       int64_t num_tokens, int64_t cols, float* out, int64_t out_stride) {
+  const auto* a = static_cast<const uint8_t*>(act);
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const void* row = static_cast<const uint8_t*>(w) + r * row_bytes;
+    for (int64_t t = 0; t < num_tokens; ++t) out[t * out_stride + r] = kDot(row, a + t * act_stride, cols);
+  }
+}
+
+QuantGemm scalar_gemm(DType weight) {
+  switch (weight) {
+    case DType::kQ4_0:
+      return QuantGemm{.gemm = scalar_block_gemm<dot_q4_0>};
+    case DType::kQ4_1:
+      return QuantGemm{.gemm = scalar_block_gemm<dot_q4_1>};
+    case DType::kQ5_0:
+      return QuantGemm{.gemm = scalar_block_gemm<dot_q5_0>};
+    case DType::kQ5_1:
+      return QuantGemm{.gemm = scalar_block_gemm<dot_q5_1>};
+    case DType::kQ8_0:
+      return QuantGemm{.gemm = scalar_block_gemm<dot_q8_0>};
+    case DType::kQ4_K:
+      return QuantGemm{.gemm = scalar_block_gemm<dot_q45_k<false>>};
+    case DType::kQ5_K:
+      return QuantGemm{.gemm = scalar_block_gemm<dot_q45_k<true>>};
+    case DType::kQ6_K:
+      return QuantGemm{.gemm = scalar_block_gemm<dot_q6_k>};
+    default:
+      return QuantGemm{};
+  }
+}
+
 QuantDotFn scalar_fn(DType weight) {
   switch (weight) {
     case DType::kQ4_0:
@@ -272,6 +306,12 @@ QuantRowGemmFn quant_row_gemm_fn(DType weight, QuantIsa isa) {
   if (isa == QuantIsa::kAvx512) return quant_row_gemm_fn_avx512(weight);
   if (isa == QuantIsa::kAvx2) return quant_row_gemm_fn_avx2(weight);
   return scalar_gemm_fn(weight);
+}
+
+QuantGemm quant_gemm(DType weight, QuantIsa isa) {
+  if (isa == QuantIsa::kAvx512) return quant_gemm_avx512(weight);
+  if (isa == QuantIsa::kAvx2) return quant_gemm_avx2(weight);
+  return scalar_gemm(weight);
 }
 
 size_t quant_act_row_bytes(DType weight, int64_t cols) {

@@ -2,7 +2,8 @@
 // block, for one token or for many (the row GEMM: each decoded weight block is reused across up to four tokens),
 // the inner loop of the CPU quantized linear (cpu_quant_linear.cpp). One scalar reference kernel per weight type
 // (cpu_quant_dot.cpp), an AVX2 (+FMA/F16C) kernel (cpu_quant_dot_avx2.cpp) and, for the 32-element types, an
-// AVX-512 VNNI kernel (cpu_quant_dot_avx512.cpp); the fastest the CPU runs is chosen at run time.
+// AVX-512 VNNI kernel (cpu_quant_dot_avx512.cpp); the fastest the CPU runs is chosen at run time. The row-block
+// GEMM (QuantGemm) is what the linear runs: tiles of rows x tokens, on activations a variant may repack first.
 #pragma once
 
 #include <cstddef>
@@ -63,6 +64,24 @@ using QuantRowGemmFn = void (*)(const void* w_row, const void* act, size_t act_s
 // Precondition: is_quantized(weight).
 QuantRowGemmFn quant_row_gemm_fn(DType weight, QuantIsa isa);
 
+// The row-block GEMM of a variant: out[t * out_stride + r] = sum_i w_r[i] * x_t[i] for r < num_rows and
+// t < num_tokens, w_r the weight row at w + r * row_bytes and x_t activation row t at act + t * act_stride, in
+// the variant's own layout (QuantGemm::pack of quantize_act_row's blocks; those blocks as they are where pack is
+// null). Each result is bitwise the QuantDotFn's of the same type and variant, whatever the tile it falls in.
+using QuantBlockGemmFn = void (*)(const void* w, size_t row_bytes, int64_t num_rows, const void* act, size_t act_stride,
+                                  int64_t num_tokens, int64_t cols, float* out, int64_t out_stride);
+
+struct QuantGemm {
+  QuantBlockGemmFn gemm = nullptr;
+  // Bytes of one activation row of `cols` values in the variant's layout; null with pack.
+  size_t (*packed_row_bytes)(int64_t cols) = nullptr;
+  // act: quantize_act_row's blocks of one row; packed: packed_row_bytes(cols) bytes.
+  void (*pack)(const void* act, int64_t cols, void* packed) = nullptr;
+};
+
+// Precondition: is_quantized(weight).
+QuantGemm quant_gemm(DType weight, QuantIsa isa);
+
 // Bytes of the activation blocks for one row of `cols` values against a `weight`-typed matrix.
 size_t quant_act_row_bytes(DType weight, int64_t cols);
 // Quantizes x [cols] into the activation blocks `weight` needs (dst: quant_act_row_bytes bytes).
@@ -71,8 +90,10 @@ void quantize_act_row(DType weight, const float* x, int64_t cols, void* dst);
 // The AVX2 kernels of `weight` (cpu_quant_dot_avx2.cpp). Precondition: the CPU has AVX2, FMA and F16C.
 QuantDotFn quant_dot_fn_avx2(DType weight);
 QuantRowGemmFn quant_row_gemm_fn_avx2(DType weight);
+QuantGemm quant_gemm_avx2(DType weight);
 // The AVX-512 kernels of `weight` (cpu_quant_dot_avx512.cpp). Precondition: AVX2 and AVX-512 F/BW/VL/DQ/VNNI.
 QuantDotFn quant_dot_fn_avx512(DType weight);
 QuantRowGemmFn quant_row_gemm_fn_avx512(DType weight);
+QuantGemm quant_gemm_avx512(DType weight);
 
 }  // namespace anvil

@@ -318,4 +318,27 @@ QuantRowGemmFn quant_row_gemm_fn_avx2(DType weight) {
   }
 }
 
+QuantGemm quant_gemm_avx2(DType weight) {
+  switch (weight) {
+    case DType::kQ4_0:
+      return QuantGemm{.gemm = quant_tile::block_gemm<Q4_0Kernel>};
+    case DType::kQ4_1:
+      return QuantGemm{.gemm = quant_tile::block_gemm<Q4_1Kernel>};
+    case DType::kQ5_0:
+      return QuantGemm{.gemm = quant_tile::block_gemm<Q5_0Kernel>};
+    case DType::kQ5_1:
+      return QuantGemm{.gemm = quant_tile::block_gemm<Q5_1Kernel>};
+    case DType::kQ8_0:
+      return QuantGemm{.gemm = quant_tile::block_gemm<Q8_0Kernel>};
+    case DType::kQ4_K:
+      return QuantGemm{.gemm = quant_tile::block_gemm<Q45KKernel<false>>};
+    case DType::kQ5_K:
+      return QuantGemm{.gemm = quant_tile::block_gemm<Q45KKernel<true>>};
+    case DType::kQ6_K:
+      return QuantGemm{.gemm = quant_tile::block_gemm<Q6KKernel>};
+    default:
+      return QuantGemm{};
+  }
+}
+
 }  // namespace anvil

@@ -31,6 +31,7 @@ constexpr int64_t kTileRows = 128;
 // one-pass prefill (the passes share each decoded weight block); see bench/results/2026-12-03_cpu_gguf_quant.md.
 // Reused across calls (grown, never shrunk): no heap allocation per token once warm.
 thread_local std::vector<uint8_t> t_act;
+thread_local std::vector<uint8_t> t_blocks;  // one row of quantize_act_row's blocks, before the kernel packs it
 thread_local std::vector<float> t_residual;
 thread_local std::vector<float> t_passes;
 thread_local std::vector<float> t_tile;
@@ -51,13 +52,15 @@ void integer_gemm(const Tensor& x, const Tensor& weight, const Tensor& out, Quan
   const int64_t cols = x.size(1);
   const int64_t out_features = weight.size(0);
   const int64_t passes = acts == QuantActivations::kPrecise ? 2 : 1;
-  const size_t act_bytes = quant_act_row_bytes(weight.dtype, cols);
-  // [num_tokens][passes] activation rows: a token's second-pass row follows its first, so the row GEMM treats
-  // the passes as more tokens and decodes each weight block once for both.
+  const QuantGemm kernel = quant_gemm(weight.dtype, isa);
+  const size_t block_bytes = quant_act_row_bytes(weight.dtype, cols);
+  // One activation row per token and pass in the kernel's layout: [num_tokens][passes], a token's second-pass
+  // row right after its first, so the GEMM treats the passes as more tokens and decodes each weight block once
+  // for both.
+  const size_t act_bytes = kernel.pack != nullptr ? kernel.packed_row_bytes(cols) : block_bytes;
   const size_t token_bytes = act_bytes * static_cast<size_t>(passes);
   if (t_act.size() < token_bytes * num_tokens) t_act.resize(token_bytes * num_tokens);
   uint8_t* act = t_act.data();
-  const QuantRowGemmFn gemm = quant_row_gemm_fn(weight.dtype, isa);
   const size_t row_bytes = dtype_row_bytes(weight.dtype, cols);
   const auto* w = static_cast<const uint8_t*>(weight.data);
   const float* xp = x.ptr<const float>();
@@ -65,30 +68,39 @@ void integer_gemm(const Tensor& x, const Tensor& weight, const Tensor& out, Quan
   const int64_t num_row_blocks = (out_features + kRowBlock - 1) / kRowBlock;
 #pragma omp parallel
   {
+    if (kernel.pack != nullptr && t_blocks.size() < block_bytes) t_blocks.resize(block_bytes);
+    if (passes == 2 && t_residual.size() < static_cast<size_t>(cols)) t_residual.resize(static_cast<size_t>(cols));
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < num_tokens; ++t) {
-      uint8_t* a = act + t * token_bytes;
-      quantize_act_row(weight.dtype, xp + t * cols, cols, a);
-      if (passes == 2) {
-        if (t_residual.size() < static_cast<size_t>(cols)) t_residual.resize(static_cast<size_t>(cols));
-        act_residual(weight.dtype, xp + t * cols, a, cols, t_residual.data());
-        quantize_act_row(weight.dtype, t_residual.data(), cols, a + act_bytes);
+      for (int64_t pass = 0; pass < passes; ++pass) {
+        uint8_t* a = act + t * token_bytes + pass * act_bytes;
+        uint8_t* blocks = kernel.pack != nullptr ? t_blocks.data() : a;
+        quantize_act_row(weight.dtype, pass == 0 ? xp + t * cols : t_residual.data(), cols, blocks);
+        if (pass + 1 < passes) act_residual(weight.dtype, xp + t * cols, blocks, cols, t_residual.data());
+        if (kernel.pack != nullptr) kernel.pack(blocks, cols, a);
       }
     }
-    if (passes == 2 && t_passes.size() < static_cast<size_t>(2 * kTokenBlock)) t_passes.resize(2 * kTokenBlock);
+    if (passes == 2 && t_passes.size() < static_cast<size_t>(2 * kTokenBlock * kRowBlock)) {
+      t_passes.resize(static_cast<size_t>(2 * kTokenBlock * kRowBlock));
+    }
 #pragma omp for schedule(static)
     for (int64_t rb = 0; rb < num_row_blocks; ++rb) {
-      const int64_t r_end = std::min(out_features, (rb + 1) * kRowBlock);
+      const int64_t r0 = rb * kRowBlock;
+      const int64_t nr = std::min(out_features, r0 + kRowBlock) - r0;
+      const uint8_t* rows = w + static_cast<size_t>(r0) * row_bytes;
       for (int64_t t0 = 0; t0 < num_tokens; t0 += kTokenBlock) {
         const int64_t nt = std::min(kTokenBlock, num_tokens - t0);
-        for (int64_t r = rb * kRowBlock; r < r_end; ++r) {
-          const uint8_t* row = w + static_cast<size_t>(r) * row_bytes;
-          float* o = op + t0 * out_features + r;
-          if (passes == 1) {
-            gemm(row, act + t0 * act_bytes, act_bytes, nt, cols, o, out_features);
-          } else {
-            gemm(row, act + t0 * token_bytes, act_bytes, 2 * nt, cols, t_passes.data(), 1);
-            for (int64_t t = 0; t < nt; ++t) o[t * out_features] = t_passes[2 * t] + t_passes[2 * t + 1];
+        float* o = op + t0 * out_features + r0;
+        if (passes == 1) {
+          kernel.gemm(rows, row_bytes, nr, act + t0 * act_bytes, act_bytes, nt, cols, o, out_features);
+        } else {
+          // [2 nt][kRowBlock]: pass p of token t in row 2t + p; the token's output is the sum of its two passes.
+          float* tile = t_passes.data();
+          kernel.gemm(rows, row_bytes, nr, act + t0 * token_bytes, act_bytes, 2 * nt, cols, tile, kRowBlock);
+          for (int64_t t = 0; t < nt; ++t) {
+            for (int64_t r = 0; r < nr; ++r) {
+              o[t * out_features + r] = tile[2 * t * kRowBlock + r] + tile[(2 * t + 1) * kRowBlock + r];
+            }
           }
         }
       }

@@ -34,6 +34,16 @@ void row_gemm(const void* w_row, const void* act, size_t act_stride, int64_t num
   }
 }
 
+// The row-block GEMM (QuantBlockGemmFn) of a one-row tile kernel: row_gemm once per row.
+template <class Kernel>
+void block_gemm(const void* w, size_t row_bytes, int64_t num_rows, const void* act, size_t act_stride,
+                int64_t num_tokens, int64_t cols, float* out, int64_t out_stride) {
+  for (int64_t r = 0; r < num_rows; ++r) {
+    row_gemm<Kernel>(static_cast<const uint8_t*>(w) + r * row_bytes, act, act_stride, num_tokens, cols, out + r,
+                     out_stride);
+  }
+}
+
 template <class Kernel>
 float dot(const void* w_row, const void* x, int64_t cols) {
   float out = 0.0f;
