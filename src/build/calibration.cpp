@@ -104,6 +104,24 @@ class RecordingBackend final : public Backend {
   Status greedy_sample(const Tensor& logits, const Tensor& ids, const Tensor& logprobs) override {
     return inner_.greedy_sample(logits, ids, logprobs);
   }
+  // The other families' ops (forwarded unrecorded: their experts' inputs are not calibrated).
+  Status relu(const Tensor& x, const Tensor& out) override { return inner_.relu(x, out); }
+  Status add(const Tensor& x, const Tensor& y, const Tensor& out) override { return inner_.add(x, y, out); }
+  Status paged_attention_alibi(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
+                               const Tensor& slopes, const Tensor& out) override {
+    return inner_.paged_attention_alibi(q, cache, meta, scale, slopes, out);
+  }
+  Status scale(const Tensor& x, float factor, const Tensor& out) override { return inner_.scale(x, factor, out); }
+  Status softcap(const Tensor& x, float cap, const Tensor& out) override { return inner_.softcap(x, cap, out); }
+  Status geglu(const Tensor& gu, GeluApproximation a, const Tensor& out) override { return inner_.geglu(gu, a, out); }
+  Status moe_route(const Tensor& logits, int top_k, bool renormalize, const Tensor& ids,
+                   const Tensor& weights) override {
+    return inner_.moe_route(logits, top_k, renormalize, ids, weights);
+  }
+  Status moe_experts(const Tensor& x, const Tensor& gate_up, const Tensor& down, const Tensor& ids,
+                     const Tensor& weights, const MoeBuffers& buffers, const Tensor& out) override {
+    return inner_.moe_experts(x, gate_up, down, ids, weights, buffers, out);
+  }
 
  private:
   // x: fp32 [num_tokens, cols] (the CPU's activations).
