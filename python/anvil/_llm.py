@@ -25,6 +25,8 @@ _ENGINE_OPTIONS = {
     "enforce_eager": "enforce_eager",
     "max_graph_batch": "max_graph_batch",
     "check_weights": "check_weights",
+    "tensor_parallel_size": "tensor_parallel_size",
+    "pipeline_parallel_size": "pipeline_parallel_size",
 }
 _DTYPES = {"auto": "auto", "float32": "float32", "float": "float32", "fp32": "float32", "float16": "float16",
            "half": "float16", "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}

@@ -66,7 +66,9 @@ void bind_structs(nb::module_& m) {
       .def_rw("num_kv_blocks", &EngineConfig::num_kv_blocks)
       .def_rw("enable_prefix_caching", &EngineConfig::enable_prefix_caching)
       .def_rw("enforce_eager", &EngineConfig::enforce_eager)
-      .def_rw("max_graph_batch", &EngineConfig::max_graph_batch);
+      .def_rw("max_graph_batch", &EngineConfig::max_graph_batch)
+      .def_rw("tensor_parallel_size", &EngineConfig::tensor_parallel_size)
+      .def_rw("pipeline_parallel_size", &EngineConfig::pipeline_parallel_size);
 
   nb::class_<SamplingParams>(m, "SamplingParams", "anvil::SamplingParams (include/anvil/sampling_params.h).")
       .def(nb::init<>())

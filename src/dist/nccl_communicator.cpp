@@ -29,7 +29,7 @@ Expected<ncclDataType_t> nccl_type(DType dtype) {
     case DType::kI32:
       return ncclInt32;
     default:
-      return unsupported(std::string("nccl communicator: no NCCL type for ") + dtype_name(dtype));
+      return unsupported("nccl communicator: no NCCL type for " + std::string(dtype_name(dtype)));
   }
 }
 

@@ -4,8 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
-
-#include "models/llama.h"
+#include <vector>
 
 namespace anvil {
 namespace {
@@ -24,15 +23,15 @@ Checkpoint empty_like(const Checkpoint& full) {
   return out;
 }
 
-bool is_llama_family(const ModelConfig& c) {
+bool is_family(const ModelConfig& c, const char* name) {
   const ModelFamily* family = find_family(c.architecture);
-  return family != nullptr && std::string(family->name) == "llama";
+  return family != nullptr && std::string(family->name) == name;
 }
 
-Status check_family(const ModelConfig& c, const char* what) {
-  if (is_llama_family(c)) return Status();
-  return unsupported(std::string(what) + " supports the llama family (Llama, Mistral, Qwen2, Qwen3, Phi-3, SmolLM); " +
-                     c.architecture + " has no sharding rule yet");
+Status check_family(const ModelConfig& c, const char* what, bool allow_gpt2) {
+  if (is_family(c, "llama") || (allow_gpt2 && is_family(c, "gpt2"))) return Status();
+  return unsupported(std::string(what) + " supports the llama family (Llama, Mistral, Qwen2, Qwen3, Phi-3, SmolLM)" +
+                     (allow_gpt2 ? " and GPT-2" : "") + "; " + c.architecture + " has no sharding rule yet");
 }
 
 // Rows [begin, end) of `t` (dim 0) as a view; works for quantized rows of whole blocks too.
@@ -85,6 +84,39 @@ Expected<Tensor> column_slice(const std::string& name, const Tensor& t, int64_t 
   return out;
 }
 
+// Column blocks [begin, end) of a float [rows, cols] matrix, side by side in one new buffer kept by `store`.
+Expected<Tensor> column_blocks(const std::string& name, const Tensor& t,
+                               const std::vector<std::pair<int64_t, int64_t>>& blocks, WeightStore* store) {
+  if (t.ndim != 2 || is_quantized(t.dtype)) {
+    return unsupported("tensor-parallel sharding: " + name + " is " + t.describe() + "; needs a float matrix");
+  }
+  int64_t width = 0;
+  for (const auto& [b, e] : blocks) width += e - b;
+  const int64_t rows = t.size(0), cols = t.size(1);
+  const size_t es = dtype_size(t.dtype);
+  Buffer buffer = Buffer::host(static_cast<size_t>(rows * width) * es);
+  char* dst = static_cast<char*>(buffer.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (const auto& [b, e] : blocks) {
+      std::memcpy(dst, t.ptr<const char>() + static_cast<size_t>(r * cols + b) * es, static_cast<size_t>(e - b) * es);
+      dst += static_cast<size_t>(e - b) * es;
+    }
+  }
+  Tensor out = Tensor::make(buffer.data(), t.dtype, {rows, width});
+  store->keep_buffer(std::move(buffer));
+  return out;
+}
+
+// A zero tensor shaped like `t`, kept by `store` (a row-parallel bias on every rank but the first: the
+// all-reduce then adds it once).
+Tensor zeros_like(const Tensor& t, WeightStore* store) {
+  Buffer buffer = Buffer::host(t.nbytes());
+  std::memset(buffer.data(), 0, t.nbytes());
+  Tensor out = Tensor::make(buffer.data(), t.dtype, t.shape.data(), t.ndim);
+  store->keep_buffer(std::move(buffer));
+  return out;
+}
+
 struct TpPlan {
   int rank = 0, size = 1;
   int64_t head_dim = 0;
@@ -100,7 +132,7 @@ Expected<Checkpoint> shard_tensor_parallel(const Checkpoint& full, int rank, int
   if (size < 1 || rank < 0 || rank >= size) {
     return invalid_argument("tensor-parallel rank " + std::to_string(rank) + " of " + std::to_string(size));
   }
-  ANVIL_RETURN_IF_ERROR(check_family(c, "tensor parallelism"));
+  ANVIL_RETURN_IF_ERROR(check_family(c, "tensor parallelism", /*allow_gpt2=*/true));
   auto need_divides = [&](const char* field, int64_t value) -> Status {
     if (value % size == 0) return Status();
     return invalid_argument("tensor-parallel size " + std::to_string(size) + " does not divide " + field + " " +
@@ -140,6 +172,38 @@ Expected<Checkpoint> shard_tensor_parallel(const Checkpoint& full, int rank, int
     const size_t n = std::strlen(suffix);
     return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
   };
+  if (is_family(c, "gpt2")) {
+    // GPT-2's Conv1D weights are [in, out]: column-parallel ones are sliced by columns, row-parallel by rows.
+    const int64_t q0 = p.q_first * hd, q1 = (p.q_first + p.q_count) * hd;
+    for (const auto& [name, t] : full.weights.tensors()) {
+      WeightStore& w = out.weights;
+      if (ends_with(name, "attn.c_attn.weight")) {  // [h, q | k | v]
+        ANVIL_ASSIGN_OR_RETURN(
+            Tensor s,
+            column_blocks(name, t, {{q0, q1}, {q_rows + q0, q_rows + q1}, {2 * q_rows + q0, 2 * q_rows + q1}}, &w));
+        w.add_view(name, s);
+      } else if (ends_with(name, "attn.c_attn.bias")) {
+        w.add_view(name, concat_rows({row_slice(t, q0, q1), row_slice(t, q_rows + q0, q_rows + q1),
+                                      row_slice(t, 2 * q_rows + q0, 2 * q_rows + q1)},
+                                     &w));
+      } else if (ends_with(name, "attn.c_proj.weight")) {  // [q_dim, h]
+        w.add_view(name, row_slice(t, q0, q1));
+      } else if (ends_with(name, "mlp.c_fc.weight")) {  // [h, inter]
+        ANVIL_ASSIGN_OR_RETURN(Tensor s, column_blocks(name, t, {{p.inter_first, p.inter_first + p.inter_count}}, &w));
+        w.add_view(name, s);
+      } else if (ends_with(name, "mlp.c_fc.bias")) {
+        w.add_view(name, inter_part(t));
+      } else if (ends_with(name, "mlp.c_proj.weight")) {  // [inter, h]
+        w.add_view(name, inter_part(t));
+      } else if (ends_with(name, "attn.c_proj.bias") || ends_with(name, "mlp.c_proj.bias")) {
+        w.add_view(name, rank == 0 ? t : zeros_like(t, &w));
+      } else {
+        w.add_view(name, t);  // embeddings, layer norms, lm_head: replicated
+      }
+    }
+    ANVIL_RETURN_IF_ERROR(validate_model_config(out.config, "tensor-parallel shard " + std::to_string(rank)));
+    return out;
+  }
   for (const auto& [name, t] : full.weights.tensors()) {
     WeightStore& w = out.weights;
     if (name.rfind("model.layers.", 0) != 0) {
@@ -187,7 +251,7 @@ Expected<Checkpoint> shard_pipeline_stage(const Checkpoint& full, int stage, int
   if (num_stages < 1 || stage < 0 || stage >= num_stages) {
     return invalid_argument("pipeline stage " + std::to_string(stage) + " of " + std::to_string(num_stages));
   }
-  ANVIL_RETURN_IF_ERROR(check_family(c, "pipeline parallelism"));
+  ANVIL_RETURN_IF_ERROR(check_family(c, "pipeline parallelism", /*allow_gpt2=*/false));
   if (num_stages > c.num_layers) {
     return invalid_argument("pipeline-parallel size " + std::to_string(num_stages) + " exceeds the " +
                             std::to_string(c.num_layers) + " layers of the model");

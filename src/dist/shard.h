@@ -1,7 +1,7 @@
 // Sharding passes: turn a whole-model checkpoint into the checkpoint one rank of a tensor- or pipeline-parallel
 // group loads, by slicing and renaming weights and adjusting the config. The model code stays single-device: a
-// shard is an ordinary (smaller) checkpoint of the same family. Llama family only for now (llama.cpp: Llama,
-// Mistral, Qwen2/3, Phi-3, SmolLM); other families get a clear error.
+// shard is an ordinary (smaller) checkpoint of the same family. The llama family (llama.cpp: Llama, Mistral,
+// Qwen2/3, Phi-3, SmolLM) for both passes, GPT-2 for tensor parallelism; other families get a clear error.
 #pragma once
 
 #include <cstdint>
@@ -17,7 +17,9 @@ namespace anvil {
 //   all-reduces (Backend::all_reduce);
 // - KV heads split across ranks when num_kv_heads >= size, else each rank keeps the one KV head its query heads
 //   read (replicated): the config's num_kv_heads is the rank's own, so its KV pool holds only its heads;
-// - embedding, norms and lm_head replicated (every rank computes the full logits; no gather).
+// - embedding, norms and lm_head replicated (every rank computes the full logits; no gather);
+// - GPT-2: the same split of its Conv1D [in, out] weights; the row-parallel c_proj biases stay on rank 0 and are
+//   zero elsewhere, so the all-reduce adds them once.
 // Unsliced tensors and row slices are views into `full`, which must outlive the shard; column slices are copies.
 // Errors: sizes that do not divide (num_heads, intermediate_size, num_kv_heads vs size), quantized weights a
 // column slice would cut, a family without a sharding rule.

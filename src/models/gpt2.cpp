@@ -2,6 +2,8 @@
 // attention and a GELU (tanh approximation) MLP, a bias on every projection, and the head tied to the token
 // embedding. Hugging Face stores its projections as Conv1D weights [in, out]; they are transposed to the
 // [out, in] layout Backend::linear takes when loaded. Its registry entry (config fields, weights) is at the end.
+// Attention widths are num_heads * head_dim (hidden_size for the whole model, less for a tensor-parallel shard,
+// dist/shard.h, whose row-parallel c_proj outputs Backend::all_reduce sums; a no-op at TP 1).
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -27,9 +29,9 @@ const Gpt2Config& gpt2_config(const ModelConfig& config) {
 
 struct LayerWeights {
   Tensor ln_1_weight, ln_1_bias;  // [hidden_size]
-  Tensor qkv_proj;                // [3 * hidden_size, hidden_size]: q rows, k rows, v rows
-  Tensor qkv_bias;                // [3 * hidden_size]
-  Tensor o_proj, o_bias;          // [hidden_size, hidden_size], [hidden_size]
+  Tensor qkv_proj;                // [3 * q_dim, hidden_size]: q rows, k rows, v rows (q_dim = num_heads * head_dim)
+  Tensor qkv_bias;                // [3 * q_dim]
+  Tensor o_proj, o_bias;          // [hidden_size, q_dim], [hidden_size]
   Tensor ln_2_weight, ln_2_bias;  // [hidden_size]
   Tensor fc_proj, fc_bias;        // [intermediate_size, hidden_size], [intermediate_size]
   Tensor down_proj, down_bias;    // [hidden_size, intermediate_size], [hidden_size]
@@ -59,6 +61,7 @@ class Gpt2Model final : public ModelBase {
 
   Status load(const WeightStore& weights) {
     const int64_t h = config_.hidden_size;
+    const int64_t qd = config_.num_heads * config_.head_dim;
     const int64_t inter = config_.intermediate_size;
     auto fetch = [&](const std::string& name, std::initializer_list<int64_t> shape, Tensor* dst) -> Status {
       ANVIL_ASSIGN_OR_RETURN(Tensor host, weights.get(name, shape));
@@ -81,9 +84,9 @@ class Gpt2Model final : public ModelBase {
       LayerWeights& l = layers_[i];
       ANVIL_RETURN_IF_ERROR(fetch(p + "ln_1.weight", {h}, &l.ln_1_weight));
       ANVIL_RETURN_IF_ERROR(fetch(p + "ln_1.bias", {h}, &l.ln_1_bias));
-      ANVIL_RETURN_IF_ERROR(fetch_conv1d(p + "attn.c_attn.weight", {h, 3 * h}, &l.qkv_proj));
-      ANVIL_RETURN_IF_ERROR(fetch(p + "attn.c_attn.bias", {3 * h}, &l.qkv_bias));
-      ANVIL_RETURN_IF_ERROR(fetch_conv1d(p + "attn.c_proj.weight", {h, h}, &l.o_proj));
+      ANVIL_RETURN_IF_ERROR(fetch_conv1d(p + "attn.c_attn.weight", {h, 3 * qd}, &l.qkv_proj));
+      ANVIL_RETURN_IF_ERROR(fetch(p + "attn.c_attn.bias", {3 * qd}, &l.qkv_bias));
+      ANVIL_RETURN_IF_ERROR(fetch_conv1d(p + "attn.c_proj.weight", {qd, h}, &l.o_proj));
       ANVIL_RETURN_IF_ERROR(fetch(p + "attn.c_proj.bias", {h}, &l.o_bias));
       ANVIL_RETURN_IF_ERROR(fetch(p + "ln_2.weight", {h}, &l.ln_2_weight));
       ANVIL_RETURN_IF_ERROR(fetch(p + "ln_2.bias", {h}, &l.ln_2_bias));
@@ -119,13 +122,14 @@ class Gpt2Model final : public ModelBase {
     const int64_t h = config_.hidden_size;
     const int64_t nh = config_.num_heads;
     const int64_t hd = config_.head_dim;
+    const int64_t qd = nh * hd;
     const DType act = backend_.activation_dtype();
     auto view = [&](const Buffer& b, std::initializer_list<int64_t> shape) { return b.view(act, shape); };
     const Tensor residual = view(residual_, {num_tokens, h});  // running hidden state
     const Tensor normed = view(normed_, {num_tokens, h});      // input of the next block
-    const Tensor qkv = view(qkv_, {num_tokens, 3 * h});        // fused projection
-    const Tensor q = view(q_, {num_tokens, h});
-    const Tensor attn = view(attn_, {num_tokens, h});
+    const Tensor qkv = view(qkv_, {num_tokens, 3 * qd});       // fused projection
+    const Tensor q = view(q_, {num_tokens, qd});
+    const Tensor attn = view(attn_, {num_tokens, qd});
     const Tensor block_out = view(block_out_, {num_tokens, h});  // positions, then attention or MLP output
     const Tensor mlp = view(mlp_, {num_tokens, config_.intermediate_size});
     const float eps = config_.rms_norm_eps;
@@ -143,19 +147,21 @@ class Gpt2Model final : public ModelBase {
       debug("attn_norm", il, normed);
       ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.qkv_proj, l.qkv_bias, qkv));
       const Tensor q_in = column_heads(qkv, 0, nh, hd);
-      const Tensor k3 = column_heads(qkv, h, nh, hd);
-      const Tensor v3 = column_heads(qkv, 2 * h, nh, hd);
+      const Tensor k3 = column_heads(qkv, qd, nh, hd);
+      const Tensor v3 = column_heads(qkv, 2 * qd, nh, hd);
       const Tensor q3 = q.reshape({num_tokens, nh, hd});
       ANVIL_RETURN_IF_ERROR(backend_.rope_and_cache_write(q_in, k3, v3, in.positions, in.slot_mapping, no_rotation_,
                                                           RopePairing::kRotateHalf, kv_cache[i], q3));
       ANVIL_RETURN_IF_ERROR(backend_.paged_attention(q3, kv_cache[i], in.attention, scale, attn));
       debug("attn_out", il, attn);
       ANVIL_RETURN_IF_ERROR(backend_.linear(attn, l.o_proj, l.o_bias, block_out));
+      ANVIL_RETURN_IF_ERROR(backend_.all_reduce(block_out));  // row-parallel c_proj (its bias on one rank only)
       ANVIL_RETURN_IF_ERROR(backend_.add_layer_norm(block_out, residual, l.ln_2_weight, l.ln_2_bias, eps, normed));
       debug("ffn_norm", il, normed);
       ANVIL_RETURN_IF_ERROR(backend_.linear(normed, l.fc_proj, l.fc_bias, mlp));
       ANVIL_RETURN_IF_ERROR(backend_.gelu(mlp, options_.activation, mlp));
       ANVIL_RETURN_IF_ERROR(backend_.linear(mlp, l.down_proj, l.down_bias, block_out));
+      ANVIL_RETURN_IF_ERROR(backend_.all_reduce(block_out));
       debug("ffn_out", il, block_out);
     }
     ANVIL_RETURN_IF_ERROR(backend_.add_layer_norm(block_out, residual, ln_f_weight_, ln_f_bias_, eps, normed));
@@ -168,16 +174,23 @@ class Gpt2Model final : public ModelBase {
   }
 
  private:
-  // Activation elements per token row: residual, normed, q, attn, block_out (h each), qkv (3 h), mlp (inter).
-  int64_t per_token() const { return 8 * config_.hidden_size + config_.intermediate_size; }
+  // Activation elements per token row: residual, normed, block_out (h each), q, attn (q_dim each), qkv (3 q_dim),
+  // mlp (inter).
+  int64_t per_token() const {
+    return 3 * config_.hidden_size + 5 * config_.num_heads * config_.head_dim + config_.intermediate_size;
+  }
 
   Status allocate_scratch(int64_t n, int64_t nl) override {
     const size_t e = dtype_size(backend_.activation_dtype());
     const int64_t h = config_.hidden_size;
-    for (Buffer* b : {&residual_, &normed_, &q_, &attn_, &block_out_}) {
+    const int64_t qd = config_.num_heads * config_.head_dim;
+    for (Buffer* b : {&residual_, &normed_, &block_out_}) {
       ANVIL_ASSIGN_OR_RETURN(*b, backend_.allocate(n * h * e));
     }
-    ANVIL_ASSIGN_OR_RETURN(qkv_, backend_.allocate(n * 3 * h * e));
+    for (Buffer* b : {&q_, &attn_}) {
+      ANVIL_ASSIGN_OR_RETURN(*b, backend_.allocate(n * qd * e));
+    }
+    ANVIL_ASSIGN_OR_RETURN(qkv_, backend_.allocate(n * 3 * qd * e));
     ANVIL_ASSIGN_OR_RETURN(mlp_, backend_.allocate(n * config_.intermediate_size * e));
     ANVIL_ASSIGN_OR_RETURN(last_, backend_.allocate(nl * h * e));
     return Status();

@@ -28,6 +28,23 @@ def test_greedy_story_matches_hf_reference(run):
     assert "tok/s" in proc.stderr and "decode" in proc.stderr
 
 
+@pytest.mark.parametrize("layout", [["--tensor-parallel-size", "2"], ["--pipeline-parallel-size", "2"],
+                                    ["--tensor-parallel-size", "2", "--pipeline-parallel-size", "2"]])
+def test_parallel_generate_matches_the_single_rank_text(run, layout):
+    args = ["generate", *STORIES_ARGS, "--prompt", "Once upon a time", "--temperature", "0", "--max-tokens", "48",
+            "--ignore-eos", "-q"]
+    single = run(*args)
+    parallel = run(*args, *layout)
+    assert single.returncode == 0 and parallel.returncode == 0, parallel.stderr
+    assert parallel.stdout == single.stdout
+    assert len(single.stdout) > 40
+
+
+def test_parallel_size_that_does_not_divide_is_a_clean_error(run):
+    assert_clean_error(run("generate", *STORIES_ARGS, "--prompt", "x", "--tensor-parallel-size", "3"),
+                       "does not divide", "num_attention_heads")
+
+
 def test_same_seed_same_text_and_different_seed_differs(run):
     args = ["generate", *STORIES_ARGS, "--prompt", "Once upon a time", "--temperature", "1.0", "--top-p", "0.95",
             "--max-tokens", "40", "-q"]

@@ -164,6 +164,10 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, ParallelParity,
                                                               "qwen2_bias", "qwen3_qknorm", "phi3", "smollm_tied"),
                                             ::testing::Values(Layout{2, 1}, Layout{4, 1}, Layout{1, 2}, Layout{2, 2})),
                          layout_name);
+INSTANTIATE_TEST_SUITE_P(Gpt2, ParallelParity,
+                         ::testing::Combine(::testing::Values("gpt2_tied"),
+                                            ::testing::Values(Layout{2, 1}, Layout{4, 1})),
+                         layout_name);
 
 nlohmann::json read_json(const std::string& path) {
   std::ifstream f(path);

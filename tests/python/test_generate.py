@@ -62,6 +62,13 @@ def test_batch_prompts_file_equals_cli(stories, cli, tmp_path):
     assert [g.outputs[0].finish_reason for g in got] == [w["finish_reason"] for w in want]
 
 
+def test_tensor_times_pipeline_parallel_batch_equals_the_single_rank_engine(stories):
+    parallel = anvil.LLM(STORIES_MODEL, tokenizer=STORIES_TOKENIZER, max_num_seqs=16, num_threads=4,
+                         tensor_parallel_size=2, pipeline_parallel_size=2)
+    for mine, ref in zip(parallel.generate(STORY_PROMPTS, GREEDY), stories.generate(STORY_PROMPTS, GREEDY)):
+        assert mine.outputs[0].token_ids == ref.outputs[0].token_ids, mine.prompt
+
+
 def test_per_prompt_params_and_token_prompts(stories):
     ids = stories.tokenizer.encode("Once upon a time")
     short = anvil.SamplingParams(temperature=0, max_tokens=3)

@@ -134,10 +134,39 @@ TEST(TensorParallelShard, ErrorsNameWhatDoesNotDivide) {
   ASSERT_FALSE(three.ok());
   EXPECT_NE(three.status().message().find("num_attention_heads 4"), std::string::npos) << three.status().message();
   EXPECT_FALSE(shard_tensor_parallel(full, 2, 2).ok());
-  auto gpt2 = shard_tensor_parallel(load("gpt2_tied"), 0, 2);
+  auto gpt2 = shard_pipeline_stage(load("gpt2_tied"), 0, 2);
   ASSERT_FALSE(gpt2.ok());
   EXPECT_EQ(gpt2.status().code(), StatusCode::kUnsupported);
   EXPECT_NE(gpt2.status().message().find("GPT2LMHeadModel"), std::string::npos) << gpt2.status().message();
+}
+
+TEST(TensorParallelShard, SplitsGpt2Conv1dWeightsAndKeepsRowParallelBiasesOnRankZero) {
+  const Checkpoint full = load("gpt2_tied");  // hidden 64, 4 heads of 16, intermediate 96; Conv1D [in, out]
+  const std::string l = "transformer.h.0.";
+  for (int rank = 0; rank < 2; ++rank) {
+    auto shard = shard_tensor_parallel(full, rank, 2);
+    ASSERT_TRUE(shard.ok()) << shard.status().to_string();
+    EXPECT_EQ(shard->config.num_heads, 2);
+    const int64_t inter = full.config.intermediate_size / 2;
+    const Tensor& c_attn = get(*shard, l + "attn.c_attn.weight");
+    const Tensor& full_attn = get(full, l + "attn.c_attn.weight");
+    ASSERT_EQ(shape(c_attn), (std::vector<int64_t>{64, 96}));
+    for (int part = 0; part < 3; ++part) {  // q, k, v columns of this rank's two heads
+      for (int64_t r = 0; r < 64; ++r) {
+        for (int64_t c = 0; c < 32; ++c) {
+          ASSERT_EQ(at(c_attn, r, part * 32 + c), at(full_attn, r, part * 64 + rank * 32 + c)) << part;
+        }
+      }
+    }
+    expect_block(get(*shard, l + "attn.c_proj.weight"), get(full, l + "attn.c_proj.weight"), 32 * rank, 0,
+                 "c_proj rows");
+    expect_block(get(*shard, l + "mlp.c_proj.weight"), get(full, l + "mlp.c_proj.weight"), inter * rank, 0,
+                 "mlp c_proj rows");
+    const Tensor& bias = get(*shard, l + "mlp.c_proj.bias");
+    const Tensor& full_bias = get(full, l + "mlp.c_proj.bias");
+    std::vector<char> zeros(bias.nbytes(), 0);
+    EXPECT_EQ(std::memcmp(bias.data, rank == 0 ? full_bias.data : zeros.data(), bias.nbytes()), 0);
+  }
 }
 
 TEST(PipelineShard, StageLayersAreContiguousAndBalanced) {
