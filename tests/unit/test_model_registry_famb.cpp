@@ -1,6 +1,6 @@
 // Registry checks of issue 14 part B: per-layer sliding windows read from config.json (layer_types, Mistral's
-// every-layer window, the legacy sliding_window_pattern), the Gemma family's config fields, and clear errors
-// naming the field and the value for what Anvil does not run.
+// every-layer window, the legacy sliding_window_pattern), the Gemma and Mixtral families' config fields, and clear
+// errors naming the field and the value for what Anvil does not run.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -106,6 +106,9 @@ TEST(SlidingWindowConfig, UnsupportedValuesNameTheFieldAndValue) {
       {"gemma3_text",
        [](json& j) { j["rope_parameters"]["full_attention"]["rope_type"] = "yarn"; },
        {"rope_parameters.full_attention", "'yarn'"}},
+      {"mixtral_moe", [](json& j) { j["num_experts_per_tok"] = 6; }, {"num_experts_per_tok", "'6'"}},
+      {"mixtral_moe", [](json& j) { j["num_local_experts"] = 0; }, {"num_local_experts", "'0'"}},
+      {"mixtral_moe", [](json& j) { j["hidden_act"] = "gelu"; }, {"hidden_act", "'gelu'"}},
   };
   for (const BadValue& bad : cases) {
     Expected<ModelConfig> c = parse_fixture(bad.fixture, bad.change);
@@ -117,9 +120,9 @@ TEST(SlidingWindowConfig, UnsupportedValuesNameTheFieldAndValue) {
   }
 }
 
-TEST(SlidingWindowConfig, DummyGemmaWeightsBuildTheModel) {
+TEST(SlidingWindowConfig, DummyGemmaAndMixtralWeightsBuildTheModel) {
   auto backend = make_cpu_backend(CpuBackendOptions{.num_threads = 1});
-  for (const char* name : {"gemma2", "gemma3_text"}) {
+  for (const char* name : {"gemma2", "gemma3_text", "mixtral_moe"}) {
     Expected<Checkpoint> ckpt = load_checkpoint(kHf + "/" + name, LoadFormat::kDummy);
     ASSERT_TRUE(ckpt.ok()) << name << ": " << ckpt.status().to_string();
     EXPECT_TRUE(check_weights(model_weight_specs(ckpt->config), ckpt->weights).ok()) << name;

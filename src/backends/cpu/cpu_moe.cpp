@@ -64,6 +64,9 @@ Status CpuBackend::moe_route(const Tensor& router_logits, int top_k, bool renorm
     }
     for (float& x : p) x /= sum;
     // Selection: the largest logit not yet taken, the lower id on ties (a strict > scan).
+    // NOTE: on exact ties torch.topk's order is its own (torch 2.11 CPU: top-3 of softmax([.5, 2, .5, 2, -1]) is
+    // experts 1, 3, 2, and top-8 of 64 equal logits starts 44, 41, 42); no simple rule reproduces it, so ties get
+    // this deterministic one (the CUDA kernel's too) and the HF fixtures are made free of near-ties.
     std::vector<bool> taken(num_experts, false);
     float picked = 0.0f;
     for (int j = 0; j < top_k; ++j) {
