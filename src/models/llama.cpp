@@ -120,6 +120,8 @@ Tensor concat_scaled_rows(const std::vector<Tensor>& parts, Buffer* storage) {
   out.scales.scale = reinterpret_cast<const float*>(base + data_bytes);
   out.scales.zero = has_zero ? reinterpret_cast<const float*>(base + data_bytes + scale_bytes) : nullptr;
   return out;
+}
+
 // The parts as one [sum of rows, cols] view when they lie back to back in memory with one dtype (a GGUF file often
 // stores ffn_gate right before ffn_up); an undefined tensor otherwise.
 Tensor adjacent_rows(const std::vector<Tensor>& parts) {

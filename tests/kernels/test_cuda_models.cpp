@@ -159,6 +159,8 @@ std::vector<ModelCase> ln_family_cases() {
   return cases;
 }
 INSTANTIATE_TEST_SUITE_P(LnFamilies, CudaModels, ::testing::ValuesIn(ln_family_cases()),
+                         [](const auto& info) { return info.param.name + "_" + info.param.dtype; });
+
 // famB (issue 14 part B): sliding windows, Gemma-2/3 and Mixtral on the GPU (head_dim 16/32: the CUDA-core
 // attention kernel; the tensor-core ones are checked with windows in test_cuda_window_softcap.cpp).
 std::vector<ModelCase> famb_cases() {
