@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -168,6 +169,91 @@ Status attach_scales(const std::map<std::string, std::string>& meta, const std::
   return Status();
 }
 
+// The Llama family's fused projections, stacked once here so a load maps them instead of copying: q/k/v rows into
+// `self_attn.qkv_proj.weight`, gate/up rows into `mlp.gate_up_proj.weight` (the names and row order the family
+// reads for Phi-3, and fuses to at load otherwise). Parts of a weight must share dtype, width and scale layout.
+struct Fused {
+  std::map<std::string, Tensor> tensors;  // every tensor of the file, fused ones in place of their parts
+  std::vector<Buffer> storage;
+  bool is_fused = false;
+};
+
+bool same_layout(const Tensor& a, const Tensor& b) {
+  return a.dtype == b.dtype && a.ndim == 2 && b.ndim == 2 && a.shape[1] == b.shape[1] && a.is_contiguous() &&
+         b.is_contiguous() && a.scales.defined() == b.scales.defined() && a.scales.group_size == b.scales.group_size &&
+         (a.scales.zero == nullptr) == (b.scales.zero == nullptr) && a.scales.activations == b.scales.activations;
+}
+
+// Stacks `parts` along rows (data, then scales and zeros for scaled weights) into a new buffer.
+Tensor stack_rows(const std::vector<const Tensor*>& parts, std::vector<Buffer>* storage) {
+  const Tensor& first = *parts[0];
+  const int64_t cols = first.shape[1];
+  int64_t rows = 0;
+  size_t data_bytes = 0;
+  for (const Tensor* p : parts) rows += p->shape[0], data_bytes += p->nbytes();
+  const bool scaled = first.scales.defined();
+  const int64_t groups = scaled ? first.scales.num_groups(cols) : 0;
+  const size_t data_padded = (data_bytes + 63) / 64 * 64;
+  const size_t side_bytes = static_cast<size_t>(rows * groups) * sizeof(float);
+  const size_t total = data_padded + side_bytes * (first.scales.zero != nullptr ? 2 : 1);
+  storage->push_back(Buffer::host(std::max<size_t>(total, 64)));
+  char* base = static_cast<char*>(storage->back().data());
+  Tensor out = Tensor::make(base, first.dtype, {rows, cols});
+  out.scales = first.scales;
+  size_t off = 0, side = 0;
+  for (const Tensor* p : parts) {
+    std::memcpy(base + off, p->data, p->nbytes());
+    off += p->nbytes();
+    if (scaled) {
+      const size_t n = static_cast<size_t>(p->shape[0] * groups) * sizeof(float);
+      std::memcpy(base + data_padded + side, p->scales.scale, n);
+      if (p->scales.zero != nullptr) std::memcpy(base + data_padded + side_bytes + side, p->scales.zero, n);
+      side += n;
+    }
+  }
+  if (scaled) {
+    out.scales.scale = reinterpret_cast<const float*>(base + data_padded);
+    if (first.scales.zero != nullptr) out.scales.zero = reinterpret_cast<const float*>(base + data_padded + side_bytes);
+  }
+  return out;
+}
+
+// Fuses every layer's projections when all of them can be (the family reads one layout for the whole model).
+Fused fuse_projections(const Checkpoint& ckpt) {
+  Fused f;
+  f.tensors = ckpt.weights.tensors();
+  const ModelConfig& c = ckpt.config;
+  if (!ckpt.weights.contains("model.layers.0.self_attn.q_proj.weight") ||
+      ckpt.weights.contains("model.layers.0.self_attn.q_norm.weight")) {
+    return f;  // not a Llama layout, or QK-norm (Qwen3), whose q/k/v the family keeps apart
+  }
+  const std::vector<std::pair<std::vector<std::string>, std::string>> groups = {
+      {{"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"}, "self_attn.qkv_proj.weight"},
+      {{"mlp.gate_proj.weight", "mlp.up_proj.weight"}, "mlp.gate_up_proj.weight"}};
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    for (const auto& [names, fused] : groups) {
+      const Tensor* first = ckpt.weights.find(p + names[0]);
+      for (const std::string& n : names) {
+        const Tensor* t = ckpt.weights.find(p + n);
+        if (first == nullptr || t == nullptr || !same_layout(*first, *t))
+          return Fused{ckpt.weights.tensors(), {}, false};
+      }
+    }
+  }
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    for (const auto& [names, fused] : groups) {
+      std::vector<const Tensor*> parts;
+      for (const std::string& n : names) parts.push_back(ckpt.weights.find(p + n));
+      f.tensors[p + fused] = stack_rows(parts, &f.storage);
+      for (const std::string& n : names) f.tensors.erase(p + n);
+    }
+  }
+  f.is_fused = true;
+  return f;
+}
+
 }  // namespace
 
 bool is_engine_dir(const std::string& path) {
@@ -199,8 +285,8 @@ Status write_engine(const Checkpoint& ckpt, const std::string& source_path, cons
     std::vector<SafetensorsWriteEntry> entries;
     std::map<std::string, std::string> meta;
     json layout = json::object();
-    for (const auto& [name, t] : ckpt.weights.tensors())
-      ANVIL_RETURN_IF_ERROR(add_weight(name, t, &entries, &meta, &layout));
+    const Fused fused = fuse_projections(ckpt);
+    for (const auto& [name, t] : fused.tensors) ANVIL_RETURN_IF_ERROR(add_weight(name, t, &entries, &meta, &layout));
     meta["format"] = "pt";
     meta["anvil.engine_format_version"] = std::to_string(kEngineFormatVersion);
     ANVIL_RETURN_IF_ERROR(write_safetensors((tmp / kWeightsFile).string(), entries, meta));
@@ -217,6 +303,8 @@ Status write_engine(const Checkpoint& ckpt, const std::string& source_path, cons
         }
       }
     }
+    json model_config = ckpt.config_map.raw();
+    if (fused.is_fused) model_config["anvil_fused_projections"] = true;  // read by the llama family
     const int64_t max_seq_len = options.max_seq_len > 0 ? options.max_seq_len : ckpt.config.max_position_embeddings;
     json config = {
         {"anvil_engine",
@@ -226,7 +314,7 @@ Status write_engine(const Checkpoint& ckpt, const std::string& source_path, cons
           {"device", options.device},
           {"gpu", options.gpu},
           {"build_command", options.build_command}}},
-        {"model_config", ckpt.config_map.raw()},
+        {"model_config", model_config},
         {"generation_config", ckpt.generation_config.empty() ? json::object() : ckpt.generation_config.raw()},
         {"source_format", ckpt.format == "dummy" ? "hf-safetensors" : ckpt.format},
         {"source", source_path},

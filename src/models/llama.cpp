@@ -550,6 +550,8 @@ Expected<ModelConfig> parse_hf(const CheckpointData& data, const std::string& ar
   ANVIL_RETURN_IF_ERROR(top.get_bool("attention_bias", &options->has_qkv_bias));
   if (architecture == "Qwen2ForCausalLM") options->has_qkv_bias = true;
   if (architecture == "Qwen3ForCausalLM") options->has_qk_norm = true;
+  // An engine directory (build/engine_dir.h) stores q/k/v and gate/up already stacked, as Phi-3 checkpoints do.
+  ANVIL_RETURN_IF_ERROR(top.get_bool("anvil_fused_projections", &options->has_fused_projections));
   if (architecture == "Phi3ForCausalLM") {
     options->has_fused_projections = true;
     // Phi-4-mini rotates only part of each head (partial_rotary_factor < 1), which this family does not do.

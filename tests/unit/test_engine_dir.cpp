@@ -76,6 +76,13 @@ TEST_P(EngineRoundTrip, LogitsEqualTheInMemoryQuantization) {
     const json config = read_json(fs::path(engine) / "config.json");
     EXPECT_EQ(config["build_config"]["quantization"], scheme);
     EXPECT_EQ(config["profile"]["num_tokens"]["min"], 1);
+    // q/k/v and gate/up are stacked in the file, so a load maps them instead of copying.
+    EXPECT_TRUE(config["model_config"].value("anvil_fused_projections", false));
+    Expected<Checkpoint> stored = load_engine(engine, "");
+    ASSERT_TRUE(stored.ok()) << stored.status().to_string();
+    EXPECT_TRUE(stored->weights.contains("model.layers.1.self_attn.qkv_proj.weight"));
+    EXPECT_TRUE(stored->weights.contains("model.layers.1.mlp.gate_up_proj.weight"));
+    EXPECT_FALSE(stored->weights.contains("model.layers.1.self_attn.q_proj.weight"));
     if (scheme != "none") {
       EXPECT_GT(config["quantization"]["num_quantized"].get<int>(), 0);
     }
