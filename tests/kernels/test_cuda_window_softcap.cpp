@@ -160,7 +160,7 @@ TEST_P(CudaGemmaOps, ScaleSoftcapAndGegluAtOddSizes) {
       auto cpu_out = h_->host(std::vector<float>(x.size()), {rows, n});
       ASSERT_TRUE(h_->cpu().softcap(h_->host(x, {rows, n}), cap, cpu_out).ok());
       const std::vector<float> want = h_->read_host(cpu_out);
-      for (float w : want) ASSERT_LT(std::abs(w), cap);
+      for (float w : want) ASSERT_LE(std::abs(w), cap);  // tanh rounds to 1 in fp32 for large |x|
       auto gpu_out = h_->device(std::vector<float>(x.size(), NAN), {rows, n});
       ASSERT_TRUE(h_->gpu().softcap(h_->device(x, {rows, n}), cap, gpu_out).ok());
       expect_close(h_->download(gpu_out), want, "softcap " + what);
