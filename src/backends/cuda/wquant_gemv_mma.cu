@@ -174,12 +174,16 @@ cudaError_t launch(const WqWeight& w, const T* x, int num_tokens, const T* bias,
 // stored, with the same k permutation (lane (g, t) takes columns [16t, 16t + 16) of each 64-column unit of weight
 // row g and of token g), so nothing is converted at all; out = sum * w_scale[row] * x_scale[token].
 __device__ __forceinline__ void mma_fp8_block(float (&c)[4], uint32_t a_lo, uint32_t a_hi, uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
   const uint32_t zero = 0u;
   asm volatile(
       "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a_lo), "r"(zero), "r"(a_hi), "r"(zero), "r"(b0), "r"(b1));
+#else
+  __trap();  // e4m3 mma needs sm_89+; wq_fp8_mma_layout keeps this kernel off older devices
+#endif
 }
 
 template <typename T, int kTiles>
@@ -260,7 +264,18 @@ __global__ void __launch_bounds__(kThreads)
 }  // namespace
 
 bool wq_fp8_mma_layout(WqKind kind, int64_t cols) {
-  return kind == WqKind::kFp8 && cols > 0 && cols % 64 == 0;
+  // The e4m3 mma exists from sm_89 (Ada, Hopper); an sm_80 build of this file has no such instruction.
+  static const bool has_fp8_mma = [] {
+    int device = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return major * 10 + minor >= 89;
+  }();
+  return has_fp8_mma && kind == WqKind::kFp8 && cols > 0 && cols % 64 == 0;
 }
 
 template <typename T>
