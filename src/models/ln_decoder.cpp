@@ -291,20 +291,6 @@ std::vector<int64_t> per_head_qkv_order(int64_t num_heads) {
   return order;
 }
 
-Status parse_hf_dtype(const ConfigMap& config, DType* dtype) {
-  std::string name;
-  std::string key = "dtype";
-  ANVIL_RETURN_IF_ERROR(config.get_string("dtype", &name));
-  if (name.empty()) {
-    key = "torch_dtype";
-    ANVIL_RETURN_IF_ERROR(config.get_string("torch_dtype", &name));
-  }
-  if (!name.empty() && !parse_dtype(name, dtype)) {
-    return config.unsupported_value(key, name, "float32, float16, bfloat16");
-  }
-  return Status();
-}
-
 Status parse_ln_activation(const ConfigMap& config, const std::string& key, const std::string& value,
                            LnActivation* out) {
   if (value == "gelu") {

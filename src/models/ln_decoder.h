@@ -86,9 +86,6 @@ Expected<Tensor> reorder_row_blocks(const Tensor& w, int64_t block_rows, std::sp
 // without new_decoder_architecture) into [3][num_heads][head_dim] (q rows, k rows, v rows).
 std::vector<int64_t> per_head_qkv_order(int64_t num_heads);
 
-// The checkpoint dtype named by `dtype` (transformers 5) or `torch_dtype` (4.x); unchanged when neither is set.
-Status parse_hf_dtype(const ConfigMap& config, DType* dtype);
-
 // The MLP activation a config names (`key` = `value`): gelu (erf); gelu_new, gelu_pytorch_tanh, gelu_fast
 // (tanh); relu. Anything else is an error naming the field and the value.
 Status parse_ln_activation(const ConfigMap& config, const std::string& key, const std::string& value,

@@ -334,16 +334,7 @@ Expected<ModelConfig> parse_mixtral_config(const CheckpointData& data, const std
     return top.unsupported_value("hidden_act", hidden_act, "silu");
   }
   ANVIL_RETURN_IF_ERROR(parse_hf_sliding_windows(top, /*windowed_by_default=*/true, &config));
-  std::string dtype_str;
-  std::string dtype_key = "dtype";
-  ANVIL_RETURN_IF_ERROR(top.get_string("dtype", &dtype_str));
-  if (dtype_str.empty()) {
-    dtype_key = "torch_dtype";
-    ANVIL_RETURN_IF_ERROR(top.get_string("torch_dtype", &dtype_str));
-  }
-  if (!dtype_str.empty() && !parse_dtype(dtype_str, &config.dtype)) {
-    return top.unsupported_value(dtype_key, dtype_str, "float32, float16, bfloat16");
-  }
+  ANVIL_RETURN_IF_ERROR(parse_hf_dtype(top, &config.dtype));
   ANVIL_RETURN_IF_ERROR(top.get_token_ids("bos_token_id", &config.bos_token_ids));
   ANVIL_RETURN_IF_ERROR(top.get_token_ids("eos_token_id", &config.eos_token_ids));
   config.family_config = std::move(options);

@@ -66,6 +66,20 @@ Status validate_model_config(const ModelConfig& config, const std::string& sourc
   return Status();
 }
 
+Status parse_hf_dtype(const ConfigMap& config, DType* dtype) {
+  std::string name;
+  std::string key = "dtype";
+  ANVIL_RETURN_IF_ERROR(config.get_string("dtype", &name));
+  if (name.empty()) {
+    key = "torch_dtype";
+    ANVIL_RETURN_IF_ERROR(config.get_string("torch_dtype", &name));
+  }
+  if (!name.empty() && !parse_dtype(name, dtype)) {
+    return config.unsupported_value(key, name, "float32, float16, bfloat16");
+  }
+  return Status();
+}
+
 Status parse_hf_sliding_windows(const ConfigMap& top, bool windowed_by_default, ModelConfig* config) {
   config->layer_sliding_windows.clear();
   int64_t window = 0;

@@ -63,6 +63,9 @@ inline int32_t layer_sliding_window(const ModelConfig& config, int64_t layer) {
 // `windowed_by_default`) and the window is set. A window
 // as long as max_position_embeddings or longer is full attention. An unknown layer type is an error naming it.
 Status parse_hf_sliding_windows(const ConfigMap& top, bool windowed_by_default, ModelConfig* config);
+// The checkpoint dtype named by `dtype` (transformers 5) or `torch_dtype` (4.x); unchanged when neither is set.
+// An unknown name is an error naming the key it came from.
+Status parse_hf_dtype(const ConfigMap& config, DType* dtype);
 
 // Checks sizes are positive and consistent (num_heads % num_kv_heads == 0, head_dim even, ...); `source` prefixes
 // the errors.
