@@ -119,7 +119,33 @@ Status GemmAlgoCache::put(const GemmShapeKey& key, const GemmAlgo& algo) {
   return Status();
 }
 
-void log_gemm_cache_warning(const std::string& message) { ANVIL_LOG_WARN("{}", message); }
+Expected<int> GemmAlgoCache::seed_from_engine(const std::string& config_path) {
+  std::ifstream f(config_path);
+  if (!f) return invalid_file("cannot read " + config_path);
+  const nlohmann::json doc = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object()) return invalid_file(config_path + " is not a JSON object");
+  if (!doc.contains("gemm_algos")) return 0;
+  const nlohmann::json& all = doc["gemm_algos"];
+  if (!all.is_object()) return invalid_file(config_path + ": \"gemm_algos\" is not an object");
+  if (!all.contains(device_tag_)) return 0;
+  const nlohmann::json& mine = all[device_tag_];
+  if (!mine.is_object()) return invalid_file(config_path + ": gemm_algos[\"" + device_tag_ + "\"] is not an object");
+  int taken = 0;
+  for (const auto& [key, value] : mine.items()) {
+    std::optional<GemmAlgo> algo = value.is_string() ? from_hex(value.get<std::string>()) : std::nullopt;
+    if (!algo) return invalid_file(config_path + ": gemm_algos entry " + key + " is not a 128-digit hex algorithm");
+    entries_[key] = *algo;
+    ++taken;
+  }
+  return taken;
+}
+
+void log_gemm_cache_warning(const std::string& message) {
+  ANVIL_LOG_WARN("{}", message);
+}
+void log_gemm_cache_info(const std::string& message) {
+  ANVIL_LOG_INFO("{}", message);
+}
 
 std::string default_gemm_cache_path() {
   if (const char* env = std::getenv("ANVIL_GEMM_CACHE")) {

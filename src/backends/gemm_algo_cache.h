@@ -46,6 +46,12 @@ class GemmAlgoCache {
   // processes wrote are kept; written to a temporary file and renamed). Errors only name a failed write; the
   // in-memory entry is kept either way.
   Status put(const GemmShapeKey& key, const GemmAlgo& algo);
+  // Takes the choices an engine directory carries for this device: its config.json's "gemm_algos" object,
+  // {device tag: {shape key: algorithm}} (the form of the file's "devices"), written by `anvil build --device
+  // cuda`. They replace this process's own entries for the same shapes (the engine's choice wins, so every
+  // process running that engine makes the same one). Returns how many were taken: 0 when the engine has none for
+  // this device. Errors: an unreadable or malformed config.json.
+  Expected<int> seed_from_engine(const std::string& config_path);
   size_t size() const { return entries_.size(); }
   const std::string& path() const { return path_; }
 
@@ -61,5 +67,6 @@ std::string default_gemm_cache_path();
 
 // A warning line on the process log (for callers compiled without the logging headers, such as CUDA sources).
 void log_gemm_cache_warning(const std::string& message);
+void log_gemm_cache_info(const std::string& message);
 
 }  // namespace anvil

@@ -333,8 +333,8 @@ Status write_engine(const Checkpoint& ckpt, const std::string& source_path, cons
            {{"min", 1},
             {"opt", options.opt_num_tokens > 0 ? options.opt_num_tokens : options.max_batch},
             {"max", std::max<int64_t>(max_seq_len, options.max_batch)}}}}},
-        // NOTE: empty on a CPU build: the CPU runs OpenBLAS and has no per-shape choice; a CUDA build fills it
-        // from the backend's tuned cuBLASLt choices (backends/gemm_algo_cache.h).
+        // Empty for a CPU engine (OpenBLAS has no per-shape choice); a CUDA build fills it below, after `tune`
+        // timed cuBLASLt's candidates for every shape bucket (backends/gemm_algo_cache.h).
         {"gemm_algos", json::object()},
         {"quantization",
          {{"scheme", std::string(quant_scheme_name(options.quantization))},
@@ -345,6 +345,19 @@ Status write_engine(const Checkpoint& ckpt, const std::string& source_path, cons
           {"notes", report.notes}}},
         {"weights", json::array({{{"file", kWeightsFile}, {"bytes", fs::file_size(tmp / kWeightsFile, ec)}}})},
     };
+    ANVIL_RETURN_IF_ERROR(write_text(tmp / "config.json", config.dump(2) + "\n"));
+    if (!options.tune) return Status();
+    ANVIL_RETURN_IF_ERROR(options.tune(tmp.string()));
+    const fs::path tuned = tmp / kGemmAlgosFile;
+    if (!fs::exists(tuned, ec)) return Status();  // nothing was timed (every GEMM ran on a GEMV)
+    std::ifstream f(tuned);
+    const json cache = json::parse(f, nullptr, /*allow_exceptions=*/false);
+    f.close();
+    if (cache.is_discarded() || !cache.contains("devices") || !cache["devices"].is_object()) {
+      return internal_error("anvil build: the GEMM tuning left an unreadable " + tuned.string());
+    }
+    config["gemm_algos"] = cache["devices"];
+    fs::remove(tuned, ec);
     return write_text(tmp / "config.json", config.dump(2) + "\n");
   }();
   if (!s.ok()) {

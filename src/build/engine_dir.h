@@ -2,7 +2,7 @@
 //   config.json        {"anvil_engine": {format_version, anvil_version, device, gpu, build_command},
 //                       "model_config": the checkpoint's own config (HF keys), "source_format",
 //                       "build_config": {quantization, kv_cache_dtype, max_batch, max_seq_len, dtype},
-//                       "profile": {"num_tokens": {min, opt, max}}, "gemm_algos": {shape: algo},
+//                       "profile": {"num_tokens": {min, opt, max}}, "gemm_algos": {gpu tag: {shape: algo}},
 //                       "quantization": {scheme, per-weight layout, notes}, "weights": [{file, bytes}]}
 //   rank0.safetensors  every tensor; fp8 as F8_E4M3, int8 as I8, int4 as U8 [rows, cols / 2] (two per byte, dtype.h),
 //                      each with `<name>.scale` F32 [rows, groups] (and `<name>.zero`); the __metadata__ entry
@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "anvil/status.h"
@@ -33,7 +34,15 @@ struct BuildOptions {
   std::string gpu;             // the GPU's name when built for cuda (an engine for it refuses other GPUs)
   std::string build_command;   // the command line, repeated in every refusal so the user can rebuild
   std::string lora;            // the LoRA adapter merged in (build/lora.h), or empty
+  // Runs on the finished engine in its temporary directory, before it is moved into place: `anvil build --device
+  // cuda` opens it there and times the GEMMs of its token-count profile, with the algorithm cache file at
+  // kGemmAlgosFile in that directory. What that file then holds becomes config.json's "gemm_algos" (the file is
+  // removed). An error fails the build and leaves nothing behind.
+  std::function<Status(const std::string& dir)> tune;
 };
+
+// The cache file `tune` fills (gemm_algo_cache.h's format), inside the engine's temporary directory.
+inline constexpr const char* kGemmAlgosFile = "gemm_algos.tuning.json";
 
 // True when `path` is a directory whose config.json has an "anvil_engine" entry.
 bool is_engine_dir(const std::string& path);

@@ -6,7 +6,13 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <vector>
 
+#include "anvil/engine.h"
+#include "backends/gemm_algo_cache.h"
 #include "build/calibration.h"
 #include "build/engine_dir.h"
 #include "build/lora.h"
@@ -14,6 +20,7 @@
 #include "cli/commands.h"
 #include "core/logging.h"
 #include "models/registry.h"
+#include "runtime/backend_factory.h"
 
 namespace anvil::cli {
 
@@ -38,8 +45,69 @@ CLI::App* add_build_command(CLI::App* app, BuildCommandOptions* options) {
       ->check(CLI::IsMember({"auto", "dummy"}));
   cmd->add_option("--dtype", options->dtype, "dtype of dummy weights (auto, float32, float16, bfloat16)");
   cmd->add_option("--threads", options->num_threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--device", options->device,
+                  "cpu (runs anywhere), or cuda: for this GPU only, with its GEMM algorithms chosen now")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--max-num-batched-tokens", options->max_num_batched_tokens,
+                  "the largest step the engine is profiled (and its GEMMs tuned) for")
+      ->check(CLI::PositiveNumber);
   return cmd;
 }
+
+namespace {
+
+// Opens the engine in `dir` on the GPU and runs one step at every GEMM token-count bucket of its profile (1 to
+// max_num_batched_tokens), so the CUDA backend times cuBLASLt's candidates for each shape now, into the cache file
+// the build embeds (build/engine_dir.h). Up to max_batch tokens a step is that many one-token sequences (the
+// logits GEMM then has as many rows); above, a few long prompts.
+Status tune_gemms(const BuildCommandOptions& options, const std::string& dir) {
+  const std::string cache = (std::filesystem::path(dir) / kGemmAlgosFile).string();
+  const char* old = std::getenv("ANVIL_GEMM_CACHE");
+  const std::string saved = old != nullptr ? old : "";
+  setenv("ANVIL_GEMM_CACHE", cache.c_str(), 1);
+  struct Restore {
+    const char* old;
+    std::string saved;
+    ~Restore() { old != nullptr ? setenv("ANVIL_GEMM_CACHE", saved.c_str(), 1) : unsetenv("ANVIL_GEMM_CACHE"); }
+  } restore{old, saved};
+  EngineConfig config;
+  config.model_path = dir;
+  config.device = "cuda";
+  config.max_num_seqs = options.max_batch;
+  config.max_num_batched_tokens = options.max_num_batched_tokens;
+  config.enforce_eager = true;  // the steps only time GEMMs; graphs are captured when the engine runs
+  config.enable_prefix_caching = false;
+  ANVIL_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::create(config));
+  const int64_t vocab = engine->info().vocab_size, max_len = engine->info().max_model_len;
+  std::vector<int64_t> buckets;
+  for (int64_t m = 1; m <= options.max_num_batched_tokens;) {
+    buckets.push_back(gemm_m_bucket(m));
+    m = buckets.back() + 1;
+  }
+  if (buckets.back() > options.max_num_batched_tokens) buckets.back() = options.max_num_batched_tokens;
+  std::mt19937 rng(0);
+  SamplingParams params;
+  params.temperature = 0.0f;
+  params.max_tokens = 1;
+  params.ignore_eos = true;
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    const int64_t m = buckets[i];
+    const int64_t per_seq = m <= options.max_batch ? 1 : std::min<int64_t>(m, max_len - 1);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int64_t left = m; left > 0; left -= per_seq) {
+      std::vector<int32_t> ids(std::min(left, per_seq));
+      for (int32_t& id : ids) id = static_cast<int32_t>(rng() % vocab);
+      prompts.push_back(std::move(ids));
+    }
+    std::fprintf(stderr, "\r[build] timing GEMMs at %lld tokens a step (%zu/%zu)   ", static_cast<long long>(m), i + 1,
+                 buckets.size());
+    ANVIL_RETURN_IF_ERROR(engine->generate_ids(prompts, params).status());
+  }
+  std::fprintf(stderr, "\n");
+  return Status();
+}
+
+}  // namespace
 
 int run_build(const BuildCommandOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -86,6 +154,15 @@ int run_build(const BuildCommandOptions& options) {
   build.max_seq_len = options.max_seq_len;
   build.build_command = options.command_line;
   build.lora = options.lora;
+  if (options.device == "cuda") {
+    EngineConfig probe;
+    probe.device = "cuda";
+    Expected<std::string> gpu = running_gpu_name(probe);
+    if (!gpu.ok()) return fail(gpu.status());
+    build.device = "cuda";
+    build.gpu = *gpu;
+    build.tune = [&options](const std::string& dir) { return tune_gemms(options, dir); };
+  }
   Status s = write_engine(*ckpt, options.model, build, *report, options.output);
   if (!s.ok()) return fail(s);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

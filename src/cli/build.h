@@ -18,11 +18,13 @@ struct BuildCommandOptions {
   std::string kv_cache_dtype = "auto";
   std::string load_format = "auto";
   std::string dtype = "auto";  // dummy weights' dtype
+  std::string device = "cpu";  // cuda: the engine is for this GPU, its GEMMs timed here at build time
   std::string calibration_file;
   std::string lora;  // PEFT adapter directory merged into the weights before quantization
   int calibration_tokens = 2048;
   int max_batch = 256;
   int max_seq_len = 0;
+  int max_num_batched_tokens = 8192;  // the profile's largest step (tokens), up to which GEMMs are tuned
   int num_threads = 0;
   std::string command_line;  // how this build was asked for, repeated in refusals of the engine
 };

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "build/engine_dir.h"
 #include "core/logging.h"
 #ifdef ANVIL_HAS_CUDA
 #include "backends/cuda/cuda_backend.h"
@@ -36,7 +37,10 @@ Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config) {
     return invalid_argument("gpu_memory_utilization must be in (0, 1] (got " +
                             std::to_string(config.gpu_memory_utilization) + ")");
   }
-  return make_cuda_backend(CudaBackendOptions{.device_id = 0, .dtype = dtype});
+  // An engine directory brings the GEMM algorithms its build chose (`anvil build --device cuda`).
+  std::string engine_config;
+  if (is_engine_dir(config.model_path)) engine_config = config.model_path + "/config.json";
+  return make_cuda_backend(CudaBackendOptions{.device_id = 0, .dtype = dtype, .engine_config = engine_config});
 #else
   return unsupported("device 'cuda': this build of anvil has no CUDA backend (nvcc was not found at build time)");
 #endif

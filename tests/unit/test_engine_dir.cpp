@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "anvil/engine.h"
+#include "backends/gemm_algo_cache.h"
 #include "build/engine_dir.h"
 #include "build/quantize_checkpoint.h"
 #include "formats_test_util.h"
@@ -181,6 +182,50 @@ TEST(EngineDir, AFailedBuildLeavesNothingBehind) {
   s = build(formats_test::kStoriesPath, "none", (dir.path() / "notes").string());
   EXPECT_TRUE(has_substr(s.to_string(), "is not an Anvil engine directory")) << s.to_string();
   EXPECT_TRUE(fs::exists(dir.path() / "notes" / "todo.txt"));
+}
+
+// `anvil build --device cuda` times GEMMs on the engine in its temporary directory (BuildOptions::tune, which fills
+// kGemmAlgosFile the way the CUDA backend does); the choices end up in config.json and a backend on that GPU takes
+// them back. A tuning that fails fails the build and leaves nothing.
+TEST(EngineDir, TunedGemmChoicesLandInTheEngineConfig) {
+  TempDir dir;
+  Expected<Checkpoint> ckpt = load_checkpoint(formats_test::kStoriesPath);
+  ASSERT_TRUE(ckpt.ok());
+  const std::string tag = "NVIDIA H200 sm_90 | cuBLASLt 130000";
+  const GemmShapeKey key{.m_bucket = 48, .k = 64, .n = 192, .weight_dtype = 2, .out_dtype = 2};
+  const GemmAlgo algo{1, 2, 3, 4, 5, 6, 7, 0xfedcba9876543210ull};
+  BuildOptions options;
+  options.device = "cuda";
+  options.gpu = "NVIDIA H200";
+  std::string tuned_in;
+  options.tune = [&](const std::string& tmp) -> Status {
+    tuned_in = tmp;
+    EXPECT_TRUE(is_engine_dir(tmp));  // the engine is complete when it is tuned
+    return GemmAlgoCache((fs::path(tmp) / kGemmAlgosFile).string(), tag).put(key, algo);
+  };
+  const std::string out = dir.file("engine");
+  Status s = write_engine(*ckpt, formats_test::kStoriesPath, options, QuantizeReport{}, out);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  EXPECT_NE(tuned_in, out);
+  EXPECT_FALSE(fs::exists(tuned_in));
+  EXPECT_FALSE(fs::exists(fs::path(out) / kGemmAlgosFile));
+  const json config = read_json(fs::path(out) / "config.json");
+  ASSERT_TRUE(config["gemm_algos"].contains(tag)) << config["gemm_algos"].dump();
+  EXPECT_EQ(config["gemm_algos"][tag].size(), 1u);
+  GemmAlgoCache cache("", tag);
+  Expected<int> taken = cache.seed_from_engine((fs::path(out) / "config.json").string());
+  ASSERT_TRUE(taken.ok()) << taken.status().to_string();
+  EXPECT_EQ(*taken, 1);
+  EXPECT_EQ(cache.find(key), algo);
+
+  options.tune = [](const std::string&) { return internal_error("the GPU went away"); };
+  const std::string out2 = dir.file("engine2");
+  s = write_engine(*ckpt, formats_test::kStoriesPath, options, QuantizeReport{}, out2);
+  EXPECT_TRUE(has_substr(s.to_string(), "the GPU went away")) << s.to_string();
+  EXPECT_FALSE(fs::exists(out2));
+  for (const auto& e : fs::directory_iterator(dir.path())) {
+    if (e.path() != fs::path(out)) ADD_FAILURE() << "left behind: " << e.path();
+  }
 }
 
 TEST(EngineDir, CheckpointsQuantizedByOtherToolsAreRefusedByMethod) {

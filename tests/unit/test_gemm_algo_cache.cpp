@@ -1,13 +1,13 @@
 // GemmAlgoCache: the M buckets GEMMs are tuned for, and the file that makes every process choose the same
 // algorithm (kept per GPU and cuBLASLt version, merged across writers, a broken file ignored, never fatal).
-#include "backends/gemm_algo_cache.h"
-
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
+
+#include "backends/gemm_algo_cache.h"
 
 namespace anvil {
 namespace {
@@ -115,6 +115,49 @@ TEST(GemmAlgoCache, AnUnwritableFileIsAnErrorButTheChoiceIsKept) {
   EXPECT_NE(s.message().find("algos.json"), std::string::npos) << s.message();
   EXPECT_EQ(cache.find(key), algo);
   fs::remove_all(dir);
+}
+
+// An engine directory's config.json carries the build's choices ({tag: {key: hex}}): they win over the process's
+// own file for the same shape, only this device's are taken, and a malformed entry is an error naming it.
+TEST(GemmAlgoCache, AnEnginesChoicesWinAndStayWithTheirDevice) {
+  std::mt19937_64 rng(19);
+  const fs::path path = temp_file("algos.json");
+  const fs::path config = path.parent_path() / "config.json";
+  const std::string tag = "NVIDIA H200 sm_90 | cuBLASLt 130000";
+  const GemmShapeKey qkv{.m_bucket = 64, .k = 4096, .n = 6144, .weight_dtype = 2, .out_dtype = 2};
+  const GemmShapeKey down{.m_bucket = 24, .k = 14336, .n = 4096, .weight_dtype = 2, .out_dtype = 2};
+  const GemmAlgo own = random_algo(rng), built = random_algo(rng), other = random_algo(rng);
+  ASSERT_TRUE(GemmAlgoCache(path.string(), tag).put(qkv, own).ok());
+  GemmAlgoCache writer(temp_file("engine_algos.json").string(), tag);  // what `anvil build` tuned
+  ASSERT_TRUE(writer.put(qkv, built).ok());
+  ASSERT_TRUE(writer.put(down, other).ok());
+  std::ifstream written(writer.path());
+  const std::string doc((std::istreambuf_iterator<char>(written)), std::istreambuf_iterator<char>());
+  const size_t devices = doc.find("\"devices\"");
+  ASSERT_NE(devices, std::string::npos);
+  // config.json's "gemm_algos" is the writer's "devices" object.
+  const std::string devices_object = doc.substr(doc.find('{', devices), doc.rfind('}') - doc.find('{', devices));
+  std::ofstream(config) << "{\"anvil_engine\": {}, \"gemm_algos\": " << devices_object << "}";
+
+  GemmAlgoCache cache(path.string(), tag);
+  EXPECT_EQ(cache.find(qkv), own);
+  Expected<int> taken = cache.seed_from_engine(config.string());
+  ASSERT_TRUE(taken.ok()) << taken.status().to_string();
+  EXPECT_EQ(*taken, 2);
+  EXPECT_EQ(cache.find(qkv), built);
+  EXPECT_EQ(cache.find(down), other);
+  GemmAlgoCache h100(path.string(), "NVIDIA H100 80GB HBM3 sm_90 | cuBLASLt 130000");
+  EXPECT_EQ(*h100.seed_from_engine(config.string()), 0);
+  EXPECT_EQ(h100.size(), 0u);
+
+  std::ofstream(config) << "{\"gemm_algos\": {\"" << tag << "\": {\"m16_k1_n1_w2_o2_b0\": \"12\"}}}";
+  Expected<int> bad = cache.seed_from_engine(config.string());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("m16_k1_n1_w2_o2_b0"), std::string::npos) << bad.status().message();
+  std::ofstream(config) << "{\"anvil_engine\": {}}";
+  EXPECT_EQ(*cache.seed_from_engine(config.string()), 0);
+  fs::remove_all(path.parent_path());
+  fs::remove_all(fs::path(writer.path()).parent_path());
 }
 
 TEST(GemmAlgoCache, DefaultPathFollowsTheEnvironment) {

@@ -22,6 +22,7 @@ Expected<std::unique_ptr<Backend>> make_cuda_backend(const CudaBackendOptions& o
   auto backend = std::make_unique<cuda::CudaBackend>(options.device_id, options.dtype);
   const char* fuse_norm = std::getenv("ANVIL_FUSE_NORM");
   backend->set_fuse_norm(options.fuse_norm || (fuse_norm != nullptr && std::string(fuse_norm) == "1"));
+  backend->set_engine_config(options.engine_config);
   ANVIL_RETURN_IF_ERROR(backend->init());
   return std::unique_ptr<Backend>(std::move(backend));
 }
@@ -72,6 +73,12 @@ Status CudaBackend::init() {
   gemm_algos_ = GemmAlgoCache(default_gemm_cache_path(), info.name + " sm_" + std::to_string(info.compute_major) +
                                                              std::to_string(info.compute_minor) + " | cuBLASLt " +
                                                              std::to_string(cublasLtGetVersion()));
+  if (!engine_config_.empty()) {
+    Expected<int> taken = gemm_algos_.seed_from_engine(engine_config_);
+    if (!taken.ok()) return taken.status();
+    log_gemm_cache_info("GEMM algorithms: " + std::to_string(*taken) + " shapes chosen at build time taken from " +
+                        engine_config_);
+  }
   const char* dequantize = std::getenv("ANVIL_CUDA_DEQUANTIZE");
   dequantize_quantized_ = dequantize != nullptr && std::string(dequantize) == "1";
   const char* profile = std::getenv("ANVIL_CUDA_PROFILE");

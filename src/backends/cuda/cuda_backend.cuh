@@ -96,6 +96,8 @@ class CudaBackend final : public Backend {
 
   cudaStream_t stream() const { return stream_; }
   void set_fuse_norm(bool on) { fuse_norm_ = on; }
+  // An engine directory's config.json whose GEMM choices init() takes (CudaBackendOptions::engine_config).
+  void set_engine_config(std::string path) { engine_config_ = std::move(path); }
   // Decode-only attention (one query per sequence) with key splits; see attention_decode.cuh.
   Status decode(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
                 const Tensor& out);
@@ -218,6 +220,7 @@ class CudaBackend final : public Backend {
   // The fused norm GEMV's CTA counter (GemvNorm::done); zero between launches.
   unsigned* gemv_norm_done_ = nullptr;
   bool fuse_norm_ = false;  // CudaBackendOptions::fuse_norm
+  std::string engine_config_;  // CudaBackendOptions::engine_config
   // The GemvNorm of `norm` when the fused GEMV can run it with `weight` (decode-sized token counts), else nullopt.
   std::optional<GemvNorm> fused_norm(const ResidualNorm& norm, const Tensor& weight) const;
   // Step marks: (begin, end) event pairs in flight, and spare events to reuse.

@@ -14,6 +14,9 @@ struct CudaBackendOptions {
   // add_rms_norm and the GEMV. Off by default until it is measured faster (bench/results/2026-12-03_h200_decode_
   // fusion.md); ANVIL_FUSE_NORM=1 in the environment turns it on too.
   bool fuse_norm = false;
+  // The config.json of the engine directory being run, or empty: the GEMM algorithms `anvil build --device cuda`
+  // chose for this GPU are taken from it (gemm_algo_cache.h) before any is timed.
+  std::string engine_config;
 };
 
 // Errors: no GPU, an unsupported GPU, or a dtype other than fp16/bf16, each naming what was found.
