@@ -246,7 +246,9 @@ TEST_P(QuantDot, BlockGemmEqualsTheOneTokenDotBitwise) {
     const size_t act_bytes = kernel.pack != nullptr ? kernel.packed_row_bytes(cols) : block_bytes;
     for (int64_t rows : {1, 7, 19}) {
       const std::vector<uint8_t> w = random_rows(type, rows, cols, &rng);
-      for (int64_t tokens : {1, 2, 3, 5, 9}) {
+      // 9 and 18 tokens: the AVX-512 kernels' multi-row prefill tiles (>= 8 tokens) with partial row and token
+      // groups.
+      for (int64_t tokens : {1, 2, 3, 5, 9, 18}) {
         std::vector<uint8_t> blocks(block_bytes * tokens);
         std::vector<uint8_t> act(act_bytes * tokens);
         for (int64_t t = 0; t < tokens; ++t) {

@@ -1,7 +1,7 @@
 // CPU paged attention: each sequence's new queries attend causally to its cached keys/values, read through
 // its block table. One code path serves prefill, chunked prefill and decode, with an optional sliding window and
-// score soft-capping (AttentionMetadata) and an optional ALiBi bias. fp32 throughout; softmax is computed with the
-// running-max rescaling used by flash attention so scores need no [context] buffer per head.
+// score soft-capping (AttentionMetadata) and an optional ALiBi bias. fp32 throughout; softmax takes two passes over
+// each (token, head)'s keys, the scores kept in a per-thread buffer.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -12,6 +12,10 @@
 
 namespace anvil {
 namespace {
+
+// Per-thread scratch, grown and reused: the scores of one (token, head) [num_keys] and its output row [head_dim].
+thread_local std::vector<float> t_scores;
+thread_local std::vector<float> t_acc;
 
 // alibi_slopes: fp32 [num_heads], or null for no bias.
 Status attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
@@ -67,24 +71,38 @@ Status attention(const Tensor& q, const KvCacheView& cache, const AttentionMetad
       const int64_t kv_head = h / group;
       const float* qh = q.ptr<const float>() + (t * num_heads + h) * head_dim;
       const int32_t* table = block_tables + s * meta.max_blocks_per_seq;
+      // NOTE: two passes over the keys (scores into a per-thread buffer, then one max, one exp per key and the
+      // weighted sum of V) instead of the online rescaling per key, whose serial chain (a 64-add dot, two exps
+      // and a rescale of the accumulator per key) took 11.5% of a 128-token Q8_0 prefill's CPU time (perf,
+      // 1 thread); the dot is a SIMD reduction. The numbers of a (token, head) depend on nothing else in the
+      // batch, so batch invariance holds.
+      const int64_t num_keys = pos - first + 1;
+      if (t_scores.size() < static_cast<size_t>(num_keys)) t_scores.resize(static_cast<size_t>(num_keys));
+      if (t_acc.size() < static_cast<size_t>(head_dim)) t_acc.resize(static_cast<size_t>(head_dim));
+      float* scores = t_scores.data();
       float running_max = -std::numeric_limits<float>::infinity();
-      float denom = 0.0f;
-      std::vector<float> acc(head_dim, 0.0f);
       for (int64_t j = first; j <= pos; ++j) {
         const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
         const float* kh = kc + slot * kv_row + kv_head * head_dim;
         float score = 0.0f;
+#pragma omp simd reduction(+ : score)
         for (int64_t d = 0; d < head_dim; ++d) score += qh[d] * kh[d];
         score *= scale;
         if (softcap > 0.0f) score = softcap * std::tanh(score / softcap);
         if (alibi_slopes != nullptr) score += alibi_slopes[h] * static_cast<float>(j - pos);
-        const float new_max = std::max(running_max, score);
-        const float correction = std::exp(running_max - new_max);
-        const float p = std::exp(score - new_max);
-        denom = denom * correction + p;
+        scores[j - first] = score;
+        running_max = std::max(running_max, score);
+      }
+      float* acc = t_acc.data();
+      std::fill(acc, acc + head_dim, 0.0f);
+      float denom = 0.0f;
+      for (int64_t j = first; j <= pos; ++j) {
+        const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
+        const float p = std::exp(scores[j - first] - running_max);
+        denom += p;
         const float* vh = vc + slot * kv_row + kv_head * head_dim;
-        for (int64_t d = 0; d < head_dim; ++d) acc[d] = acc[d] * correction + p * vh[d];
-        running_max = new_max;
+#pragma omp simd
+        for (int64_t d = 0; d < head_dim; ++d) acc[d] += p * vh[d];
       }
       float* oh = out.ptr<float>() + (t * num_heads + h) * head_dim;
       for (int64_t d = 0; d < head_dim; ++d) oh[d] = acc[d] / denom;

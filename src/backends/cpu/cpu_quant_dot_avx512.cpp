@@ -4,7 +4,8 @@
 // times the activation sum is taken off in integers, so each block's integer sum equals the scalar kernel's.
 // The activations are first packed once per token (pack_row) into the order the weights unpack to, with each
 // lane's scale and correction term beside them, so the inner loop reads them as memory operands; tiles of one
-// row x up to four tokens share each decoded weight pair. The K types use the AVX2 kernels here.
+// row (decode) or 3-4 rows (prefill) x up to four tokens share each decoded weight pair. The K types use the AVX2
+// kernels here.
 #include <immintrin.h>
 
 #include <cstring>
@@ -212,15 +213,54 @@ ANVIL_AVX512 void tile(const uint8_t* w, size_t row_bytes, const uint8_t* act, s
   }
 }
 
-// NOTE: one row per tile. Tiles of 4 rows x 1-2 tokens (2 x 3-4) were 1.4-1.9x faster with the weights in
-// cache but 0.5-0.75x as fast streaming them from DRAM (96 MB of copies in rotation, 1 thread, this 2-vCPU
-// Zen 5 VM), which is where decode reads them; with one row, decode is 1.0-1.27x and 64-token tiles 1.12-1.2x
-// the previous one-row kernel (bench/results/2026-12-03b_cpu_gguf_quant.md).
-template <DType kType, int NT>
+// NOTE: rows per tile. Tiles of 4 rows x 1-2 tokens (2 x 3-4) were 1.4-1.9x faster with the weights in cache
+// but 0.5-0.75x as fast streaming them from DRAM (96 MB of copies in rotation, 1 thread, this 2-vCPU Zen 5 VM),
+// which is where decode reads them (bench/results/2026-12-03b_cpu_gguf_quant.md), so calls of fewer than
+// kMultiRowTokens tokens (decode, precise decode's two passes, small batches) run one row per tile. Longer calls
+// (prefill) read a row block from DRAM once and then from L1 for every further token group, so they run tiles of
+// kTileRows rows x 4 tokens: 3-4 rows took 0.85-1.0x the thread CPU time of one row on 64-256 tokens of cached
+// 3072 x 576 and 576 x 1536 matrices (Q4_1, Q5_0, Q8_0; a harness outside the repository, load average ~20, so
+// noisy); 2 rows were slower (1.1-1.4x). Whole runs: bench/results/2026-12-03c_cpu_gguf_quant.md.
+inline constexpr int64_t kMultiRowTokens = 8;
+template <DType kType>
+inline constexpr int kTileRows = Legacy<kType>::kShift < 0 ? 3 : 4;  // the min types hold 3 more zmm per row
+
+template <DType kType, int NR, int NT>
 ANVIL_AVX512 void rows_for_tokens(const uint8_t* w, size_t row_bytes, int64_t num_rows, const uint8_t* act,
                                   size_t act_stride, int64_t cols, float* out, int64_t out_stride) {
-  for (int64_t r = 0; r < num_rows; ++r) {
+  int64_t r = 0;
+  if constexpr (NR > 1) {
+    for (; r + NR <= num_rows; r += NR) {
+      tile<kType, NR, NT>(w + r * row_bytes, row_bytes, act, act_stride, cols, out + r, out_stride);
+    }
+  }
+  for (; r < num_rows; ++r) {
     tile<kType, 1, NT>(w + r * row_bytes, row_bytes, act, act_stride, cols, out + r, out_stride);
+  }
+}
+
+template <DType kType, int NR>
+void block_gemm_rows(const uint8_t* w, size_t row_bytes, int64_t num_rows, const uint8_t* a, size_t act_stride,
+                     int64_t num_tokens, int64_t cols, float* out, int64_t out_stride) {
+  int64_t t = 0;
+  for (; t + 4 <= num_tokens; t += 4) {
+    rows_for_tokens<kType, NR, 4>(w, row_bytes, num_rows, a + t * act_stride, act_stride, cols, out + t * out_stride,
+                                  out_stride);
+  }
+  const uint8_t* at = a + t * act_stride;
+  float* ot = out + t * out_stride;
+  switch (num_tokens - t) {
+    case 3:
+      rows_for_tokens<kType, NR, 3>(w, row_bytes, num_rows, at, act_stride, cols, ot, out_stride);
+      break;
+    case 2:
+      rows_for_tokens<kType, NR, 2>(w, row_bytes, num_rows, at, act_stride, cols, ot, out_stride);
+      break;
+    case 1:
+      rows_for_tokens<kType, NR, 1>(w, row_bytes, num_rows, at, act_stride, cols, ot, out_stride);
+      break;
+    default:
+      break;
   }
 }
 
@@ -229,25 +269,10 @@ void block_gemm(const void* w_rows, size_t row_bytes, int64_t num_rows, const vo
                 int64_t num_tokens, int64_t cols, float* out, int64_t out_stride) {
   const auto* w = static_cast<const uint8_t*>(w_rows);
   const auto* a = static_cast<const uint8_t*>(act);
-  int64_t t = 0;
-  for (; t + 4 <= num_tokens; t += 4) {
-    rows_for_tokens<kType, 4>(w, row_bytes, num_rows, a + t * act_stride, act_stride, cols, out + t * out_stride,
-                              out_stride);
-  }
-  const uint8_t* at = a + t * act_stride;
-  float* ot = out + t * out_stride;
-  switch (num_tokens - t) {
-    case 3:
-      rows_for_tokens<kType, 3>(w, row_bytes, num_rows, at, act_stride, cols, ot, out_stride);
-      break;
-    case 2:
-      rows_for_tokens<kType, 2>(w, row_bytes, num_rows, at, act_stride, cols, ot, out_stride);
-      break;
-    case 1:
-      rows_for_tokens<kType, 1>(w, row_bytes, num_rows, at, act_stride, cols, ot, out_stride);
-      break;
-    default:
-      break;
+  if (num_tokens >= kMultiRowTokens) {
+    block_gemm_rows<kType, kTileRows<kType>>(w, row_bytes, num_rows, a, act_stride, num_tokens, cols, out, out_stride);
+  } else {
+    block_gemm_rows<kType, 1>(w, row_bytes, num_rows, a, act_stride, num_tokens, cols, out, out_stride);
   }
 }
 
