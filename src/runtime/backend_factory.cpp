@@ -36,7 +36,7 @@ Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config) {
     return invalid_argument("gpu_memory_utilization must be in (0, 1] (got " +
                             std::to_string(config.gpu_memory_utilization) + ")");
   }
-  return make_cuda_backend(CudaBackendOptions{.device_id = 0, .dtype = dtype});
+  return make_cuda_backend(CudaBackendOptions{.device_id = config.cuda_device, .dtype = dtype});
 #else
   return unsupported("device 'cuda': this build of anvil has no CUDA backend (nvcc was not found at build time)");
 #endif
