@@ -26,7 +26,7 @@ struct EngineConfig {
   // Quantize a raw checkpoint's linear weights in memory at load: "none", "fp8" (W8A8, per-token dynamic fp8
   // activations), "int8-wo" (W8A16), "int4-rtn" (W4A16, g128); `anvil build` makes the others (build/quantize.h).
   std::string quantization = "none";
-  bool check_weights = true;         // scan every loaded weight for NaN/Inf and fail naming the tensor (not for dummy)
+  bool check_weights = true;  // scan every loaded weight for NaN/Inf and fail naming the tensor (not for dummy)
   std::string device = "cpu";
   std::string cuda_dtype = "auto";       // CUDA compute/weight dtype: float16, bfloat16, or auto (= bfloat16)
   float gpu_memory_utilization = 0.90f;  // CUDA: share of the memory free after the weights that the KV cache
@@ -36,8 +36,8 @@ struct EngineConfig {
   // second quantizes the first's rounding error, ~15 bits), the numbers of the fp32-decoded weights; "llama":
   // one pass, llama.cpp's numbers (its perplexity and greedy text) at about 0.7x the integer work.
   std::string quant_activations = "precise";
-  int block_size = 16;                   // tokens per KV cache block
-  int max_model_len = 0;                 // 0: the model's max_position_embeddings
+  int block_size = 16;    // tokens per KV cache block
+  int max_model_len = 0;  // 0: the model's max_position_embeddings
   // ---- in-flight batching ----
   int max_num_seqs = 256;             // sequences running at once (each of n samples counts)
   int max_num_batched_tokens = 8192;  // tokens computed per step: decodes plus prefill chunks

@@ -198,8 +198,8 @@ Expected<std::unique_ptr<ParallelRunner>> ParallelRunner::create(const Checkpoin
   ANVIL_RETURN_IF_ERROR(m.run([&](int r) -> Status {
     Rank& rank = m.ranks[r];
     ANVIL_ASSIGN_OR_RETURN(rank.backend, make_backend(r));
-    ANVIL_ASSIGN_OR_RETURN(rank.part, build_rank(full, r, tp, pp, *rank.backend, rank.tensor_group, rank.pipe_group,
-                                                 kv, config));
+    ANVIL_ASSIGN_OR_RETURN(rank.part,
+                           build_rank(full, r, tp, pp, *rank.backend, rank.tensor_group, rank.pipe_group, kv, config));
     return Status();
   }));
   return runner;

@@ -190,8 +190,7 @@ Expected<std::optional<MpiWorld>> mpi_world_from_env() {
       }
     }
     if (job.empty()) {
-      return invalid_argument("launched by mpirun (rank " + std::to_string(w.rank) + " of " +
-                              std::to_string(w.size) +
+      return invalid_argument("launched by mpirun (rank " + std::to_string(w.rank) + " of " + std::to_string(w.size) +
                               ") but no job id in the environment: set ANVIL_RENDEZVOUS_DIR to a directory every "
                               "rank of this machine can reach");
     }
@@ -414,8 +413,8 @@ Expected<std::unique_ptr<ProcessRunner>> ProcessRunner::create(std::shared_ptr<S
                                                                const GroupMaker& make_group) {
   const int tp = parallel.tensor_parallel_size, pp = parallel.pipeline_parallel_size;
   if (!world || world->rank() != 0 || world->size() != tp * pp) {
-    return invalid_argument("process runner: needs rank 0 of a world of tensor x pipeline = " +
-                            std::to_string(tp * pp) + " ranks");
+    return invalid_argument(
+        "process runner: needs rank 0 of a world of tensor x pipeline = " + std::to_string(tp * pp) + " ranks");
   }
   auto impl = std::make_unique<Impl>();
   impl->world = std::move(world);
@@ -508,8 +507,8 @@ Status run_worker_rank(const std::shared_ptr<SocketWorld>& world, const Checkpoi
   }
   auto built = [&]() -> Expected<std::pair<Groups, RankModel>> {
     ANVIL_ASSIGN_OR_RETURN(Groups groups, make_groups(world, tp, pp, make_group));
-    ANVIL_ASSIGN_OR_RETURN(RankModel part, build_rank(full, me, tp, pp, backend, groups.tensor.get(),
-                                                      groups.pipe.get(), kv, config));
+    ANVIL_ASSIGN_OR_RETURN(RankModel part,
+                           build_rank(full, me, tp, pp, backend, groups.tensor.get(), groups.pipe.get(), kv, config));
     return std::make_pair(std::move(groups), std::move(part));
   }();
   if (!built.ok()) {
@@ -536,7 +535,8 @@ Status run_worker_rank(const std::shared_ptr<SocketWorld>& world, const Checkpoi
           ANVIL_RETURN_IF_ERROR(backend.copy_to_host(single, host.data()));
         }
         ANVIL_RETURN_IF_ERROR(world->send_message(
-            0, kLogits, std::span<const char>(reinterpret_cast<const char*>(host.data()), host.size() * sizeof(float))));
+            0, kLogits,
+            std::span<const char>(reinterpret_cast<const char*>(host.data()), host.size() * sizeof(float))));
       }
     } else if (command == kCopyBlocks) {
       const auto kind = static_cast<KvCopyKind>(r.get<uint32_t>());

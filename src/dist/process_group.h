@@ -71,7 +71,7 @@ class ProcessRunner final : public StepRunner {
                                                          const GroupMaker& make_group);
   ~ProcessRunner() override;
 
-  size_t weight_bytes() const;  // rank 0's
+  size_t weight_bytes() const;             // rank 0's
   size_t kv_cache_bytes() const override;  // rank 0's pool
   Expected<std::span<const float>> step(std::span<const SequenceStep> seqs) override;
   Expected<GreedyPicks> step_greedy(std::span<const SequenceStep> seqs) override;

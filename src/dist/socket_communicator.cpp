@@ -146,15 +146,13 @@ Expected<std::shared_ptr<SocketWorld>> SocketWorld::join(const SocketWorldOption
     size_t got = 0;
     while (got < sizeof(hello)) {
       pollfd q{.fd = fd, .events = POLLIN, .revents = 0};
-      const ssize_t k = ::poll(&q, 1, 1000) > 0 ? ::recv(fd, reinterpret_cast<char*>(&hello) + got,
-                                                         sizeof(hello) - got, 0)
-                                                : -1;
+      const ssize_t k =
+          ::poll(&q, 1, 1000) > 0 ? ::recv(fd, reinterpret_cast<char*>(&hello) + got, sizeof(hello) - got, 0) : -1;
       if (k <= 0) break;
       got += static_cast<size_t>(k);
     }
     const int64_t peer = static_cast<int64_t>(hello.nbytes);
-    if (got != sizeof(hello) || hello.magic != kMagic || peer <= me || peer >= options.size ||
-        world->fds_[peer] >= 0) {
+    if (got != sizeof(hello) || hello.magic != kMagic || peer <= me || peer >= options.size || world->fds_[peer] >= 0) {
       ::close(fd);
       return fail("a process that is not a new higher rank of this world connected to " + my_path);
     }
@@ -266,9 +264,11 @@ Status SocketWorld::exchange(uint32_t tag, std::span<const Out> sends, std::span
       const int fd = polls[j].fd;
       const std::string peer = "rank " + std::to_string(m.peer);
       // Header bytes, then payload bytes; one syscall per ready socket per round.
-      char* base = m.done < sizeof(Header) ? reinterpret_cast<char*>(&m.header) + m.done : m.data + (m.done - sizeof(Header));
+      char* base =
+          m.done < sizeof(Header) ? reinterpret_cast<char*>(&m.header) + m.done : m.data + (m.done - sizeof(Header));
       const size_t want = m.done < sizeof(Header) ? sizeof(Header) - m.done : m.nbytes - (m.done - sizeof(Header));
-      const ssize_t k = m.is_send ? ::send(fd, base, want, MSG_NOSIGNAL | MSG_DONTWAIT) : ::recv(fd, base, want, MSG_DONTWAIT);
+      const ssize_t k =
+          m.is_send ? ::send(fd, base, want, MSG_NOSIGNAL | MSG_DONTWAIT) : ::recv(fd, base, want, MSG_DONTWAIT);
       if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
       if (k == 0 || k < 0) {
         if (is_aborted()) return aborted_status();
@@ -278,8 +278,8 @@ Status SocketWorld::exchange(uint32_t tag, std::span<const Out> sends, std::span
       if (!m.is_send && m.done == sizeof(Header)) {
         if (m.header.magic != kMagic) return failed("garbage from " + peer);
         if (m.header.tag != tag || m.header.nbytes != m.nbytes) {
-          return failed("expected message " + std::to_string(tag) + " of " + std::to_string(m.nbytes) +
-                        " bytes from " + peer + ", got message " + std::to_string(m.header.tag) + " of " +
+          return failed("expected message " + std::to_string(tag) + " of " + std::to_string(m.nbytes) + " bytes from " +
+                        peer + ", got message " + std::to_string(m.header.tag) + " of " +
                         std::to_string(m.header.nbytes) + " bytes (the ranks called different collectives)");
         }
       }

@@ -19,6 +19,7 @@
 #include "build/quantize_checkpoint.h"
 #include "core/logging.h"
 #include "dist/parallel_runner.h"
+#include "dist/shard.h"
 #include "formats/weight_check.h"
 #include "runtime/backend_factory.h"
 #include "runtime/engine_impl.h"
@@ -106,10 +107,9 @@ Status check_config(const EngineConfig& config) {
   }
   if (config.tensor_parallel_size * config.pipeline_parallel_size > 1 && config.device != "cpu" &&
       !uses_processes(config)) {
-    return unsupported(
-        "tensor/pipeline parallelism on " + config.device +
-        " needs one process per rank (distributed_executor 'processes', the CLI's default, or mpirun); "
-        "ranks as threads run on the CPU only");
+    return unsupported("tensor/pipeline parallelism on " + config.device +
+                       " needs one process per rank (distributed_executor 'processes', the CLI's default, or mpirun); "
+                       "ranks as threads run on the CPU only");
   }
   return Status();
 }
@@ -212,12 +212,21 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   }
   int32_t num_blocks = config.num_kv_blocks;
   if (num_blocks == 0) {
-    // NOTE: at TP x PP > 1 (CPU only) the pool is planned for the whole model: the ranks' pools together hold
-    // that much (more where KV heads are replicated), and the CPU plan reserves nothing for the runner.
-    const RunnerMemory runner_memory =
+    // At TP x PP > 1 each rank's pool is planned for its own layers and KV heads (rank_kv_config: replicated
+    // heads counted on every rank); on the CPU the ranks share the host's memory, on CUDA each has its own GPU.
+    // NOTE: the ranks' models are made after the plan, so on CUDA the rank's weights (its 1 / ranks share of the
+    // dense bytes) are reserved here like the runner's buffers; the CPU plan reserves nothing for the runner.
+    RunnerMemory runner_memory =
         impl->model ? ModelRunner::reserved_memory(*impl->model, *impl->backend, runner_config, config.max_num_seqs)
                     : RunnerMemory{};
-    ANVIL_ASSIGN_OR_RETURN(KvPlan plan, plan_kv_blocks(config, mc, max_len, *impl->backend, runner_memory));
+    if (!impl->model && impl->backend->device() != Device::kCpu) {
+      runner_memory.activations += device_weight_bytes / static_cast<size_t>(num_ranks);
+    }
+    const ModelConfig kv_shape =
+        num_ranks > 1 ? rank_kv_config(mc, config.tensor_parallel_size, config.pipeline_parallel_size) : mc;
+    const int sharers = num_ranks > 1 && impl->backend->device() == Device::kCpu ? num_ranks : 1;
+    ANVIL_ASSIGN_OR_RETURN(KvPlan plan,
+                           plan_kv_blocks(config, kv_shape, max_len, *impl->backend, runner_memory, sharers));
     num_blocks = static_cast<int32_t>(plan.num_blocks);
     ANVIL_LOG_INFO("{} ({})", plan.summary, impl->backend->name());
   }
@@ -241,8 +250,8 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
     ANVIL_ASSIGN_OR_RETURN(std::unique_ptr<ProcessRunner> group,
                            start_process_group(rank_config, impl->checkpoint, *impl->backend, kv, runner_config));
     weight_bytes = group->weight_bytes();
-    ANVIL_LOG_INFO("{} ranks as processes (tensor-parallel {} x pipeline-parallel {}), {} CPU threads each",
-                   num_ranks, config.tensor_parallel_size, config.pipeline_parallel_size, rank_threads);
+    ANVIL_LOG_INFO("{} ranks as processes (tensor-parallel {} x pipeline-parallel {}), {} CPU threads each", num_ranks,
+                   config.tensor_parallel_size, config.pipeline_parallel_size, rank_threads);
     impl->runner = std::move(group);
   } else {
     const QuantActivations quant =

@@ -88,7 +88,8 @@ Expected<Launch> decode_launch(const std::string& text) {
     l.engine.dist_timeout_ms = e.at("dist_timeout_ms");
     l.engine.distributed_executor = "processes";
     const json& k = j.at("kv");
-    l.kv = {.num_blocks = k.at("num_blocks"), .block_size = k.at("block_size"), .num_host_blocks = k.at("num_host_blocks")};
+    l.kv = {
+        .num_blocks = k.at("num_blocks"), .block_size = k.at("block_size"), .num_host_blocks = k.at("num_host_blocks")};
     const json& r = j.at("runner");
     l.runner = {.max_model_len = r.at("max_model_len"),
                 .max_num_tokens = r.at("max_num_tokens"),
@@ -180,8 +181,8 @@ Expected<std::unique_ptr<ProcessRunner>> start_process_group(const EngineConfig&
   bool is_temp_dir = false;
   if (mpi) {
     if (mpi->size != n) {
-      return invalid_argument("mpirun started " + std::to_string(mpi->size) + " processes, but tensor x pipeline = " +
-                              std::to_string(n) + " ranks");
+      return invalid_argument("mpirun started " + std::to_string(mpi->size) +
+                              " processes, but tensor x pipeline = " + std::to_string(n) + " ranks");
     }
     if (mpi->rank != 0) return internal_error("start_process_group runs on rank 0 only");
     dir = mpi->rendezvous_dir;
@@ -198,11 +199,10 @@ Expected<std::unique_ptr<ProcessRunner>> start_process_group(const EngineConfig&
       exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
       if (ec) return internal_error("cannot find this executable for the workers: " + ec.message());
     }
-    ANVIL_ASSIGN_OR_RETURN(children,
-                           spawn_workers(exe,
-                                         {"__worker", "--rendezvous", dir, "--world-size", std::to_string(n),
-                                          "--timeout-ms", std::to_string(config.dist_timeout_ms)},
-                                         n - 1));
+    ANVIL_ASSIGN_OR_RETURN(children, spawn_workers(exe,
+                                                   {"__worker", "--rendezvous", dir, "--world-size", std::to_string(n),
+                                                    "--timeout-ms", std::to_string(config.dist_timeout_ms)},
+                                                   n - 1));
   }
   auto kill_children = [&] {
     for (pid_t p : children) {

@@ -1,8 +1,6 @@
 // The process world and socket communicator (dist/socket_communicator.h): ranks as forked processes; every
 // collective against the sums/concatenations computed from all ranks' seeded inputs, a peer killed with SIGKILL
 // and a peer that never arrives both end the call with an error naming the rank, within a bound.
-#include "dist/socket_communicator.h"
-
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -14,6 +12,8 @@
 #include <functional>
 #include <random>
 #include <thread>
+
+#include "dist/socket_communicator.h"
 
 namespace anvil {
 namespace {
@@ -60,12 +60,12 @@ std::vector<int> run_ranks(int size, const std::function<int(int)>& body) {
   return codes;
 }
 
-#define CHILD_CHECK(cond)                                                 \
-  do {                                                                    \
-    if (!(cond)) {                                                        \
+#define CHILD_CHECK(cond)                                                         \
+  do {                                                                            \
+    if (!(cond)) {                                                                \
       std::fprintf(stderr, "rank check failed: %s (line %d)\n", #cond, __LINE__); \
-      return 1;                                                           \
-    }                                                                     \
+      return 1;                                                                   \
+    }                                                                             \
   } while (0)
 
 TEST(SocketCommunicator, CollectivesOfThreeProcessesMatchTheRankOrderedResult) {
@@ -74,7 +74,8 @@ TEST(SocketCommunicator, CollectivesOfThreeProcessesMatchTheRankOrderedResult) {
   // Not a multiple of the size, and big enough (1 MB) to fill the socket buffers both ways at once.
   constexpr int64_t kN = 250001;
   const auto codes = run_ranks(kSize, [&](int rank) -> int {
-    auto world = SocketWorld::join({.rank = rank, .size = kSize, .rendezvous_dir = dir, .timeout = std::chrono::seconds(20)});
+    auto world =
+        SocketWorld::join({.rank = rank, .size = kSize, .rendezvous_dir = dir, .timeout = std::chrono::seconds(20)});
     CHILD_CHECK(world.ok());
     auto comm = make_socket_communicator(*world, {0, 1, 2});
     CHILD_CHECK(comm.ok() && (*comm)->rank() == rank && (*comm)->size() == kSize);
@@ -140,7 +141,8 @@ TEST(SocketCommunicator, CollectivesOfThreeProcessesMatchTheRankOrderedResult) {
 TEST(SocketCommunicator, MismatchedCollectivesFailNamingThePeer) {
   const std::string dir = make_dir();
   const auto codes = run_ranks(2, [&](int rank) -> int {
-    auto world = SocketWorld::join({.rank = rank, .size = 2, .rendezvous_dir = dir, .timeout = std::chrono::seconds(20)});
+    auto world =
+        SocketWorld::join({.rank = rank, .size = 2, .rendezvous_dir = dir, .timeout = std::chrono::seconds(20)});
     CHILD_CHECK(world.ok());
     auto comm = make_socket_communicator(*world, {0, 1});
     CHILD_CHECK(comm.ok());
@@ -158,7 +160,8 @@ TEST(SocketCommunicator, MismatchedCollectivesFailNamingThePeer) {
 TEST(SocketCommunicator, KilledPeerEndsTheCollectiveAtOnceNamingIt) {
   const std::string dir = make_dir();
   const auto codes = run_ranks(3, [&](int rank) -> int {
-    auto world = SocketWorld::join({.rank = rank, .size = 3, .rendezvous_dir = dir, .timeout = std::chrono::seconds(20)});
+    auto world =
+        SocketWorld::join({.rank = rank, .size = 3, .rendezvous_dir = dir, .timeout = std::chrono::seconds(20)});
     CHILD_CHECK(world.ok());
     auto comm = make_socket_communicator(*world, {0, 1, 2});
     CHILD_CHECK(comm.ok());
