@@ -15,6 +15,7 @@
 
 #include "core/logging.h"
 #include "dist/nccl_communicator.h"
+#include "dist/shard.h"
 #include "runtime/backend_factory.h"
 
 #ifdef ANVIL_HAS_CUDA
@@ -175,6 +176,13 @@ Expected<std::unique_ptr<ProcessRunner>> start_process_group(const EngineConfig&
                                                              Backend& backend, const KvCacheConfig& kv,
                                                              const RunnerConfig& runner_config) {
   const int n = config.tensor_parallel_size * config.pipeline_parallel_size;
+  // A layout the model cannot take fails here, once, before any worker starts (and prints the same error).
+  {
+    ANVIL_ASSIGN_OR_RETURN(const Checkpoint shard, shard_tensor_parallel(checkpoint, 0, config.tensor_parallel_size));
+    if (config.pipeline_parallel_size > 1) {
+      ANVIL_RETURN_IF_ERROR(shard_pipeline_stage(shard, 0, config.pipeline_parallel_size).status());
+    }
+  }
   ANVIL_ASSIGN_OR_RETURN(const std::optional<MpiWorld> mpi, mpi_world_from_env());
   std::string dir;
   std::vector<pid_t> children;
