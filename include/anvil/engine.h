@@ -26,7 +26,7 @@ struct EngineConfig {
   // Quantize a raw checkpoint's linear weights in memory at load: "none", "fp8" (W8A8, per-token dynamic fp8
   // activations), "int8-wo" (W8A16), "int4-rtn" (W4A16, g128); `anvil build` makes the others (build/quantize.h).
   std::string quantization = "none";
-  bool check_weights = true;         // scan every loaded weight for NaN/Inf and fail naming the tensor (not for dummy)
+  bool check_weights = true;  // scan every loaded weight for NaN/Inf and fail naming the tensor (not for dummy)
   std::string device = "cpu";
   std::string cuda_dtype = "auto";       // CUDA compute/weight dtype: float16, bfloat16, or auto (= bfloat16)
   float gpu_memory_utilization = 0.90f;  // CUDA: share of the memory free after the weights that the KV cache
@@ -36,8 +36,8 @@ struct EngineConfig {
   // second quantizes the first's rounding error, ~15 bits), the numbers of the fp32-decoded weights; "llama":
   // one pass, llama.cpp's numbers (its perplexity and greedy text) at about 0.7x the integer work.
   std::string quant_activations = "precise";
-  int block_size = 16;                   // tokens per KV cache block
-  int max_model_len = 0;                 // 0: the model's max_position_embeddings
+  int block_size = 16;    // tokens per KV cache block
+  int max_model_len = 0;  // 0: the model's max_position_embeddings
   // ---- in-flight batching ----
   int max_num_seqs = 256;             // sequences running at once (each of n samples counts)
   int max_num_batched_tokens = 8192;  // tokens computed per step: decodes plus prefill chunks
@@ -45,10 +45,16 @@ struct EngineConfig {
   int num_kv_blocks = 0;              // 0: sized by the backend (plan_kv_blocks)
   bool enable_prefix_caching = true;  // reuse the KV blocks of shared prompt prefixes across requests
   // ---- parallelism (src/dist/) ----
-  // Ranks = tensor x pipeline. On the CPU each rank is a thread with its share of num_threads; multi-GPU
-  // launch is not implemented yet (CUDA needs both at 1).
+  // Ranks = tensor x pipeline, each with its share of num_threads on the CPU.
   int tensor_parallel_size = 1;    // attention heads and MLP columns split across ranks
   int pipeline_parallel_size = 1;  // contiguous layer stages, micro-batched
+  // How the ranks run: "threads" (one process, CPU only) or "processes" (one process per rank, dist/
+  // process_group.h: this engine is rank 0 and starts worker_executable for the others; CPU or one GPU per rank).
+  // Under mpirun (OMPI_COMM_WORLD_SIZE / PMI_SIZE > 1) the ranks are mpirun's processes instead.
+  std::string distributed_executor = "threads";
+  std::string worker_executable;  // the `anvil` binary the workers run; empty: this process's own executable
+  int cuda_device = 0;            // the GPU this process's rank uses
+  int dist_timeout_ms = 60000;    // bound of every wait on another rank (collectives, steps, the launch)
   // ---- CUDA graphs ----
   bool enforce_eager = false;  // never capture graphs: every step runs op by op
   int max_graph_batch = 256;   // decode steps of up to this many sequences replay a captured graph (CUDA)

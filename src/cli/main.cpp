@@ -16,6 +16,7 @@
 #include "cli/tokenize.h"
 #include "core/build_info.h"
 #include "core/logging.h"
+#include "runtime/worker.h"
 
 namespace anvil::cli {
 
@@ -61,10 +62,18 @@ void add_engine_options(CLI::App* cmd, EngineConfig* config) {
                   "CUDA: decode batches up to this size replay captured graphs")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--tensor-parallel-size", config->tensor_parallel_size,
-                  "ranks that split every layer's heads and MLP (CPU: threads)")
+                  "ranks that split every layer's heads and MLP")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--pipeline-parallel-size", config->pipeline_parallel_size,
-                  "contiguous layer stages, micro-batched (CPU: threads)")
+  cmd->add_option("--pipeline-parallel-size", config->pipeline_parallel_size, "contiguous layer stages, micro-batched")
+      ->check(CLI::PositiveNumber);
+  // The command line runs its ranks as processes (one per GPU, TensorRT-LLM's launch); the library's default
+  // stays threads.
+  config->distributed_executor = "processes";
+  cmd->add_option("--distributed-executor", config->distributed_executor,
+                  "how tensor/pipeline ranks run: processes (one per rank; CPU or one GPU each) or threads (CPU)")
+      ->check(CLI::IsMember({"processes", "threads"}));
+  cmd->add_option("--dist-timeout-ms", config->dist_timeout_ms,
+                  "bound of every wait on another rank (collectives, steps, the launch)")
       ->check(CLI::PositiveNumber);
 }
 
@@ -81,6 +90,14 @@ void apply_dtype(EngineConfig* config) {
 int main(int argc, char** argv) {
   using namespace anvil;
   using namespace anvil::cli;
+  // A worker rank of a multi-process launch: spawned by rank 0 (hidden `__worker` command), or rank > 0 of an
+  // mpirun launch (every rank runs the same command line; rank 0 runs it, the others serve rank 0).
+  if (argc > 1 && std::string(argv[1]) == "__worker") return run_worker_main(argc, argv);
+  if (auto mpi = mpi_world_from_env(); !mpi.ok()) {
+    return fail(mpi.status());
+  } else if (mpi->has_value() && (*mpi)->rank > 0) {
+    return run_mpi_worker(**mpi);
+  }
   CLI::App app{"anvil: run large language models fast"};
   app.require_subcommand(1);
   app.fallthrough();  // -v and -q are accepted after the subcommand too

@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "dist/cpu_communicator.h"
-#include "dist/shard.h"
+#include "dist/rank.h"
 
 namespace anvil {
 namespace {
@@ -69,74 +69,9 @@ class RankThreads {
   bool is_stopping_ = false;
 };
 
-// A pipeline stage's model: receives the hidden state ([2, num_tokens, hidden_size], ForwardInputs::stage_state)
-// from the previous stage, runs its layers, sends the state to the next stage. The inner model is the family's
-// own, loaded from a shard_pipeline_stage checkpoint.
-class PipelineStageModel final : public Model {
- public:
-  PipelineStageModel(std::unique_ptr<Model> inner, Backend& backend, Communicator& pipe, int stage, int num_stages)
-      : inner_(std::move(inner)), backend_(backend), pipe_(pipe), stage_(stage), num_stages_(num_stages) {}
-
-  const ModelConfig& config() const override { return inner_->config(); }
-  size_t weight_bytes() const override { return inner_->weight_bytes(); }
-  void set_debug_hook(DebugHook hook) override { inner_->set_debug_hook(std::move(hook)); }
-  Status reserve(int64_t num_tokens, int64_t num_logits) override {
-    ANVIL_RETURN_IF_ERROR(ensure_state(num_tokens));
-    return inner_->reserve(num_tokens, num_logits);
-  }
-  size_t scratch_bytes(int64_t num_tokens, int64_t num_logits) const override {
-    return inner_->scratch_bytes(num_tokens, num_logits) + state_bytes(num_tokens);
-  }
-  uint64_t scratch_epoch() const override { return inner_->scratch_epoch() + state_epoch_; }
-
-  Status forward(const ForwardInputs& in, std::span<const KvCacheView> kv_cache, const Tensor& logits) override {
-    const int64_t num_tokens = in.token_ids.size(0);
-    ANVIL_RETURN_IF_ERROR(ensure_state(num_tokens));
-    ForwardInputs staged = in;
-    staged.stage_state = state_.view(backend_.activation_dtype(), {2, num_tokens, config().hidden_size});
-    if (stage_ > 0) ANVIL_RETURN_IF_ERROR(pipe_.recv(staged.stage_state, stage_ - 1));
-    ANVIL_RETURN_IF_ERROR(inner_->forward(staged, kv_cache, logits));
-    if (stage_ + 1 < num_stages_) {
-      ANVIL_RETURN_IF_ERROR(backend_.synchronize());
-      ANVIL_RETURN_IF_ERROR(pipe_.send(staged.stage_state, stage_ + 1));
-    }
-    return Status();
-  }
-
- private:
-  size_t state_bytes(int64_t num_tokens) const {
-    return static_cast<size_t>(2 * num_tokens * config().hidden_size) * dtype_size(backend_.activation_dtype());
-  }
-  Status ensure_state(int64_t num_tokens) {
-    if (state_.nbytes() >= state_bytes(num_tokens)) return Status();
-    ANVIL_ASSIGN_OR_RETURN(state_, backend_.allocate(state_bytes(num_tokens)));
-    ++state_epoch_;
-    return Status();
-  }
-
-  std::unique_ptr<Model> inner_;
-  Backend& backend_;
-  Communicator& pipe_;
-  int stage_, num_stages_;
-  Buffer state_;
-  uint64_t state_epoch_ = 0;
-};
-
-// Logits rows a step of `seqs` hands back (ModelRunner::step).
-int64_t logit_rows(std::span<const SequenceStep> seqs) {
-  int64_t rows = 0;
-  for (const SequenceStep& s : seqs) {
-    rows += s.wants_all_logits ? static_cast<int64_t>(s.token_ids.size()) : s.wants_logits ? 1 : 0;
-  }
-  return rows;
-}
-
 struct Rank {
-  int stage = 0, tp_rank = 0;
-  Checkpoint tp_shard, stage_shard;  // the model's weights are views into these (CPU) or copies of them
+  RankModel part;
   std::unique_ptr<Backend> backend;
-  std::unique_ptr<Model> model;
-  std::unique_ptr<ModelRunner> runner;
   Communicator* tensor_group = nullptr;  // null at TP 1
   Communicator* pipe_group = nullptr;    // null at PP 1
 };
@@ -180,16 +115,10 @@ struct ParallelRunner::Impl {
   Expected<Tensor> forward(std::span<const SequenceStep> seqs) {
     if (seqs.empty()) return invalid_argument("parallel runner: a step needs at least one sequence");
     const int pp = parallel.pipeline_parallel_size;
-    // NOTE: micro-batches are whole sequences (a single long prefill runs unsplit, stage after stage); pp of
-    // them keep every stage busy once the pipeline is full.
-    const size_t num_chunks = std::min<size_t>(static_cast<size_t>(pp), seqs.size());
-    std::vector<std::span<const SequenceStep>> chunks;
-    for (size_t k = 0; k < num_chunks; ++k) {
-      const size_t begin = seqs.size() * k / num_chunks, end = seqs.size() * (k + 1) / num_chunks;
-      chunks.push_back(seqs.subspan(begin, end - begin));
-    }
+    const std::vector<std::span<const SequenceStep>> chunks = micro_batches(seqs, pp);
+    const size_t num_chunks = chunks.size();
     const int64_t rows = logit_rows(seqs);
-    const int64_t vocab = ranks[head].runner ? ranks[head].model->config().vocab_size : 0;
+    const int64_t vocab = ranks[head].part.runner ? ranks[head].part.model->config().vocab_size : 0;
     Backend& head_backend = *ranks[head].backend;
     if (num_chunks > 1 && rows > 0) {
       if (head_backend.device() != Device::kCpu) {
@@ -204,7 +133,7 @@ struct ParallelRunner::Impl {
     ANVIL_RETURN_IF_ERROR(run([&](int r) -> Status {
       int64_t row = 0;
       for (std::span<const SequenceStep> chunk : chunks) {
-        ANVIL_ASSIGN_OR_RETURN(Tensor logits, ranks[r].runner->step_device(chunk));
+        ANVIL_ASSIGN_OR_RETURN(Tensor logits, ranks[r].part.runner->step_device(chunk));
         if (r != head || !logits.defined()) continue;
         if (num_chunks == 1) {
           result = logits;
@@ -227,8 +156,8 @@ ParallelRunner::~ParallelRunner() {
   // Each rank's runner, model and backend go on the thread that made them (device state is per thread).
   impl_->threads->run([&](int r) {
     Rank& rank = impl_->ranks[r];
-    rank.runner.reset();
-    rank.model.reset();
+    rank.part.runner.reset();
+    rank.part.model.reset();
     rank.backend.reset();
     return Status();
   });
@@ -268,22 +197,9 @@ Expected<std::unique_ptr<ParallelRunner>> ParallelRunner::create(const Checkpoin
   Impl& m = *runner->impl_;
   ANVIL_RETURN_IF_ERROR(m.run([&](int r) -> Status {
     Rank& rank = m.ranks[r];
-    rank.stage = r / tp;
-    rank.tp_rank = r % tp;
     ANVIL_ASSIGN_OR_RETURN(rank.backend, make_backend(r));
-    ANVIL_ASSIGN_OR_RETURN(rank.tp_shard, shard_tensor_parallel(full, rank.tp_rank, tp));
-    const Checkpoint* shard = &rank.tp_shard;
-    if (pp > 1) {
-      ANVIL_ASSIGN_OR_RETURN(rank.stage_shard, shard_pipeline_stage(rank.tp_shard, rank.stage, pp));
-      shard = &rank.stage_shard;
-    }
-    rank.backend->set_tensor_parallel_group(rank.tensor_group);
-    ANVIL_ASSIGN_OR_RETURN(rank.model, create_model(*shard, *rank.backend));
-    if (pp > 1) {
-      rank.model =
-          std::make_unique<PipelineStageModel>(std::move(rank.model), *rank.backend, *rank.pipe_group, rank.stage, pp);
-    }
-    ANVIL_ASSIGN_OR_RETURN(rank.runner, ModelRunner::create(*rank.backend, *rank.model, kv, config));
+    ANVIL_ASSIGN_OR_RETURN(rank.part,
+                           build_rank(full, r, tp, pp, *rank.backend, rank.tensor_group, rank.pipe_group, kv, config));
     return Status();
   }));
   return runner;
@@ -295,13 +211,13 @@ int ParallelRunner::num_ranks() const {
 
 size_t ParallelRunner::weight_bytes() const {
   size_t bytes = 0;
-  for (const Rank& r : impl_->ranks) bytes += r.model->weight_bytes();
+  for (const Rank& r : impl_->ranks) bytes += r.part.model->weight_bytes();
   return bytes;
 }
 
 size_t ParallelRunner::kv_cache_bytes() const {
   size_t bytes = 0;
-  for (const Rank& r : impl_->ranks) bytes += r.runner->kv_cache_bytes();
+  for (const Rank& r : impl_->ranks) bytes += r.part.runner->kv_cache_bytes();
   return bytes;
 }
 
@@ -350,7 +266,7 @@ Expected<StepRunner::GreedyPicks> ParallelRunner::step_greedy(std::span<const Se
 
 Status ParallelRunner::copy_blocks(KvCopyKind kind, std::span<const KvBlockCopy> copies) {
   if (copies.empty()) return Status();
-  return impl_->run([&](int r) { return impl_->ranks[r].runner->copy_blocks(kind, copies); });
+  return impl_->run([&](int r) { return impl_->ranks[r].part.runner->copy_blocks(kind, copies); });
 }
 
 }  // namespace anvil

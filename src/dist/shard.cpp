@@ -64,15 +64,36 @@ Tensor concat_rows(const std::vector<Tensor>& parts, WeightStore* store) {
   return out;
 }
 
-// Columns [begin, end) of a float [rows, cols] matrix, copied into a new buffer kept by `store`.
+// Columns [begin, end) of a [rows, cols] matrix, copied into a new buffer kept by `store`: float, or GGUF
+// block-quantized when begin and end fall on block boundaries (each row's blocks [begin, end) / block size).
 Expected<Tensor> column_slice(const std::string& name, const Tensor& t, int64_t begin, int64_t end,
                               WeightStore* store) {
-  if (t.ndim != 2 || is_quantized(t.dtype)) {
+  if (t.ndim != 2 || is_scaled_weight(t.dtype)) {
     return unsupported("tensor-parallel sharding: " + name + " is " + t.describe() +
-                       "; slicing its columns needs a float matrix (quantized row-parallel weights are not supported "
-                       "yet)");
+                       "; slicing its columns needs a float or GGUF block-quantized matrix (the fp8/int8/int4 "
+                       "weights' per-group scales are not sliced yet)");
   }
   const int64_t rows = t.size(0), cols = t.size(1), width = end - begin;
+  if (is_quantized(t.dtype)) {
+    const int64_t block = dtype_block_size(t.dtype);
+    if (begin % block != 0 || end % block != 0) {
+      return invalid_argument("tensor-parallel sharding: " + name + " is " + t.describe() + "; its row-parallel " +
+                              "slice, columns [" + std::to_string(begin) + ", " + std::to_string(end) + "), cuts its " +
+                              std::to_string(block) + "-element quantization blocks: the " +
+                              "tensor-parallel size must divide its " + std::to_string(cols) + " columns into " +
+                              "whole blocks (" + std::to_string(cols / block) + " of them)");
+    }
+    const size_t row_bytes = dtype_row_bytes(t.dtype, cols), out_row = dtype_row_bytes(t.dtype, width);
+    const size_t skip = dtype_row_bytes(t.dtype, begin);
+    Buffer buffer = Buffer::host(static_cast<size_t>(rows) * out_row);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(static_cast<char*>(buffer.data()) + static_cast<size_t>(r) * out_row,
+                  t.ptr<const char>() + static_cast<size_t>(r) * row_bytes + skip, out_row);
+    }
+    Tensor out = Tensor::make(buffer.data(), t.dtype, {rows, width});
+    store->keep_buffer(std::move(buffer));
+    return out;
+  }
   const size_t e = dtype_size(t.dtype);
   Buffer buffer = Buffer::host(static_cast<size_t>(rows * width) * e);
   for (int64_t r = 0; r < rows; ++r) {
@@ -238,6 +259,16 @@ Expected<Checkpoint> shard_tensor_parallel(const Checkpoint& full, int rank, int
   }
   ANVIL_RETURN_IF_ERROR(validate_model_config(out.config, "tensor-parallel shard " + std::to_string(rank)));
   return out;
+}
+
+ModelConfig rank_kv_config(const ModelConfig& full, int tp, int pp) {
+  ModelConfig c = full;
+  if (pp > 1) {
+    const auto [first, last] = pipeline_stage_layers(full.num_layers, 0, pp);
+    c.num_layers = last - first;
+  }
+  if (tp > 1) c.num_kv_heads = full.num_kv_heads >= tp ? full.num_kv_heads / tp : 1;
+  return c;
 }
 
 std::pair<int64_t, int64_t> pipeline_stage_layers(int64_t num_layers, int stage, int num_stages) {

@@ -21,9 +21,17 @@ namespace anvil {
 // - GPT-2: the same split of its Conv1D [in, out] weights; the row-parallel c_proj biases stay on rank 0 and are
 //   zero elsewhere, so the all-reduce adds them once.
 // Unsliced tensors and row slices are views into `full`, which must outlive the shard; column slices are copies.
-// Errors: sizes that do not divide (num_heads, intermediate_size, num_kv_heads vs size), quantized weights a
-// column slice would cut, a family without a sharding rule.
+// - GGUF block-quantized weights (Q4_0 ... Q6_K): column-parallel ones are sliced by rows (whole rows of whole
+//   blocks), row-parallel ones by whole block columns (each row's blocks [begin, end) / block size);
+// Errors: sizes that do not divide (num_heads, intermediate_size, num_kv_heads vs size), a row-parallel slice that
+// cuts a quantization block (in / size not a multiple of the block size), fp8/int8/int4 row-parallel weights
+// (their scales are not sliced), a family without a sharding rule.
 Expected<Checkpoint> shard_tensor_parallel(const Checkpoint& full, int rank, int size);
+
+// The KV-cache shape of the largest rank of a tp x pp group over `full`: num_layers its stage's (the first
+// stage's, which gets the extra layers), num_kv_heads its own (num_kv_heads / tp, or the one replicated head when
+// there are fewer KV heads than ranks); every other field as in `full`. A rank's KV pool is sized by this.
+ModelConfig rank_kv_config(const ModelConfig& full, int tp, int pp);
 
 // Layers [first, last) of pipeline stage `stage` of `num_stages`: contiguous, sizes differing by at most one
 // (the earlier stages get the extra layers).

@@ -40,7 +40,7 @@ Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config) {
   // An engine directory brings the GEMM algorithms its build chose (`anvil build --device cuda`).
   std::string engine_config;
   if (is_engine_dir(config.model_path)) engine_config = config.model_path + "/config.json";
-  return make_cuda_backend(CudaBackendOptions{.device_id = 0, .dtype = dtype, .engine_config = engine_config});
+  return make_cuda_backend(CudaBackendOptions{.device_id = config.cuda_device, .dtype = dtype, .engine_config = engine_config});
 #else
   return unsupported("device 'cuda': this build of anvil has no CUDA backend (nvcc was not found at build time)");
 #endif
@@ -72,11 +72,11 @@ Status check_weights_fit(const EngineConfig& config, size_t device_weight_bytes)
 }
 
 Expected<KvPlan> plan_kv_blocks(const EngineConfig& config, const ModelConfig& model, int64_t max_model_len,
-                                Backend& backend, const RunnerMemory& runner) {
+                                Backend& backend, const RunnerMemory& runner, int ranks_sharing_memory) {
   const int64_t blocks_per_seq = (max_model_len + config.block_size - 1) / config.block_size;
   const size_t block_bytes =
       static_cast<size_t>(2 * model.num_layers * config.block_size * model.num_kv_heads * model.head_dim) *
-      dtype_size(backend.activation_dtype());
+      dtype_size(backend.activation_dtype()) * static_cast<size_t>(std::max(ranks_sharing_memory, 1));
   if (backend.device() == Device::kCpu) {
     return plan_cpu_kv(CpuKvPlanInput{.available_bytes = host_available_bytes(),
                                       .kv_block_bytes = block_bytes,

@@ -26,7 +26,9 @@ Status check_weights_fit(const EngineConfig& config, size_t device_weight_bytes)
 // The KV cache for `model` on `backend` (memory_plan.h). CPU: room for max_num_seqs sequences of max_model_len
 // tokens within a share of the available host memory. CUDA: gpu_memory_utilization of the memory free after the
 // weights, less what the runner reserves (`runner`) and a fixed overhead.
+// `model` is the KV shape of one rank (dist/shard.h rank_kv_config at TP x PP > 1); `ranks_sharing_memory` ranks
+// each hold a pool of that many blocks in this memory (CPU: every rank of the machine; CUDA: 1, a GPU per rank).
 Expected<KvPlan> plan_kv_blocks(const EngineConfig& config, const ModelConfig& model, int64_t max_model_len,
-                                Backend& backend, const RunnerMemory& runner);
+                                Backend& backend, const RunnerMemory& runner, int ranks_sharing_memory = 1);
 
 }  // namespace anvil

@@ -19,9 +19,11 @@
 #include "build/quantize_checkpoint.h"
 #include "core/logging.h"
 #include "dist/parallel_runner.h"
+#include "dist/shard.h"
 #include "formats/weight_check.h"
 #include "runtime/backend_factory.h"
 #include "runtime/engine_impl.h"
+#include "runtime/worker.h"
 #include "tokenizer/vocab_spec.h"
 
 namespace anvil {
@@ -96,10 +98,18 @@ Status check_config(const EngineConfig& config) {
                             std::to_string(config.tensor_parallel_size) + " and " +
                             std::to_string(config.pipeline_parallel_size) + ")");
   }
-  if (config.tensor_parallel_size * config.pipeline_parallel_size > 1 && config.device != "cpu") {
-    return unsupported(
-        "tensor/pipeline parallelism runs on the CPU backend only (ranks as threads); the multi-GPU "
-        "launch (one NCCL worker per GPU) is not implemented yet");
+  if (config.distributed_executor != "threads" && config.distributed_executor != "processes") {
+    return invalid_argument("distributed_executor must be 'threads' or 'processes' (got '" +
+                            config.distributed_executor + "')");
+  }
+  if (config.dist_timeout_ms < 1) {
+    return invalid_argument("dist_timeout_ms must be >= 1 (got " + std::to_string(config.dist_timeout_ms) + ")");
+  }
+  if (config.tensor_parallel_size * config.pipeline_parallel_size > 1 && config.device != "cpu" &&
+      !uses_processes(config)) {
+    return unsupported("tensor/pipeline parallelism on " + config.device +
+                       " needs one process per rank (distributed_executor 'processes', the CLI's default, or mpirun); "
+                       "ranks as threads run on the CPU only");
   }
   return Status();
 }
@@ -127,13 +137,8 @@ double monotonic_seconds() {
   return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
 }
 
-Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Engine::~Engine() = default;
-
-Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
-  auto impl = std::make_unique<Impl>();
-  impl->config = config;
-  ANVIL_RETURN_IF_ERROR(check_config(config));
+Expected<Checkpoint> load_engine_checkpoint(const EngineConfig& config) {
+  Checkpoint ckpt_out;
   if (config.load_format == "dummy") {
     ANVIL_ASSIGN_OR_RETURN(Checkpoint ckpt, load_checkpoint(config.model_path, LoadFormat::kDummy));
     if (config.dummy_dtype != "auto") {
@@ -141,19 +146,18 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
       if (!parse_dtype(config.dummy_dtype, &dt)) return invalid_argument("unknown dtype '" + config.dummy_dtype + "'");
       ANVIL_ASSIGN_OR_RETURN(ckpt, make_dummy_checkpoint(ckpt.config, dt, 0));
     }
-    impl->checkpoint = std::move(ckpt);
+    ckpt_out = std::move(ckpt);
   } else if (config.load_format == "auto" && is_engine_dir(config.model_path)) {
     ANVIL_ASSIGN_OR_RETURN(const std::string gpu, running_gpu_name(config));
-    ANVIL_ASSIGN_OR_RETURN(impl->checkpoint, load_engine(config.model_path, gpu));
+    ANVIL_ASSIGN_OR_RETURN(ckpt_out, load_engine(config.model_path, gpu));
   } else if (config.load_format == "auto") {
-    ANVIL_ASSIGN_OR_RETURN(impl->checkpoint, load_checkpoint(config.model_path, LoadFormat::kAuto));
+    ANVIL_ASSIGN_OR_RETURN(ckpt_out, load_checkpoint(config.model_path, LoadFormat::kAuto));
   } else {
     return invalid_argument("load format must be 'auto' or 'dummy' (got '" + config.load_format + "')");
   }
-  const ModelConfig& mc = impl->checkpoint.config;
   if (config.check_weights && config.load_format != "dummy") {
     const auto t_check = Clock::now();
-    ANVIL_RETURN_IF_ERROR(check_weights_finite(impl->checkpoint.weights));
+    ANVIL_RETURN_IF_ERROR(check_weights_finite(ckpt_out.weights));
     ANVIL_LOG_DEBUG("weights checked for NaN/Inf in {:.3f} s", seconds_since(t_check));
   }
 
@@ -161,8 +165,21 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
     ANVIL_ASSIGN_OR_RETURN(const QuantScheme scheme, parse_quant_scheme(config.quantization));
     QuantizeOptions options;
     options.scheme = scheme;
-    ANVIL_RETURN_IF_ERROR(quantize_checkpoint(options, &impl->checkpoint).status());
+    ANVIL_RETURN_IF_ERROR(quantize_checkpoint(options, &ckpt_out).status());
   }
+
+  return ckpt_out;
+}
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  ANVIL_RETURN_IF_ERROR(check_config(config));
+  ANVIL_ASSIGN_OR_RETURN(impl->checkpoint, load_engine_checkpoint(config));
+  const ModelConfig& mc = impl->checkpoint.config;
 
   int64_t num_params = 0;
   size_t device_weight_bytes = 0;  // what the CUDA backend uploads: 16-bit dense weights, quantized ones as stored
@@ -172,9 +189,15 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
         is_quantized(t.dtype) || is_scaled_weight(t.dtype) ? t.nbytes() : static_cast<size_t>(t.numel()) * 2;
   }
   ANVIL_RETURN_IF_ERROR(check_weights_fit(config, device_weight_bytes));
-  ANVIL_ASSIGN_OR_RETURN(impl->backend, make_backend(config));
-  const auto t0 = Clock::now();
   const int num_ranks = config.tensor_parallel_size * config.pipeline_parallel_size;
+  const int total_threads =
+      config.num_threads > 0 ? config.num_threads : static_cast<int>(std::thread::hardware_concurrency());
+  const int rank_threads = std::max(1, total_threads / num_ranks);
+  const bool is_multi_process = uses_processes(config);
+  EngineConfig rank_config = config;  // this process's rank: its share of the threads when ranks are processes
+  if (is_multi_process) rank_config.num_threads = rank_threads;
+  ANVIL_ASSIGN_OR_RETURN(impl->backend, make_backend(rank_config));
+  const auto t0 = Clock::now();
   if (num_ranks == 1) {
     ANVIL_ASSIGN_OR_RETURN(impl->model, create_model(impl->checkpoint, *impl->backend));
   }
@@ -189,12 +212,21 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   }
   int32_t num_blocks = config.num_kv_blocks;
   if (num_blocks == 0) {
-    // NOTE: at TP x PP > 1 (CPU only) the pool is planned for the whole model: the ranks' pools together hold
-    // that much (more where KV heads are replicated), and the CPU plan reserves nothing for the runner.
-    const RunnerMemory runner_memory =
+    // At TP x PP > 1 each rank's pool is planned for its own layers and KV heads (rank_kv_config: replicated
+    // heads counted on every rank); on the CPU the ranks share the host's memory, on CUDA each has its own GPU.
+    // NOTE: the ranks' models are made after the plan, so on CUDA the rank's weights (its 1 / ranks share of the
+    // dense bytes) are reserved here like the runner's buffers; the CPU plan reserves nothing for the runner.
+    RunnerMemory runner_memory =
         impl->model ? ModelRunner::reserved_memory(*impl->model, *impl->backend, runner_config, config.max_num_seqs)
                     : RunnerMemory{};
-    ANVIL_ASSIGN_OR_RETURN(KvPlan plan, plan_kv_blocks(config, mc, max_len, *impl->backend, runner_memory));
+    if (!impl->model && impl->backend->device() != Device::kCpu) {
+      runner_memory.activations += device_weight_bytes / static_cast<size_t>(num_ranks);
+    }
+    const ModelConfig kv_shape =
+        num_ranks > 1 ? rank_kv_config(mc, config.tensor_parallel_size, config.pipeline_parallel_size) : mc;
+    const int sharers = num_ranks > 1 && impl->backend->device() == Device::kCpu ? num_ranks : 1;
+    ANVIL_ASSIGN_OR_RETURN(KvPlan plan,
+                           plan_kv_blocks(config, kv_shape, max_len, *impl->backend, runner_memory, sharers));
     num_blocks = static_cast<int32_t>(plan.num_blocks);
     ANVIL_LOG_INFO("{} ({})", plan.summary, impl->backend->name());
   }
@@ -214,10 +246,14 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   if (impl->model) {
     ANVIL_ASSIGN_OR_RETURN(impl->runner, ModelRunner::create(*impl->backend, *impl->model, kv, runner_config));
     weight_bytes = impl->model->weight_bytes();
+  } else if (is_multi_process) {
+    ANVIL_ASSIGN_OR_RETURN(std::unique_ptr<ProcessRunner> group,
+                           start_process_group(rank_config, impl->checkpoint, *impl->backend, kv, runner_config));
+    weight_bytes = group->weight_bytes();
+    ANVIL_LOG_INFO("{} ranks as processes (tensor-parallel {} x pipeline-parallel {}), {} CPU threads each", num_ranks,
+                   config.tensor_parallel_size, config.pipeline_parallel_size, rank_threads);
+    impl->runner = std::move(group);
   } else {
-    const int total_threads =
-        config.num_threads > 0 ? config.num_threads : static_cast<int>(std::thread::hardware_concurrency());
-    const int rank_threads = std::max(1, total_threads / num_ranks);
     const QuantActivations quant =
         config.quant_activations == "llama" ? QuantActivations::kLlama : QuantActivations::kPrecise;
     ANVIL_ASSIGN_OR_RETURN(std::unique_ptr<ParallelRunner> parallel,

@@ -1,5 +1,10 @@
 """The `anvil` CLI end to end: generation, perplexity, and every bad input giving a one-line error."""
 import json
+import os
+import pathlib
+import signal
+import subprocess
+import time
 import shutil
 
 import pytest
@@ -28,13 +33,14 @@ def test_greedy_story_matches_hf_reference(run):
     assert "tok/s" in proc.stderr and "decode" in proc.stderr
 
 
+@pytest.mark.parametrize("executor", ["processes", "threads"])
 @pytest.mark.parametrize("layout", [["--tensor-parallel-size", "2"], ["--pipeline-parallel-size", "2"],
                                     ["--tensor-parallel-size", "2", "--pipeline-parallel-size", "2"]])
-def test_parallel_generate_matches_the_single_rank_text(run, layout):
+def test_parallel_generate_matches_the_single_rank_text(run, layout, executor):
     args = ["generate", *STORIES_ARGS, "--prompt", "Once upon a time", "--temperature", "0", "--max-tokens", "48",
             "--ignore-eos", "-q"]
     single = run(*args)
-    parallel = run(*args, *layout)
+    parallel = run(*args, *layout, "--distributed-executor", executor)
     assert single.returncode == 0 and parallel.returncode == 0, parallel.stderr
     assert parallel.stdout == single.stdout
     assert len(single.stdout) > 40
@@ -204,3 +210,42 @@ def test_chat_with_a_template_file_and_a_bad_template(anvil_bin, tmp_path):
 def test_chat_without_a_template_is_a_clear_error(anvil_bin):
     proc = run_chat(anvil_bin, [*STORIES_ARGS, "-q"], "hi\n")
     assert_clean_error(proc, "chat template")
+
+
+def _children(pid):
+    out = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
+
+
+def test_killing_a_worker_process_ends_the_group_with_an_error(anvil_bin, tmp_path):
+    # Many prompts x long outputs keep the two ranks busy for far longer than the test waits.
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(["Once upon a time"] * 16) + "\n")
+    proc = subprocess.Popen([anvil_bin, "generate", *map(str, STORIES_ARGS), "--prompts-file", str(prompts),
+                             "--max-tokens", "400", "--ignore-eos", "--num-samples", "4", "--max-num-seqs", "64",
+                             "--tensor-parallel-size", "2", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    workers = []
+    while not workers and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        workers = _children(proc.pid)
+    assert workers, "no worker process started"
+    time.sleep(1.0)
+    assert proc.poll() is None, proc.communicate()
+    os.kill(workers[0], signal.SIGKILL)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode != 0
+    assert "rank 1" in err and "killed by signal 9" in err, err

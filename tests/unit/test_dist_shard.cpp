@@ -2,6 +2,7 @@
 // the whole-model tensor went where (compared element by element with the HF fixture checkpoints' own tensors).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -203,6 +204,45 @@ TEST(PipelineShard, RenamesTheStagesLayersAndKeepsEndsWhereTheyBelong) {
 
   EXPECT_FALSE(shard_pipeline_stage(full, 0, 3).ok()) << "more stages than layers";
   EXPECT_FALSE(shard_pipeline_stage(*first, 0, 1).ok()) << "a stage is not split again";
+}
+
+}  // namespace
+}  // namespace anvil
+
+namespace anvil {
+namespace {
+
+// Each rank's KV pool holds its own layers and heads (the engine's per-rank plan): the shape rank_kv_config gives
+// is the largest rank's, and it equals what every shard's config says.
+TEST(RankKvPlan, IsTheLargestRanksLayersAndOwnKvHeads) {
+  for (const char* name : {"llama3_gqa", "llama_linear_mqa"}) {
+    auto ckpt = load_checkpoint(std::string(ANVIL_SOURCE_DIR) + "/tests/data/hf/" + name);
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status().to_string();
+    const ModelConfig& c = ckpt->config;
+    for (const int tp : {1, 2, 4}) {
+      for (const int pp : {1, 2}) {
+        const ModelConfig kv = rank_kv_config(c, tp, pp);
+        int64_t most_layers = 0, most_heads = 0;
+        for (int r = 0; r < tp; ++r) {
+          auto shard = shard_tensor_parallel(*ckpt, r, tp);
+          ASSERT_TRUE(shard.ok()) << shard.status().to_string();
+          most_heads = std::max(most_heads, shard->config.num_kv_heads);
+          for (int s = 0; s < pp; ++s) {
+            auto stage = shard_pipeline_stage(*shard, s, pp);
+            ASSERT_TRUE(stage.ok()) << stage.status().to_string();
+            most_layers = std::max(most_layers, stage->config.num_layers);
+          }
+        }
+        EXPECT_EQ(kv.num_kv_heads, most_heads) << name << " tp " << tp;
+        EXPECT_EQ(kv.num_layers, most_layers) << name << " pp " << pp;
+        EXPECT_EQ(kv.head_dim, c.head_dim);
+      }
+    }
+    // GQA 2 KV heads: split at TP 2, replicated (one per rank) at TP 4; MQA: always the one head.
+    EXPECT_EQ(rank_kv_config(c, 2, 1).num_kv_heads, std::max<int64_t>(1, c.num_kv_heads / 2));
+    EXPECT_EQ(rank_kv_config(c, 4, 1).num_kv_heads, 1);
+    EXPECT_EQ(rank_kv_config(c, 1, 2).num_layers, (c.num_layers + 1) / 2);
+  }
 }
 
 }  // namespace
