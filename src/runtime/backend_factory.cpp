@@ -40,7 +40,8 @@ Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config) {
   // An engine directory brings the GEMM algorithms its build chose (`anvil build --device cuda`).
   std::string engine_config;
   if (is_engine_dir(config.model_path)) engine_config = config.model_path + "/config.json";
-  return make_cuda_backend(CudaBackendOptions{.device_id = config.cuda_device, .dtype = dtype, .engine_config = engine_config});
+  return make_cuda_backend(
+      CudaBackendOptions{.device_id = config.cuda_device, .dtype = dtype, .engine_config = engine_config});
 #else
   return unsupported("device 'cuda': this build of anvil has no CUDA backend (nvcc was not found at build time)");
 #endif
@@ -49,7 +50,7 @@ Expected<std::unique_ptr<Backend>> make_backend(const EngineConfig& config) {
 Expected<std::string> running_gpu_name(const EngineConfig& config) {
   if (config.device != "cuda") return std::string();
 #ifdef ANVIL_HAS_CUDA
-  ANVIL_ASSIGN_OR_RETURN(CudaDeviceInfo info, query_cuda_device(0));
+  ANVIL_ASSIGN_OR_RETURN(CudaDeviceInfo info, query_cuda_device(config.cuda_device));
   return info.name;
 #else
   return unsupported("device 'cuda': this build of anvil has no CUDA backend (nvcc was not found at build time)");
