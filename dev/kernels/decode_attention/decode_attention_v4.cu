@@ -353,11 +353,16 @@ int old_occupancy() {
   return n;
 }
 template <typename T, int HD>
-void run(const decode_attn::DecodeArgs& n, int num_seqs, int max_ctx, int num_sms, cudaStream_t st) {
+void run(const decode_attn::DecodeArgs& n, int num_seqs, int max_ctx, int num_sms, bool is_floor_plan,
+         cudaStream_t st) {
   const int wave = num_sms * old_occupancy<T, HD>();
   const int ctas = std::max(num_seqs * n.num_kv_heads, 1);
   int splits = 1;
-  if (ctas < wave)
+  if (is_floor_plan) {  // the new plan: one wave at most
+    splits = decode_attn::plan_splits(num_seqs, n.num_kv_heads, max_ctx, num_sms, old_occupancy<T, HD>(), 1 << 30,
+                                      decode_attn::kMaxSplits)
+                 .num_splits;
+  } else if (ctas < wave)
     splits = std::clamp((wave + ctas - 1) / ctas, 1, (std::max(max_ctx, 1) + kMinSplitKeys - 1) / kMinSplitKeys);
   const DecodeArgs a{n.q,          n.k_cache, n.v_cache,    n.context_lens, n.block_tables, n.out,
                      n.part_acc,   n.part_ml, n.max_blocks, n.num_heads,    n.num_kv_heads, n.block_size,
@@ -372,48 +377,78 @@ namespace oe = anvil::cuda::old_engine;
 
 static int g_num_sms = 132;
 
-// One variant: main's kernel and plan, or the new kernel at S stages with target_per_sm CTAs per SM in the
-// split plan (0: its occupancy, as the engine plans) and the split count of max_ctx_plan (0: the real context).
+// One variant: main's kernel and plan, or the new kernel (3 stages) with one way of reading the block table
+// (attention_decode_kernel.cuh, TableReads), its split plan filling one wave at the kernel's occupancy.
 struct Variant {
   const char* name;
   bool is_old;
-  int stages, target_per_sm, max_ctx_plan;
+  da::TableReads table;
+  bool is_engine = false;
 };
 static const Variant kVariants[] = {
-    {"old", true, 3, 0, 0},           {"new", false, 3, 0, 0},       {"new_t2", false, 3, 2, 0},
-    {"new_s4", false, 4, 0, 0},       {"new_s4_t2", false, 4, 2, 0}, {"new_graph", false, 3, 0, 32768},
-    {"old_graph", true, 3, 0, 32768}, {"new_s4_t1", false, 4, 1, 0},
+    {"old", true, da::TableReads::kSerial},
+    {"new_ahead", false, da::TableReads::kAhead},
+    {"new_atissue", false, da::TableReads::kAtIssue},
+    {"new_serial", false, da::TableReads::kSerial},
+    // main's kernel and merge kernel with the split count of plan_splits (run 2 of 2026-12-03 timed this with
+    // the plan of that run, floor(wave / ctas) splits, before the two-split rule for grids over half a wave).
+    {"old_floorplan", true, da::TableReads::kAhead},
+    // The engine's dispatch (attention_decode.cu): kSerial, fused merge above kMaxSplitsMergedAfter splits, else
+    // merge_splits_kernel. Added after run 2 (not yet timed).
+    {"engine", false, da::TableReads::kSerial, true},
 };
 constexpr int kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 
-template <typename T, int HD, int S>
+template <typename T, int HD, da::TableReads kTable>
 static int new_occupancy() {
   static const int n = [] {
-    CK(cudaFuncSetAttribute(da::decode_attention_kernel<T, HD, S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            static_cast<int>(da::Smem<HD, S>::kBytes)));
-    return da::ctas_per_sm<T, HD, S>();
+    CK(cudaFuncSetAttribute(da::decode_attention_kernel<T, HD, 3, kTable>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            static_cast<int>(da::Smem<HD, 3>::kBytes)));
+    return da::ctas_per_sm<T, HD, 3, kTable>();
   }();
   return n;
 }
 
-template <typename T, int HD, int S>
-static void run_new(const Variant& v, const da::DecodeArgs& a, int num_seqs, int max_ctx, cudaStream_t st) {
-  const int occupancy = new_occupancy<T, HD, S>();  // also raises the kernel's shared-memory limit
-  const int target = v.target_per_sm > 0 ? v.target_per_sm : occupancy;
-  const da::DecodePlan plan = da::plan_splits(num_seqs, a.num_kv_heads, v.max_ctx_plan > 0 ? v.max_ctx_plan : max_ctx,
-                                              g_num_sms, target, g_num_sms * 16, da::kMaxSplits);
-  da::decode_attention_kernel<T, HD, S>
-      <<<dim3(num_seqs, a.num_kv_heads, plan.num_splits), da::kThreads, da::Smem<HD, S>::kBytes, st>>>(a);
+template <typename T, int HD, da::TableReads kTable>
+static void run_new(const da::DecodeArgs& a, int num_seqs, int max_ctx, cudaStream_t st) {
+  const int occupancy = new_occupancy<T, HD, kTable>();  // also raises the kernel's shared-memory limit
+  const da::DecodePlan plan =
+      da::plan_splits(num_seqs, a.num_kv_heads, max_ctx, g_num_sms, occupancy, g_num_sms * 16, da::kMaxSplits);
+  da::decode_attention_kernel<T, HD, 3, kTable>
+      <<<dim3(num_seqs, a.num_kv_heads, plan.num_splits), da::kThreads, da::Smem<HD, 3>::kBytes, st>>>(a);
+}
+
+template <typename T, int HD>
+static void run_engine(const da::DecodeArgs& a, int num_seqs, int max_ctx, cudaStream_t st) {
+  constexpr auto kFused = da::decode_attention_kernel<T, HD, 3, da::TableReads::kSerial, true>;
+  constexpr auto kSplit = da::decode_attention_kernel<T, HD, 3, da::TableReads::kSerial, false>;
+  static const int occupancy = [] {
+    for (auto* k : {kFused, kSplit})
+      CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(da::Smem<HD, 3>::kBytes)));
+    return da::ctas_per_sm<T, HD, 3, da::TableReads::kSerial>();
+  }();
+  const da::DecodePlan plan =
+      da::plan_splits(num_seqs, a.num_kv_heads, max_ctx, g_num_sms, occupancy, g_num_sms * 16, da::kMaxSplits);
+  const bool is_fused = plan.num_splits > 1 && plan.is_fused_merge;
+  const dim3 grid(num_seqs, a.num_kv_heads, plan.num_splits);
+  (is_fused ? kFused : kSplit)<<<grid, da::kThreads, da::Smem<HD, 3>::kBytes, st>>>(a);
+  if (plan.num_splits > 1 && !is_fused)
+    da::merge_splits_kernel<T><<<num_seqs * a.num_heads, HD, 0, st>>>(a, num_seqs, plan.num_splits, HD);
 }
 
 template <typename T, int HD>
 static void run_hd(const Variant& v, const da::DecodeArgs& a, int num_seqs, int max_ctx, cudaStream_t st) {
-  if (v.is_old) {
-    oe::run<T, HD>(a, num_seqs, v.max_ctx_plan > 0 ? v.max_ctx_plan : max_ctx, g_num_sms, st);
-  } else if (v.stages == 4) {
-    run_new<T, HD, 4>(v, a, num_seqs, max_ctx, st);
+  if (v.is_engine) {
+    run_engine<T, HD>(a, num_seqs, max_ctx, st);
+  } else if (v.is_old) {
+    oe::run<T, HD>(a, num_seqs, max_ctx, g_num_sms, v.table == da::TableReads::kAhead, st);
+  } else if (v.table == da::TableReads::kAhead) {
+    run_new<T, HD, da::TableReads::kAhead>(a, num_seqs, max_ctx, st);
+  } else if (v.table == da::TableReads::kAtIssue) {
+    run_new<T, HD, da::TableReads::kAtIssue>(a, num_seqs, max_ctx, st);
   } else {
-    run_new<T, HD, 3>(v, a, num_seqs, max_ctx, st);
+    run_new<T, HD, da::TableReads::kSerial>(a, num_seqs, max_ctx, st);
   }
 }
 static void run_variant(const Variant& v, bool bf16, int head_dim, const da::DecodeArgs& a, int num_seqs, int max_ctx,
@@ -563,7 +598,7 @@ static int validate(const Case& c, uint32_t seed, unsigned* counters) {
     for (int rep = 0; rep < 2; ++rep) {
       CK(cudaMemset(dout, 0xff, q_elems * 2));  // poison: NaN in fp16 and bf16
       CK(cudaMemset(dpart, 0xff, part_elems * 4));
-      run_variant(v, c.bf16, c.hd, a, c.seqs, max_ctx, 0);
+      run_variant(v, c.bf16, c.hd, a, c.seqs, c.max_ctx_plan > 0 ? c.max_ctx_plan : max_ctx, 0);
       CK(cudaGetLastError());
       CK(cudaDeviceSynchronize());
       std::vector<uint16_t> hout(q_elems);
@@ -623,10 +658,12 @@ int main(int argc, char** argv) {
   CK(cudaGetDeviceProperties(&prop, 0));
   g_num_sms = prop.multiProcessorCount;
   std::printf("GPU: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
-  std::printf("CTAs/SM (bf16): old hd128 %d; new hd128 s3 %d s4 %d; new hd64 s3 %d; new hd256 s3 %d\n",
-              oe::old_occupancy<__nv_bfloat16, 128>(), new_occupancy<__nv_bfloat16, 128, 3>(),
-              new_occupancy<__nv_bfloat16, 128, 4>(), new_occupancy<__nv_bfloat16, 64, 3>(),
-              new_occupancy<__nv_bfloat16, 256, 3>());
+  std::printf("CTAs/SM (bf16): old hd128 %d; new hd128 %d/%d/%d (ahead/at issue/serial); hd64 %d; hd256 %d\n",
+              oe::old_occupancy<__nv_bfloat16, 128>(), new_occupancy<__nv_bfloat16, 128, da::TableReads::kAhead>(),
+              new_occupancy<__nv_bfloat16, 128, da::TableReads::kAtIssue>(),
+              new_occupancy<__nv_bfloat16, 128, da::TableReads::kSerial>(),
+              new_occupancy<__nv_bfloat16, 64, da::TableReads::kAhead>(),
+              new_occupancy<__nv_bfloat16, 256, da::TableReads::kAhead>());
   unsigned* counters;  // the engine's merge counters: zeroed once, reset by the kernel
   CK(cudaMalloc(&counters, g_num_sms * 16 * sizeof(unsigned)));
   CK(cudaMemset(counters, 0, g_num_sms * 16 * sizeof(unsigned)));

@@ -21,6 +21,12 @@ namespace {
 using decode_attn::DecodeArgs;
 using decode_attn::DecodePlan;
 using decode_attn::kStages;
+// NOTE: reading a tile's block-table entries a tile ahead (TableReads::kAhead) or all before its copies
+// (kAtIssue) ran slower than reading each just before its copy (kSerial) on the H200: batch 1 at 8k 20.8 / 20.1
+// vs 19.7 us, batch 256 at 8k 2891 / 3011 vs 2630 us (bench/results/2026-12-03_s21_decode_attention.md).
+constexpr decode_attn::TableReads kTable = decode_attn::TableReads::kSerial;
+template <typename T, int HD, bool kFused>
+constexpr auto kKernel = decode_attn::decode_attention_kernel<T, HD, kStages<HD>, kTable, kFused>;
 
 // Calls fn(T*, integral_constant<HD>) for the instantiation serving (dtype, head_dim).
 template <typename Fn>
@@ -51,11 +57,11 @@ Status configure_decode_attention() {
       dispatch(dtype, head_dim, [&](auto* tag, auto hd) {
         using T = std::remove_pointer_t<decltype(tag)>;
         constexpr int kHd = decltype(hd)::value;
-        constexpr int kS = kStages<kHd>;
-        if (err == cudaSuccess) {
-          err = cudaFuncSetAttribute(decode_attn::decode_attention_kernel<T, kHd, kS>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(decode_attn::Smem<kHd, kS>::kBytes));
+        const int smem_bytes = static_cast<int>(decode_attn::Smem<kHd, kStages<kHd>>::kBytes);
+        for (auto* kernel : {kKernel<T, kHd, true>, kKernel<T, kHd, false>}) {
+          if (err == cudaSuccess) {
+            err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
+          }
         }
       });
     }
@@ -73,7 +79,7 @@ DecodePlan plan_decode_attention(DType dtype, int head_dim, int num_seqs, int nu
   dispatch(dtype, head_dim, [&](auto* tag, auto hd) {
     using T = std::remove_pointer_t<decltype(tag)>;
     constexpr int kHd = decltype(hd)::value;
-    ctas_per_sm = decode_attn::ctas_per_sm<T, kHd, kStages<kHd>>();
+    ctas_per_sm = decode_attn::ctas_per_sm<T, kHd, kStages<kHd>, kTable>();
   });
   // ANVIL_DECODE_MAX_SPLITS=N caps the split count (an A/B switch for the plan); unset, the plan fills one wave.
   static const int max_splits = [] {
@@ -111,10 +117,15 @@ Status decode_attention(const Tensor& q, const KvCacheView& cache, const Attenti
   dispatch(q.dtype, head_dim, [&](auto* tag, auto hd) {
     using T = std::remove_pointer_t<decltype(tag)>;
     constexpr int kHd = decltype(hd)::value;
-    constexpr int kS = kStages<kHd>;
+    const size_t smem_bytes = decode_attn::Smem<kHd, kStages<kHd>>::kBytes;
     const dim3 grid(meta.num_seqs, num_kv_heads, plan.num_splits);
-    err = launch_kernel(decode_attn::decode_attention_kernel<T, kHd, kS>, grid, dim3(decode_attn::kThreads),
-                        decode_attn::Smem<kHd, kS>::kBytes, stream, args);
+    const bool is_fused = plan.num_splits > 1 && plan.is_fused_merge;
+    err = launch_kernel(is_fused ? kKernel<T, kHd, true> : kKernel<T, kHd, false>, grid, dim3(decode_attn::kThreads),
+                        smem_bytes, stream, args);
+    if (err == cudaSuccess && plan.num_splits > 1 && !is_fused) {
+      err = launch_kernel(decode_attn::merge_splits_kernel<T>, dim3(meta.num_seqs * num_heads), dim3(kHd), 0, stream,
+                          args, meta.num_seqs, plan.num_splits, kHd);
+    }
   });
   return cuda_status(err, "decode_attention");
 }

@@ -119,12 +119,47 @@ struct DecodeArgs {
 
 // The host's plan for one step's decode attention (plain data; every layer of the step launches with it).
 struct DecodePlan {
-  int num_splits = 1;  // grid z: key splits per (sequence, kv head); 1 = one pass, no partials, no merge
+  int num_splits = 1;          // grid z: key splits per (sequence, kv head); 1 = one pass, no partials, no merge
+  bool is_fused_merge = true;  // with num_splits > 1: the last split merges; else merge_splits_kernel after
 };
+
+// When a CTA reads the block-table entries that its K/V copies need (each cp.async needs its entry's address):
+// kAhead: one tile before the tile's copies are issued (no round trip in front of them); kAtIssue: all of a
+// tile's entries, then its copies (one round trip); kSerial: each entry just before its copy (kCopies
+// dependent round trips, the kernel before 2026-12-03).
+enum class TableReads { kAtIssue, kAhead, kSerial };
 
 // The first key a sequence's query sees: the start of its window, or 0.
 __device__ __forceinline__ int first_visible_key(int context, int window) {
   return window > 0 ? max(0, context - window) : 0;
+}
+
+// out = sum_s acc_s * 2^(m_s - M) / sum_s l_s * 2^(m_s - M) over the splits the sequence used. One block per
+// (sequence, head); sequences that used one split were written by the decode kernel and are skipped.
+template <typename T>
+__global__ void merge_splits_kernel(DecodeArgs a, int num_seqs, int num_splits, int head_dim) {
+  pdl_trigger();
+  pdl_wait();
+  const int row = blockIdx.x;  // seq * num_heads + head
+  const int context = a.context_lens[row / a.num_heads];
+  const int span = context - first_visible_key(context, a.window);
+  const int chunk = split_keys(span, num_splits);
+  const int num_active = (span + chunk - 1) / chunk;
+  if (num_active <= 1) return;
+  const int64_t stride = static_cast<int64_t>(num_seqs) * a.num_heads;
+  const float* ml = a.part_ml + static_cast<int64_t>(row) * 2;
+  float mx = -INFINITY;
+  for (int s = 0; s < num_active; ++s) mx = fmaxf(mx, ml[s * stride * 2]);
+  float denom = 0.0f;
+  for (int s = 0; s < num_active; ++s) denom += ml[s * stride * 2 + 1] * exp2f(ml[s * stride * 2] - mx);
+  const float inv = 1.0f / denom;
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float v = 0.0f;
+    for (int s = 0; s < num_active; ++s) {
+      v += a.part_acc[(s * stride + row) * head_dim + d] * exp2f(ml[s * stride * 2] - mx);
+    }
+    static_cast<T*>(a.out)[static_cast<int64_t>(row) * head_dim + d] = from_float<T>(v * inv);
+  }
 }
 
 // The last of a (sequence, kv head)'s splits to finish merges all of them: out = sum_s acc_s 2^(m_s - M) /
@@ -176,7 +211,8 @@ __device__ __forceinline__ void merge_splits(const DecodeArgs& a, int seq, int k
 }
 
 // grid (num_seqs, num_kv_heads, plan.num_splits).
-template <typename T, int HD, int S>
+// kFusedMerge: the last split to finish merges (merge_counters); otherwise merge_splits_kernel runs after.
+template <typename T, int HD, int S, TableReads kTable, bool kFusedMerge = true>
 __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a) {
   using L = Smem<HD, S>;
   constexpr int kChunks = HD / 8;                   // 16-byte chunks per key row
@@ -210,9 +246,6 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
   const T* vc = static_cast<const T*>(a.v_cache);
   const int64_t slot_stride = static_cast<int64_t>(a.num_kv_heads) * HD;
   const int copy_row = tid / kChunks, copy_col = tid % kChunks;
-  // NOTE: the block-table entries of a tile are loaded one tile before its copies are issued (and all of a
-  // tile's entries before any of its copies): each cp.async needs its entry's address, so loading it at issue
-  // time put kCopies dependent L2 round trips in front of every tile's copies.
   auto load_blocks = [&](int tile, int(&blk)[kCopies]) {
     const int p0 = key_begin + tile * kTileKeys + copy_row;
 #pragma unroll
@@ -237,7 +270,39 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
       cp_async16(vs + j * L::kStride + copy_col * 8, vc + off, is_valid);
     }
   };
-  {
+  auto issue_serial = [&](int tile, int stage) {
+    const int p0 = key_begin + tile * kTileKeys + copy_row;
+    T* ks = k_s + stage * L::kStage;
+    T* vs = v_s + stage * L::kStage;
+#pragma unroll
+    for (int i = 0; i < kCopies; ++i) {
+      const int p = p0 + i * kRowsPerPass;
+      const bool is_valid = p < key_end;
+      int64_t off = 0;
+      if (is_valid) {
+        const int block = __ldg(table + p / a.block_size);
+        off = (static_cast<int64_t>(block) * a.block_size + p % a.block_size) * slot_stride +
+              static_cast<int64_t>(kv_head) * HD + copy_col * 8;
+      }
+      const int j = copy_row + i * kRowsPerPass;
+      cp_async16(ks + j * L::kStride + copy_col * 8, kc + off, is_valid);
+      cp_async16(vs + j * L::kStride + copy_col * 8, vc + off, is_valid);
+    }
+  };
+  // Issues tile `tile` into `stage` (tile < num_tiles); with kAhead, next_blk holds its entries.
+  int next_blk[kCopies];
+  auto fetch_and_issue = [&](int tile, int stage) {
+    if constexpr (kTable == TableReads::kAhead) {
+      issue(tile, stage, next_blk);
+    } else if constexpr (kTable == TableReads::kAtIssue) {
+      int blk[kCopies];
+      load_blocks(tile, blk);
+      issue(tile, stage, blk);
+    } else {
+      issue_serial(tile, stage);
+    }
+  };
+  if constexpr (kTable == TableReads::kAhead) {
     int blk[S - 1][kCopies];
 #pragma unroll
     for (int s = 0; s < S - 1; ++s) load_blocks(s, blk[s]);
@@ -246,9 +311,14 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
       if (s < num_tiles) issue(s, s, blk[s]);
       cp_async_commit();
     }
+    load_blocks(S - 1, next_blk);
+  } else {
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s) {
+      if (s < num_tiles) fetch_and_issue(s, s);
+      cp_async_commit();
+    }
   }
-  int next_blk[kCopies];  // entries of tile t + S - 1, issued in iteration t
-  load_blocks(S - 1, next_blk);
   // A fragments of q: row g = lane / 4 (rows 8..15 and g >= group are zero), cols 2 * (lane % 4) + {0, 1} (+ 8).
   const int g_row = lane >> 2, quad = lane & 3;
   uint32_t qa[kKSteps][2];
@@ -268,9 +338,9 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
   for (int t = 0; t < num_tiles; ++t) {
     cp_async_wait<S - 2>();
     __syncthreads();
-    if (t + S - 1 < num_tiles) issue(t + S - 1, (t + S - 1) % S, next_blk);
+    if (t + S - 1 < num_tiles) fetch_and_issue(t + S - 1, (t + S - 1) % S);
     cp_async_commit();
-    load_blocks(t + S, next_blk);
+    if constexpr (kTable == TableReads::kAhead) load_blocks(t + S, next_blk);
     const T* k_tile = k_s + (t % S) * L::kStage;
     const T* v_tile = v_s + (t % S) * L::kStage;
     const int tile_keys = min(kTileKeys, key_end - (key_begin + t * kTileKeys));
@@ -364,9 +434,9 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
     }
     if (warp == 0 && quad == 0) *reinterpret_cast<float2*>(a.part_ml + row * 2) = make_float2(m, l);
   }
-  // NOTE: the last split to finish merges in the same launch (threadfence-reduction pattern; the counter is
-  // reset by that CTA, so it is zero again for the next layer or graph replay). This replaces the second
-  // kernel and its launch gap.
+  if constexpr (!kFusedMerge) return;
+  // The last split to finish merges in the same launch (threadfence-reduction pattern; the counter is reset by
+  // that CTA, so it is zero again for the next layer or graph replay).
   __threadfence();
   __syncthreads();
   unsigned* counter = a.merge_counters + static_cast<int64_t>(seq) * a.num_kv_heads + kv_head;
@@ -379,11 +449,11 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
 }
 
 // The occupancy of one instantiation (CTAs per SM), read once per process.
-template <typename T, int HD, int S>
+template <typename T, int HD, int S, TableReads kTable>
 int ctas_per_sm() {
   static const int n = [] {
     int v = 1;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, decode_attention_kernel<T, HD, S>, kThreads,
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, decode_attention_kernel<T, HD, S, kTable>, kThreads,
                                                       Smem<HD, S>::kBytes) != cudaSuccess) {
       (void)cudaGetLastError();
       v = 1;
@@ -393,16 +463,26 @@ int ctas_per_sm() {
   return n;
 }
 
-// Key splits for a grid of num_seqs x num_kv_heads CTAs: as many as keep every SM at target_per_sm CTAs without
-// a second wave, at most one per kMinSplitKeys keys of max_context_len and kMaxSplits; 1 when the grid already
-// fills the target, or when the counters (max_counters of them) cannot hold the grid.
-inline DecodePlan plan_splits(int num_seqs, int num_kv_heads, int max_context_len, int num_sms, int target_per_sm,
+// The split plan for a grid of num_seqs x num_kv_heads CTAs at ctas_per_sm CTAs per SM: one split when the
+// grid fills a wave; two when it fills more than half of one; else as many as fill one wave without starting a
+// second. At most one split per kMinSplitKeys keys of max_context_len, kMaxSplits and max_splits. More than
+// kMaxSplitsMergedAfter splits merge in the decode kernel (when the max_counters counters hold the grid),
+// fewer in merge_splits_kernel.
+// NOTE (bench/results/2026-12-03_s21_decode_attention.md, H200, llama3-8b shapes): at batch 8 the old plan's
+// ceil(wave / ctas) = 9 splits made 576 CTAs for 528 slots, a second wave of 48 CTAs: one wave (8 splits) took
+// 8k/32k from 106.7/422.8 to 79.5/298.5 us. At batch 64 (512 CTAs), two splits beat one (607.5 vs 697.9 us at
+// 8k). The fused merge won with many splits (batch 1, 66 splits at 8k: 19.7 vs 26.9 us) and lost slightly with
+// 8 (batch 8 at 32k: 308.4 vs 298.5 us).
+constexpr int kMaxSplitsMergedAfter = 8;
+inline DecodePlan plan_splits(int num_seqs, int num_kv_heads, int max_context_len, int num_sms, int ctas_per_sm,
                               int max_counters, int max_splits) {
   DecodePlan plan;
   const int ctas = std::max(num_seqs * num_kv_heads, 1);
-  if (ctas > max_counters) return plan;
+  const int wave = num_sms * ctas_per_sm;
+  if (ctas >= wave) return plan;
   const int by_context = (std::max(max_context_len, 1) + kMinSplitKeys - 1) / kMinSplitKeys;
-  plan.num_splits = std::clamp(num_sms * target_per_sm / ctas, 1, std::min({by_context, kMaxSplits, max_splits}));
+  plan.num_splits = std::clamp(std::max(2, wave / ctas), 1, std::min({by_context, kMaxSplits, max_splits}));
+  plan.is_fused_merge = plan.num_splits > kMaxSplitsMergedAfter && ctas <= max_counters;
   return plan;
 }
 
