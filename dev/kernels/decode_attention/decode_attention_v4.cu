@@ -1,7 +1,9 @@
 // Kernel lab, round 4: decode attention at the KV-read floor. Times the engine's kernel before this round
 // ("old", the kernel of main at 2850500, copied below with its plan and merge kernel) against the engine's
 // kernel now (src/backends/cuda/attention_decode_kernel.cuh, included, so the lab times exactly that code) and
-// against variants of the new kernel's stage count and split plan; checks every variant against an fp64 CPU
+// against variants of it: how it reads the block table (TableReads), and main's kernel with the new split plan
+// (run 1 of 2026-12-03 swept stages and split targets with an earlier version; see its log and
+// bench/results/2026-12-03_s21_decode_attention.md); checks every variant against an fp64 CPU
 // reference on random inputs (odd sizes, poisoned outputs, each case run twice so the merge counters' reset is
 // checked too); prints achieved KV bandwidth against a device-to-device copy and a read-only stream measured in
 // the same run. Build (here): see dev/kernels/decode_attention/run_v4.sh.
