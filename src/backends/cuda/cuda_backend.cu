@@ -6,12 +6,13 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "formats/gguf_quant.h"
+#include "backends/cuda/attention_decode.cuh"
 #include "backends/cuda/attention_prefill.cuh"
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/cuda_backend.cuh"
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/quant_gemv.cuh"
+#include "formats/gguf_quant.h"
 
 namespace anvil {
 
@@ -60,6 +61,7 @@ CudaBackend::~CudaBackend() {
   if (lt_workspace_) cudaFree(lt_workspace_);
   if (scratch_) cudaFree(scratch_);
   if (gemv_norm_done_) cudaFree(gemv_norm_done_);
+  if (decode_merge_counters_) cudaFree(decode_merge_counters_);
   if (staging_) cudaFreeHost(staging_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -97,6 +99,9 @@ Status CudaBackend::init() {
   ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&lt_workspace_, lt_workspace_bytes_), "cudaMalloc (cuBLASLt workspace)");
   ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&gemv_norm_done_, sizeof(unsigned)), "cudaMalloc (gemv counter)");
   ANVIL_CUDA_RETURN_IF_ERROR(cudaMemset(gemv_norm_done_, 0, sizeof(unsigned)), "cudaMemset (gemv counter)");
+  const size_t counter_bytes = static_cast<size_t>(decode_attention_max_counters(num_sms_)) * sizeof(unsigned);
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaMalloc(&decode_merge_counters_, counter_bytes), "cudaMalloc (decode counters)");
+  ANVIL_CUDA_RETURN_IF_ERROR(cudaMemset(decode_merge_counters_, 0, counter_bytes), "cudaMemset (decode counters)");
   return Status();
 }
 
@@ -125,7 +130,9 @@ Status CudaBackend::copy_to_host(const Tensor& src, void* host_dst) {
   return cuda_status(cudaStreamSynchronize(stream_), "copy to host (synchronize)");
 }
 
-Status CudaBackend::synchronize() { return cuda_status(cudaStreamSynchronize(stream_), "synchronize"); }
+Status CudaBackend::synchronize() {
+  return cuda_status(cudaStreamSynchronize(stream_), "synchronize");
+}
 
 Expected<void*> CudaBackend::scratch(size_t nbytes) {
   if (nbytes > scratch_bytes_) {

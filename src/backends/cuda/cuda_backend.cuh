@@ -219,6 +219,9 @@ class CudaBackend final : public Backend {
   size_t scratch_bytes_ = 0;
   // The fused norm GEMV's CTA counter (GemvNorm::done); zero between launches.
   unsigned* gemv_norm_done_ = nullptr;
+  // Merge counters of decode attention (attention_decode.cuh), [decode_attention_max_counters(num_sms_)], zero
+  // between launches.
+  unsigned* decode_merge_counters_ = nullptr;
   bool fuse_norm_ = false;  // CudaBackendOptions::fuse_norm
   std::string engine_config_;  // CudaBackendOptions::engine_config
   // The GemvNorm of `norm` when the fused GEMV can run it with `weight` (decode-sized token counts), else nullopt.

@@ -236,18 +236,18 @@ Status CudaBackend::decode(const Tensor& q, const KvCacheView& cache, const Atte
   const int num_kv_heads = static_cast<int>(cache.k.size(2));
   // NOTE: the split count is planned here, per step, from max_context_len; in a decode graph that is the model's
   // context, and each sequence uses only the splits its own context fills (see attention_decode.cuh).
-  const int num_splits = decode_attention_splits(q.dtype, head_dim, num_heads / num_kv_heads, meta.num_seqs,
-                                                 num_kv_heads, meta.max_context_len, num_sms_);
+  const decode_attn::DecodePlan plan =
+      plan_decode_attention(q.dtype, head_dim, meta.num_seqs, num_kv_heads, meta.max_context_len, num_sms_);
   float* part_acc = nullptr;
   float* part_ml = nullptr;
-  if (num_splits > 1) {
-    const size_t acc_elems = static_cast<size_t>(num_splits) * meta.num_seqs * num_heads * head_dim;
-    const size_t ml_elems = static_cast<size_t>(num_splits) * meta.num_seqs * num_heads * 2;
+  if (plan.num_splits > 1) {
+    const size_t acc_elems = static_cast<size_t>(plan.num_splits) * meta.num_seqs * num_heads * head_dim;
+    const size_t ml_elems = static_cast<size_t>(plan.num_splits) * meta.num_seqs * num_heads * 2;
     ANVIL_ASSIGN_OR_RETURN(void* buf, scratch((acc_elems + ml_elems) * sizeof(float)));
     part_acc = static_cast<float*>(buf);
     part_ml = part_acc + acc_elems;
   }
-  return decode_attention(q, cache, meta, scale, num_splits, part_acc, part_ml, out, stream_);
+  return decode_attention(q, cache, meta, scale, plan, part_acc, part_ml, decode_merge_counters_, out, stream_);
 }
 
 Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta,
