@@ -26,7 +26,8 @@ Status check_weights_fit(const EngineConfig& config, size_t device_weight_bytes)
 // The KV cache for `model` on `backend` (memory_plan.h). CPU: room for max_num_seqs sequences of max_model_len
 // tokens within a share of the available host memory. CUDA: gpu_memory_utilization of the memory free after the
 // weights, less what the runner reserves (`runner`) and a fixed overhead.
+// kv_dtype: the cache's element dtype (its scales are counted for fp8/int8).
 Expected<KvPlan> plan_kv_blocks(const EngineConfig& config, const ModelConfig& model, int64_t max_model_len,
-                                Backend& backend, const RunnerMemory& runner);
+                                Backend& backend, DType kv_dtype, const RunnerMemory& runner);
 
 }  // namespace anvil

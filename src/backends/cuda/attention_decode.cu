@@ -13,6 +13,7 @@
 
 #include "backends/cuda/attention_decode.cuh"
 #include "backends/cuda/cuda_common.cuh"
+#include "backends/cuda/kv_quant.cuh"
 
 namespace anvil::cuda {
 namespace {
@@ -115,6 +116,8 @@ struct DecodeArgs {
   int window;        // AttentionMetadata::sliding_window (-1: none)
   float scale;       // softmax scale (for soft-capping)
   float softcap;     // AttentionMetadata::logit_softcap (0: none)
+  const float* k_scale = nullptr;  // [num_blocks, block_size, num_kv_heads] of an fp8/int8 cache (else null)
+  const float* v_scale = nullptr;
 };
 
 // The first key a sequence's query sees: the start of its window, or 0.
@@ -122,8 +125,9 @@ __device__ __forceinline__ int first_visible_key(int context, int window) {
   return window > 0 ? max(0, context - window) : 0;
 }
 
-// grid (num_seqs, num_kv_heads, num_splits).
-template <typename T, int HD>
+// grid (num_seqs, num_kv_heads, num_splits). C: the cache element, T or KvFp8 / KvInt8 (kv_quant.cuh), whose
+// codes are dequantized to T as they are staged (synchronous loads instead of cp.async; the pipeline is the same).
+template <typename T, int HD, typename C = T>
 __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a) {
   using L = Smem<HD>;
   constexpr int S = kStages;
@@ -166,13 +170,20 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
       const int p = kt + j;
       const bool is_valid = p < key_end;
       int64_t off = 0;
+      int64_t slot = 0;
       if (is_valid) {
         const int block = __ldg(table + p / a.block_size);
-        off = (static_cast<int64_t>(block) * a.block_size + p % a.block_size) * slot_stride +
-              static_cast<int64_t>(kv_head) * HD + copy_col * 8;
+        slot = static_cast<int64_t>(block) * a.block_size + p % a.block_size;
+        off = slot * slot_stride + static_cast<int64_t>(kv_head) * HD + copy_col * 8;
       }
-      cp_async16(ks + j * L::kStride + copy_col * 8, kc + off, is_valid);
-      cp_async16(vs + j * L::kStride + copy_col * 8, vc + off, is_valid);
+      if constexpr (kIsQuantizedKv<C>) {
+        const int64_t row = slot * a.num_kv_heads + kv_head;
+        kv_stage_chunk8<T, C>(ks + j * L::kStride + copy_col * 8, a.k_cache, a.k_scale, off, row, is_valid);
+        kv_stage_chunk8<T, C>(vs + j * L::kStride + copy_col * 8, a.v_cache, a.v_scale, off, row, is_valid);
+      } else {
+        cp_async16(ks + j * L::kStride + copy_col * 8, kc + off, is_valid);
+        cp_async16(vs + j * L::kStride + copy_col * 8, vc + off, is_valid);
+      }
     }
   };
 #pragma unroll
@@ -354,9 +365,12 @@ Status configure_decode_attention() {
       dispatch(dtype, head_dim, [&](auto* tag, auto hd) {
         using T = std::remove_pointer_t<decltype(tag)>;
         constexpr int kHd = decltype(hd)::value;
-        if (err == cudaSuccess) {
-          err = cudaFuncSetAttribute(decode_attention_kernel<T, kHd>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(Smem<kHd>::kBytes));
+        for (auto kernel : {decode_attention_kernel<T, kHd>, decode_attention_kernel<T, kHd, KvFp8>,
+                            decode_attention_kernel<T, kHd, KvInt8>}) {
+          if (err == cudaSuccess) {
+            err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(Smem<kHd>::kBytes));
+          }
         }
       });
     }
@@ -415,13 +429,18 @@ Status decode_attention(const Tensor& q, const KvCacheView& cache, const Attenti
                         scale * 1.4426950408889634f,
                         meta.sliding_window,
                         scale,
-                        meta.logit_softcap};
+                        meta.logit_softcap,
+                        cache.k_scale.defined() ? cache.k_scale.ptr<const float>() : nullptr,
+                        cache.v_scale.defined() ? cache.v_scale.ptr<const float>() : nullptr};
   cudaError_t err = cudaSuccess;
   dispatch(q.dtype, head_dim, [&](auto* tag, auto hd) {
     using T = std::remove_pointer_t<decltype(tag)>;
     constexpr int kHd = decltype(hd)::value;
     const dim3 grid(meta.num_seqs, num_kv_heads, num_splits);
-    err = launch_kernel(decode_attention_kernel<T, kHd>, grid, dim3(kThreads), Smem<kHd>::kBytes, stream, args);
+    auto kernel = decode_attention_kernel<T, kHd>;
+    if (cache.k.dtype == DType::kFP8E4M3) kernel = decode_attention_kernel<T, kHd, KvFp8>;
+    if (cache.k.dtype == DType::kInt8) kernel = decode_attention_kernel<T, kHd, KvInt8>;
+    err = launch_kernel(kernel, grid, dim3(kThreads), Smem<kHd>::kBytes, stream, args);
     if (err == cudaSuccess && num_splits > 1) {
       err = launch_kernel(merge_splits_kernel<T>, dim3(meta.num_seqs * num_heads), dim3(kHd), 0, stream, args,
                           meta.num_seqs, num_splits, kHd);
