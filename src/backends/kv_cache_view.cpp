@@ -30,8 +30,8 @@ Status check_kv_cache(const KvCacheView& cache, int64_t num_kv_heads, int64_t he
     }
     if (!s->defined() || s->dtype != DType::kF32 || s->ndim != 3 || !s->is_contiguous() || s->size(0) != k.size(0) ||
         s->size(1) != k.size(1) || s->size(2) != k.size(2)) {
-      return fail(std::string(dtype_name(k.dtype)) +
-                  " needs fp32 scales [num_blocks, block_size, num_kv_heads], got " + s->describe());
+      return fail(std::string(dtype_name(k.dtype)) + " needs fp32 scales [num_blocks, block_size, num_kv_heads], got " +
+                  s->describe());
     }
   }
   return Status();

@@ -201,8 +201,7 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
     const RunnerMemory runner_memory =
         impl->model ? ModelRunner::reserved_memory(*impl->model, *impl->backend, runner_config, config.max_num_seqs)
                     : RunnerMemory{};
-    ANVIL_ASSIGN_OR_RETURN(KvPlan plan,
-                           plan_kv_blocks(config, mc, max_len, *impl->backend, kv_dtype, runner_memory));
+    ANVIL_ASSIGN_OR_RETURN(KvPlan plan, plan_kv_blocks(config, mc, max_len, *impl->backend, kv_dtype, runner_memory));
     num_blocks = static_cast<int32_t>(plan.num_blocks);
     ANVIL_LOG_INFO("{} ({})", plan.summary, impl->backend->name());
   }

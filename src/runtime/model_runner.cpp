@@ -79,21 +79,19 @@ Expected<std::unique_ptr<ModelRunner>> ModelRunner::create(Backend& backend, Mod
     }
     return view;
   };
+  auto device_memory = [&](size_t n) { return backend.allocate(n); };
+  auto host_memory = [&](size_t n) { return backend.allocate_kv_host(n); };
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    ANVIL_ASSIGN_OR_RETURN(
-        KvCacheView view,
-        make_layer(device_blocks, [&](size_t n) { return backend.allocate(n); }, &runner->kv_buffers_,
-                   &runner->kv_bytes_));
+    ANVIL_ASSIGN_OR_RETURN(KvCacheView view,
+                           make_layer(device_blocks, device_memory, &runner->kv_buffers_, &runner->kv_bytes_));
     runner->kv_views_.push_back(view);
   }
   runner->block_bytes_ = runner->kv_bytes_ / static_cast<size_t>(device_blocks);
   if (kv.num_host_blocks > 0) {
     size_t host_bytes = 0;
     for (int64_t i = 0; i < c.num_layers; ++i) {
-      ANVIL_ASSIGN_OR_RETURN(
-          KvCacheView view,
-          make_layer(kv.num_host_blocks, [&](size_t n) { return backend.allocate_kv_host(n); },
-                     &runner->host_buffers_, &host_bytes));
+      ANVIL_ASSIGN_OR_RETURN(KvCacheView view,
+                             make_layer(kv.num_host_blocks, host_memory, &runner->host_buffers_, &host_bytes));
       runner->host_views_.push_back(view);
     }
   }

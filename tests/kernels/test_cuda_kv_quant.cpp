@@ -107,9 +107,8 @@ class CudaKvQuant : public ::testing::TestWithParam<Param> {
                     .ok());
     const KvCacheView gcache = cache.device_view(h_->gpu());
     auto gout = h_->device(std::vector<float>(q.size(), NAN), {layout.num_tokens, nh * hd});
-    const Status st =
-        h_->gpu().paged_attention(h_->device(q, {layout.num_tokens, nh, hd}), gcache, layout.metadata(*h_, bs, true),
-                                  scale, gout);
+    const Status st = h_->gpu().paged_attention(h_->device(q, {layout.num_tokens, nh, hd}), gcache,
+                                                layout.metadata(*h_, bs, true), scale, gout);
     ASSERT_TRUE(st.ok()) << name << ": " << st.to_string();
     const double err = rel_l2(h_->download(gout), h_->read_host(cout));
     EXPECT_LT(err, tolerance(GetParam().act)) << name;
@@ -168,8 +167,7 @@ TEST_P(CudaKvQuant, CacheWriteQuantizesLikeTheCpu) {
       for (size_t r = 0; r < rows; ++r) {
         dequantize_kv_row(ccache.k.data() + r * hd, ccache.k_scale[r], hd, ccache.dtype, want.data() + r * hd);
         dequantize_kv_row(got.k.data() + r * hd, got.k_scale[r], hd, got.dtype, have.data() + r * hd);
-        dequantize_kv_row(ccache.v.data() + r * hd, ccache.v_scale[r], hd, ccache.dtype,
-                          want.data() + (rows + r) * hd);
+        dequantize_kv_row(ccache.v.data() + r * hd, ccache.v_scale[r], hd, ccache.dtype, want.data() + (rows + r) * hd);
         dequantize_kv_row(got.v.data() + r * hd, got.v_scale[r], hd, got.dtype, have.data() + (rows + r) * hd);
         if (!rotate) {
           EXPECT_NEAR(got.k_scale[r], ccache.k_scale[r], 1e-6f * ccache.k_scale[r]) << name << " row " << r;
@@ -201,9 +199,9 @@ TEST_P(CudaKvQuant, DecodeAttentionReadsTheQuantizedCache) {
 TEST_P(CudaKvQuant, PrefillAttentionReadsTheQuantizedCache) {
   for (int hd : {64, 128}) {
     ASSERT_TRUE(cuda::prefill_attention_supported(GetParam().act, hd));
-    attention_case(8, 2, hd, 16, {{300, 300}});                   // one prompt
-    attention_case(4, 1, hd, 3, {{7, 7}, {19, 130}, {1, 111}});   // mixed: prompt, chunk over a prefix, decode
-    attention_case(6, 2, hd, 32, {{5, 2000}});                    // a short run over a long prefix (key split)
+    attention_case(8, 2, hd, 16, {{300, 300}});                  // one prompt
+    attention_case(4, 1, hd, 3, {{7, 7}, {19, 130}, {1, 111}});  // mixed: prompt, chunk over a prefix, decode
+    attention_case(6, 2, hd, 32, {{5, 2000}});                   // a short run over a long prefix (key split)
   }
 }
 

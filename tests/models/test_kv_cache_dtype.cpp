@@ -4,11 +4,11 @@
 // swapped blocks keep their scales, an engine built with --kv-cache-dtype runs with it, and an unknown dtype is
 // a clear error.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <unistd.h>
 #include <random>
 #include <string>
 #include <vector>

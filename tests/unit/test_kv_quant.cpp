@@ -57,8 +57,8 @@ TEST(KvQuant, RowsRoundTripWithinOneStepOfTheirScale) {
         dequantize_kv_row(codes.data(), scale, head_dim, dt, y.data());
         for (int d = 0; d < head_dim; ++d) {
           // int8: half a step; e4m3: half an ulp (2^-4 relative) for normals, half of 2^-9 * scale below them.
-          const double bound = dt == DType::kInt8 ? 0.5 * scale + 1e-12
-                                                  : std::max(std::fabs(x[d]) / 16.0, 0.5 * scale / 512.0) + 1e-12;
+          const double bound =
+              dt == DType::kInt8 ? 0.5 * scale + 1e-12 : std::max(std::fabs(x[d]) / 16.0, 0.5 * scale / 512.0) + 1e-12;
           EXPECT_LE(std::fabs(y[d] - x[d]), bound) << dtype_name(dt) << " head_dim " << head_dim << " d " << d;
         }
       }
@@ -192,10 +192,10 @@ TEST(KvQuant, CpuAttentionOverAQuantizedCacheStaysCloseToTheFp32Cache) {
   // NOTE: measured relative L2 errors on these cases (seed 11): fp8 0.024-0.031, int8 0.0018-0.0025; the bounds
   // leave ~1.5x room. e4m3 keeps 3 mantissa bits (a relative step of 1/16), int8 a step of max/127 per row.
   const std::vector<AttnCase> cases = {
-      {4, 2, 16, 16, {{7, 7}}},                       // prefill
-      {6, 3, 19, 3, {{1, 111}, {1, 1}, {5, 40}}},     // decode + chunked prefill, odd head_dim and block size
-      {8, 1, 64, 1, {{19, 19}, {1, 70}}},             // MQA, block size 1
-      {4, 4, 128, 16, {{1, 300}}},                    // long decode
+      {4, 2, 16, 16, {{7, 7}}},                    // prefill
+      {6, 3, 19, 3, {{1, 111}, {1, 1}, {5, 40}}},  // decode + chunked prefill, odd head_dim and block size
+      {8, 1, 64, 1, {{19, 19}, {1, 70}}},          // MQA, block size 1
+      {4, 4, 128, 16, {{1, 300}}},                 // long decode
   };
   for (const AttnCase& c : cases) {
     const auto want = run_attention(*cpu, DType::kF32, c, 11);

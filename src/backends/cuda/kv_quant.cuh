@@ -56,8 +56,8 @@ __device__ __forceinline__ uint4 kv_dequant8(uint2 codes, float scale) {
       const uint32_t word = w == 0 ? codes.x : codes.y;
 #pragma unroll
       for (int p = 0; p < 2; ++p) {
-        const __half2 h(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>((word >> (16 * p)) & 0xffffu),
-                                                   __NV_E4M3));
+        const __half2 h(
+            __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>((word >> (16 * p)) & 0xffffu), __NV_E4M3));
         const float2 v = __half22float2(h);
         f[4 * w + 2 * p] = v.x;
         f[4 * w + 2 * p + 1] = v.y;

@@ -151,8 +151,8 @@ Status CudaBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const
           launch_kernel(kv_quantize_write_kernel<T, C>, dim3(static_cast<unsigned>(num_tokens)), dim3(threads), 0,
                         stream_, k.ptr<const T>(), v.ptr<const T>(), slot_mapping.ptr<const int32_t>(),
                         cache.k.ptr<uint8_t>(), cache.v.ptr<uint8_t>(), cache.k_scale.ptr<float>(),
-                        cache.v_scale.ptr<float>(), static_cast<int>(k.size(1)), static_cast<int>(q.size(2)),
-                        num_slots, k.strides[0], v.strides[0]),
+                        cache.v_scale.ptr<float>(), static_cast<int>(k.size(1)), static_cast<int>(q.size(2)), num_slots,
+                        k.strides[0], v.strides[0]),
           "rope_and_cache_write (quantize)");
     };
     return cache.k.dtype == DType::kInt8 ? launch_quantize(static_cast<KvInt8*>(nullptr))
