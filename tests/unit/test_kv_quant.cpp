@@ -189,8 +189,9 @@ std::vector<float> run_attention(Backend& cpu, DType dtype, const AttnCase& c, u
 
 TEST(KvQuant, CpuAttentionOverAQuantizedCacheStaysCloseToTheFp32Cache) {
   auto cpu = make_cpu_backend({.num_threads = 2});
-  // NOTE: measured relative L2 errors on these cases (seed 11): fp8 0.024-0.031, int8 0.0018-0.0025; the bounds
-  // leave ~1.5x room. e4m3 keeps 3 mantissa bits (a relative step of 1/16), int8 a step of max/127 per row.
+  // NOTE: measured relative L2 errors on these cases (seed 11, random keys 3x the values): fp8 0.037-0.057,
+  // int8 0.0057-0.015; the bounds leave ~1.4x room. e4m3 keeps 3 mantissa bits (a relative step of 1/16), int8 a
+  // step of max/127 per row; peaked softmaxes over random keys amplify both.
   const std::vector<AttnCase> cases = {
       {4, 2, 16, 16, {{7, 7}}},                    // prefill
       {6, 3, 19, 3, {{1, 111}, {1, 1}, {5, 40}}},  // decode + chunked prefill, odd head_dim and block size
@@ -203,9 +204,9 @@ TEST(KvQuant, CpuAttentionOverAQuantizedCacheStaysCloseToTheFp32Cache) {
     const double ei = rel_l2(run_attention(*cpu, DType::kInt8, c, 11), want);
     const std::string name = "heads " + std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) +
                              " head_dim " + std::to_string(c.head_dim);
-    EXPECT_LT(e8, 0.045) << name;
+    EXPECT_LT(e8, 0.08) << name;
     EXPECT_GT(e8, 1e-4) << name << ": the fp8 cache was not quantized";
-    EXPECT_LT(ei, 0.004) << name;
+    EXPECT_LT(ei, 0.022) << name;
     EXPECT_GT(ei, 1e-5) << name << ": the int8 cache was not quantized";
     std::printf("[ measured ] %s: fp8 rel L2 %.4f, int8 %.5f\n", name.c_str(), e8, ei);
   }
