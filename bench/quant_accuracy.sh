@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The accuracy cost of every quantization scheme (bench/results/2026-12-03_quant_accuracy.md): perplexity, mean KL
 # divergence against the unquantized model and top-token agreement, with `anvil perplexity --ctx-size C
-# --kl-reference <unquantized>` on one fixed text. Load-time schemes (int8-wo, fp8, int4-rtn) quantize the raw
+# --kl-reference <unquantized>` on one fixed text (the reference always runs an unquantized KV cache). Load-time schemes (int8-wo, fp8, int4-rtn) quantize the raw
 # checkpoint in memory; the calibrated ones (int4-awq, smoothquant) go through `anvil build --calibration`.
 # Usage: bash bench/quant_accuracy.sh NAME MODEL OUT_DIR [CTX] [CHUNKS]
 #   e.g. bash bench/quant_accuracy.sh stories260K ../shared/models/stories260K/stories260K.bin /tmp/qa/out 256 0
@@ -19,6 +19,8 @@ run() {  # run SCHEME MODEL [extra perplexity flags]
 }
 run none "$model"
 for s in int8-wo fp8 int4-rtn; do run "$s" "$model" --quantization "$s"; done
+# The KV cache quantized (weights as they are): e4m3 or int8 codes with an fp32 scale per token and kv head.
+for s in fp8 int8; do run "kv-$s" "$model" --kv-cache-dtype "$s"; done
 for s in int4-awq smoothquant; do
   "$anvil" -q build --model "$model" --quantization "$s" --calibration "$out/calib.txt" --threads 2 \
     -o "$out/${name}_${s}_engine"

@@ -36,7 +36,11 @@ struct EngineConfig {
   // second quantizes the first's rounding error, ~15 bits), the numbers of the fp32-decoded weights; "llama":
   // one pass, llama.cpp's numbers (its perplexity and greedy text) at about 0.7x the integer work.
   std::string quant_activations = "precise";
-  int block_size = 16;    // tokens per KV cache block
+  int block_size = 16;  // tokens per KV cache block
+  // Element type of the KV cache: "auto" (the activation dtype: fp32 on the CPU, the CUDA dtype), "fp8" (e4m3)
+  // or "int8", each with an fp32 scale per token and kv head: about half the bytes of a 16-bit cache, so about
+  // twice the tokens in the same memory. "auto" on an engine directory takes the dtype it was built with.
+  std::string kv_cache_dtype = "auto";
   int max_model_len = 0;  // 0: the model's max_position_embeddings
   // ---- in-flight batching ----
   int max_num_seqs = 256;             // sequences running at once (each of n samples counts)
@@ -106,6 +110,7 @@ struct ModelInfo {
   int32_t num_kv_blocks = 0;
   int32_t block_size = 0;
   size_t kv_cache_bytes = 0;
+  std::string kv_cache_dtype;  // the dtype the KV cache stores ("float32", "bfloat16", "float8_e4m3", "int8", ...)
 };
 
 enum class SpecialToken { kBos, kEos };

@@ -16,6 +16,7 @@ PromptType = Union[str, Dict[str, Any]]
 # LLM(...) keyword -> EngineConfig field, for the options beyond the named arguments.
 _ENGINE_OPTIONS = {
     "block_size": "block_size",
+    "kv_cache_dtype": "kv_cache_dtype",
     "num_kv_blocks": "num_kv_blocks",
     "max_num_batched_tokens": "max_num_batched_tokens",
     "swap_space": "swap_space_gb",
@@ -155,7 +156,7 @@ class LLM(_Prompts):
         seed: makes requests without their own SamplingParams.seed reproducible from run to run.
         num_threads: CPU threads for this engine (default: OMP_NUM_THREADS, else all cores). Each engine keeps
             its own count; see the README on threads.
-        **engine_options: block_size, num_kv_blocks, max_num_batched_tokens, swap_space (GiB),
+        **engine_options: block_size, kv_cache_dtype ("auto", "fp8" or "int8"), num_kv_blocks, max_num_batched_tokens, swap_space (GiB),
             enable_prefix_caching, load_format ("auto" or "dummy"), gpu_memory_utilization, enforce_eager,
             max_graph_batch, check_weights.
 

@@ -59,6 +59,7 @@ void bind_structs(nb::module_& m) {
       .def_rw("num_threads", &EngineConfig::num_threads)
       .def_rw("quant_activations", &EngineConfig::quant_activations)
       .def_rw("block_size", &EngineConfig::block_size)
+      .def_rw("kv_cache_dtype", &EngineConfig::kv_cache_dtype)
       .def_rw("max_model_len", &EngineConfig::max_model_len)
       .def_rw("max_num_seqs", &EngineConfig::max_num_seqs)
       .def_rw("max_num_batched_tokens", &EngineConfig::max_num_batched_tokens)
@@ -162,7 +163,8 @@ void bind_structs(nb::module_& m) {
       .def_ro("weight_bytes", &ModelInfo::weight_bytes)
       .def_ro("num_kv_blocks", &ModelInfo::num_kv_blocks)
       .def_ro("block_size", &ModelInfo::block_size)
-      .def_ro("kv_cache_bytes", &ModelInfo::kv_cache_bytes);
+      .def_ro("kv_cache_bytes", &ModelInfo::kv_cache_bytes)
+      .def_ro("kv_cache_dtype", &ModelInfo::kv_cache_dtype);
 }
 
 void bind_sync_engine(nb::module_& m) {

@@ -59,11 +59,20 @@ struct KvBlockCopy {
   int32_t dst = 0;
 };
 
-// One layer's paged KV cache. Slot `b * block_size + i` is position i of block b.
+// One layer's paged KV cache. Slot `b * block_size + i` is position i of block b. The cache dtype is the
+// backend's activation dtype, or kFP8E4M3 / kInt8 (EngineConfig::kv_cache_dtype): then every (slot, kv head) row
+// of k and v has an fp32 scale, x = code * scale (core/kv_quant.h), written with the token by
+// rope_and_cache_write and read by the attention ops and copy_kv_blocks.
 struct KvCacheView {
-  Tensor k;  // [num_blocks, block_size, num_kv_heads, head_dim]
-  Tensor v;  // [num_blocks, block_size, num_kv_heads, head_dim]
+  Tensor k;        // [num_blocks, block_size, num_kv_heads, head_dim]
+  Tensor v;        // [num_blocks, block_size, num_kv_heads, head_dim]
+  Tensor k_scale;  // fp32 [num_blocks, block_size, num_kv_heads] for a quantized cache; undefined otherwise
+  Tensor v_scale;  // fp32 [num_blocks, block_size, num_kv_heads] for a quantized cache; undefined otherwise
 };
+
+// OK when `cache` is a well-formed view: k and v contiguous, one dtype and shape, with num_kv_heads and head_dim
+// (-1: not checked), and fp32 scales exactly when the dtype is quantized. `op` names the caller in the message.
+Status check_kv_cache(const KvCacheView& cache, int64_t num_kv_heads, int64_t head_dim, const char* op);
 
 // A recorded sequence of ops over fixed buffers (a CUDA graph); replay() re-runs it on the current buffer contents.
 class CapturedGraph {
@@ -238,7 +247,8 @@ class Backend {
   // ---- KV blocks (copy-on-write of a forked sequence's partial block; swap to and from host memory) ----
   // For every layer l and every pair c: block c.dst of dst[l] (K and V) := block c.src of src[l].
   // src[l].k/.v: [num_src_blocks, block_size, num_kv_heads, head_dim]; dst[l].k/.v: [num_dst_blocks, block_size,
-  // num_kv_heads, head_dim], same dtype; src.size() == dst.size() == num_layers. Each side is this backend's
+  // num_kv_heads, head_dim], same dtype (and the scales of a quantized cache, k_scale/v_scale: [num_*_blocks,
+  // block_size, num_kv_heads], go with their blocks); src.size() == dst.size() == num_layers. Each side is this backend's
   // device cache or host memory from allocate_kv_host (Tensor::device tells which); src and dst may be the same
   // views (copy-on-write). Ids are checked against the block counts. Queued in order with the other ops.
   virtual Status copy_kv_blocks(std::span<const KvCacheView> src, std::span<const KvCacheView> dst,

@@ -264,6 +264,16 @@ bool is_engine_dir(const std::string& path) {
   return j.ok() && j->contains("anvil_engine");
 }
 
+Expected<std::string> engine_kv_cache_dtype(const std::string& dir) {
+  ANVIL_ASSIGN_OR_RETURN(json config, read_json_file(fs::path(dir) / "config.json"));
+  const json& build = config["build_config"];
+  if (!build.is_object() || !build.contains("kv_cache_dtype")) return std::string("auto");
+  if (!build["kv_cache_dtype"].is_string()) {
+    return invalid_file("engine " + dir + ": build_config.kv_cache_dtype is not a string");
+  }
+  return build["kv_cache_dtype"].get<std::string>();
+}
+
 Status write_engine(const Checkpoint& ckpt, const std::string& source_path, const BuildOptions& options,
                     const QuantizeReport& report, const std::string& out_dir) {
   if (ckpt.format == "gguf") {

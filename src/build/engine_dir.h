@@ -26,7 +26,7 @@ inline constexpr int kEngineFormatVersion = 1;
 
 struct BuildOptions {
   QuantScheme quantization = QuantScheme::kNone;
-  std::string kv_cache_dtype = "auto";  // auto, fp8, int8 (recorded; the KV cache kernels read it)
+  std::string kv_cache_dtype = "auto";  // auto, fp8, int8: recorded; a run of the engine stores its KV cache so
   int max_batch = 256;
   int max_seq_len = 0;         // 0: the model's max_position_embeddings
   int64_t opt_num_tokens = 0;  // 0: max_batch (the decode step of a full batch)
@@ -65,5 +65,9 @@ struct EngineTarget {
 // that rebuilds it: another engine format or Anvil version, another GPU, a missing or truncated weights file, a
 // quantized tensor without its scales.
 Expected<Checkpoint> load_engine(const std::string& dir, const std::string& running_gpu);
+
+// The KV cache dtype an engine was built with (build_config.kv_cache_dtype: "auto", "fp8", "int8"; "auto" for an
+// engine that records none). Errors: an unreadable config.json.
+Expected<std::string> engine_kv_cache_dtype(const std::string& dir);
 
 }  // namespace anvil

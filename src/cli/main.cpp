@@ -45,6 +45,10 @@ void add_engine_options(CLI::App* cmd, EngineConfig* config) {
   cmd->add_option("--gpu-memory-utilization", config->gpu_memory_utilization,
                   "CUDA: share of the memory left after the weights given to the KV cache");
   cmd->add_option("--block-size", config->block_size, "tokens per KV cache block")->check(CLI::Range(1, 1024));
+  cmd->add_option("--kv-cache-dtype", config->kv_cache_dtype,
+                  "KV cache element type: auto (the activation dtype; an engine's own), fp8 (e4m3) or int8, each "
+                  "with a scale per token and kv head")
+      ->check(CLI::IsMember({"auto", "fp8", "int8"}));
   cmd->add_option("--num-kv-blocks", config->num_kv_blocks, "KV cache blocks (0 = sized for the device)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-num-seqs", config->max_num_seqs, "sequences running at once")->check(CLI::PositiveNumber);

@@ -43,6 +43,7 @@ int run_chunked(const PerplexityOptions& options, const std::string& text) {
     EngineConfig ref_config = options.engine;
     ref_config.model_path = options.kl_reference;
     ref_config.quantization = "none";  // the reference runs its own weights as they are
+    ref_config.kv_cache_dtype = "auto";  // and its own unquantized KV cache
     auto r = Engine::create(ref_config);
     if (!r.ok()) return fail(r.status());
     reference = std::move(r).value();

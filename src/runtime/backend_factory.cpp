@@ -73,11 +73,12 @@ Status check_weights_fit(const EngineConfig& config, size_t device_weight_bytes)
 }
 
 Expected<KvPlan> plan_kv_blocks(const EngineConfig& config, const ModelConfig& model, int64_t max_model_len,
-                                Backend& backend, const RunnerMemory& runner, int ranks_sharing_memory) {
+                                Backend& backend, DType kv_dtype, const RunnerMemory& runner,
+                                int ranks_sharing_memory) {
   const int64_t blocks_per_seq = (max_model_len + config.block_size - 1) / config.block_size;
   const size_t block_bytes =
-      static_cast<size_t>(2 * model.num_layers * config.block_size * model.num_kv_heads * model.head_dim) *
-      dtype_size(backend.activation_dtype()) * static_cast<size_t>(std::max(ranks_sharing_memory, 1));
+      kv_block_bytes(model.num_layers, config.block_size, model.num_kv_heads, model.head_dim, kv_dtype) *
+      static_cast<size_t>(std::max(ranks_sharing_memory, 1));
   if (backend.device() == Device::kCpu) {
     return plan_cpu_kv(CpuKvPlanInput{.available_bytes = host_available_bytes(),
                                       .kv_block_bytes = block_bytes,

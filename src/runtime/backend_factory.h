@@ -28,7 +28,9 @@ Status check_weights_fit(const EngineConfig& config, size_t device_weight_bytes)
 // weights, less what the runner reserves (`runner`) and a fixed overhead.
 // `model` is the KV shape of one rank (dist/shard.h rank_kv_config at TP x PP > 1); `ranks_sharing_memory` ranks
 // each hold a pool of that many blocks in this memory (CPU: every rank of the machine; CUDA: 1, a GPU per rank).
+// kv_dtype: the cache's element dtype (its scales are counted for fp8/int8).
 Expected<KvPlan> plan_kv_blocks(const EngineConfig& config, const ModelConfig& model, int64_t max_model_len,
-                                Backend& backend, const RunnerMemory& runner, int ranks_sharing_memory = 1);
+                                Backend& backend, DType kv_dtype, const RunnerMemory& runner,
+                                int ranks_sharing_memory = 1);
 
 }  // namespace anvil

@@ -17,6 +17,7 @@
 
 #include "build/engine_dir.h"
 #include "build/quantize_checkpoint.h"
+#include "core/kv_quant.h"
 #include "core/logging.h"
 #include "dist/parallel_runner.h"
 #include "dist/shard.h"
@@ -90,6 +91,7 @@ Status check_config(const EngineConfig& config) {
   if (!(config.swap_space_gb >= 0.0 && config.swap_space_gb <= 1e6)) {
     return invalid_argument("swap_space_gb must be in [0, 1e6] (got " + std::to_string(config.swap_space_gb) + ")");
   }
+  ANVIL_RETURN_IF_ERROR(parse_kv_cache_dtype(config.kv_cache_dtype, DType::kF32).status());
   if (config.num_kv_blocks < 0) {
     return invalid_argument("num_kv_blocks must be >= 0 (got " + std::to_string(config.num_kv_blocks) + ")");
   }
@@ -197,6 +199,11 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   EngineConfig rank_config = config;  // this process's rank: its share of the threads when ranks are processes
   if (is_multi_process) rank_config.num_threads = rank_threads;
   ANVIL_ASSIGN_OR_RETURN(impl->backend, make_backend(rank_config));
+  std::string kv_dtype_name = config.kv_cache_dtype;
+  if (kv_dtype_name == "auto" && config.load_format == "auto" && is_engine_dir(config.model_path)) {
+    ANVIL_ASSIGN_OR_RETURN(kv_dtype_name, engine_kv_cache_dtype(config.model_path));
+  }
+  ANVIL_ASSIGN_OR_RETURN(const DType kv_dtype, parse_kv_cache_dtype(kv_dtype_name, impl->backend->activation_dtype()));
   const auto t0 = Clock::now();
   if (num_ranks == 1) {
     ANVIL_ASSIGN_OR_RETURN(impl->model, create_model(impl->checkpoint, *impl->backend));
@@ -226,12 +233,12 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
         num_ranks > 1 ? rank_kv_config(mc, config.tensor_parallel_size, config.pipeline_parallel_size) : mc;
     const int sharers = num_ranks > 1 && impl->backend->device() == Device::kCpu ? num_ranks : 1;
     ANVIL_ASSIGN_OR_RETURN(KvPlan plan,
-                           plan_kv_blocks(config, kv_shape, max_len, *impl->backend, runner_memory, sharers));
+                           plan_kv_blocks(config, kv_shape, max_len, *impl->backend, kv_dtype, runner_memory, sharers));
     num_blocks = static_cast<int32_t>(plan.num_blocks);
     ANVIL_LOG_INFO("{} ({})", plan.summary, impl->backend->name());
   }
-  const double block_bytes = 2.0 * static_cast<double>(mc.num_layers) * config.block_size * mc.num_kv_heads *
-                             mc.head_dim * dtype_size(impl->backend->activation_dtype());
+  const double block_bytes =
+      static_cast<double>(kv_block_bytes(mc.num_layers, config.block_size, mc.num_kv_heads, mc.head_dim, kv_dtype));
   int32_t num_host_blocks = 0;
   if (config.swap_space_gb > 0.0) {
     const double n = std::floor(config.swap_space_gb * kBytesPerGb / block_bytes);
@@ -241,7 +248,8 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
                               " holds no KV block (one block is " + std::to_string(block_bytes) + " bytes)");
     }
   }
-  KvCacheConfig kv{.num_blocks = num_blocks, .block_size = config.block_size, .num_host_blocks = num_host_blocks};
+  KvCacheConfig kv{
+      .num_blocks = num_blocks, .block_size = config.block_size, .num_host_blocks = num_host_blocks, .dtype = kv_dtype};
   size_t weight_bytes = 0;
   if (impl->model) {
     ANVIL_ASSIGN_OR_RETURN(impl->runner, ModelRunner::create(*impl->backend, *impl->model, kv, runner_config));
@@ -309,11 +317,12 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   info.num_kv_blocks = kv.num_blocks;
   info.block_size = kv.block_size;
   info.kv_cache_bytes = impl->runner->kv_cache_bytes();
+  info.kv_cache_dtype = std::string(dtype_name(kv_dtype));
   ANVIL_LOG_INFO(
       "loaded {} ({} format, {:.1f}M params, {:.2f} GB weights) in {:.2f} s; KV cache {} blocks x {} tokens"
-      ", {} swap blocks",
+      " ({}), {} swap blocks",
       mc.architecture, impl->checkpoint.format, info.num_params / 1e6, info.weight_bytes / 1e9, seconds_since(t0),
-      kv.num_blocks, kv.block_size, num_host_blocks);
+      kv.num_blocks, kv.block_size, info.kv_cache_dtype, num_host_blocks);
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 

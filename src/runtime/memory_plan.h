@@ -8,8 +8,16 @@
 #include <string>
 
 #include "anvil/status.h"
+#include "core/kv_quant.h"
 
 namespace anvil {
+
+// Bytes of one KV block over all layers, K and V: block_size x num_kv_heads rows of head_dim elements of
+// `kv_dtype` each, plus an fp32 scale per row for fp8/int8 (core/kv_quant.h).
+inline size_t kv_block_bytes(int64_t num_layers, int64_t block_size, int64_t num_kv_heads, int64_t head_dim,
+                             DType kv_dtype) {
+  return static_cast<size_t>(2 * num_layers * block_size * num_kv_heads) * kv_row_bytes(kv_dtype, head_dim);
+}
 
 // What the model runner and the sampler allocate besides the KV cache (bytes).
 struct RunnerMemory {

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/kv_quant.h"
 #include "core/logging.h"
 
 namespace anvil {
@@ -46,32 +47,51 @@ Expected<std::unique_ptr<ModelRunner>> ModelRunner::create(Backend& backend, Mod
   if (runner->config_.max_model_len == 0 || runner->config_.max_model_len > c.max_position_embeddings) {
     runner->config_.max_model_len = static_cast<int32_t>(std::min<int64_t>(c.max_position_embeddings, INT32_MAX));
   }
-  const DType dtype = backend.activation_dtype();
+  const DType dtype = kv.dtype.value_or(backend.activation_dtype());
+  if (dtype != backend.activation_dtype() && !is_quantized_kv(dtype)) {
+    return invalid_argument("KV cache dtype " + std::string(dtype_name(dtype)) + " on the " + backend.name() +
+                            " backend: use the activation dtype (" +
+                            std::string(dtype_name(backend.activation_dtype())) + "), fp8 or int8");
+  }
+  const bool quantized = is_quantized_kv(dtype);
   // One spare block past the scheduler's ids: the padding rows of fixed-shape decode steps write there.
   const int64_t device_blocks = static_cast<int64_t>(kv.num_blocks) + 1;
   runner->pad_block_ = kv.num_blocks;
-  const int64_t layer_elems = device_blocks * kv.block_size * c.num_kv_heads * c.head_dim;
-  for (int64_t i = 0; i < c.num_layers; ++i) {
+  // K and V [blocks, block_size, num_kv_heads, head_dim] of one layer, and their scales [blocks, block_size,
+  // num_kv_heads] when quantized; `alloc` gives the memory (device or pinned host).
+  auto make_layer = [&](int64_t blocks, auto&& alloc, std::vector<Buffer>* buffers,
+                        size_t* total_bytes) -> Expected<KvCacheView> {
     KvCacheView view;
+    const int64_t rows = blocks * kv.block_size * c.num_kv_heads;
     for (Tensor* t : {&view.k, &view.v}) {
-      ANVIL_ASSIGN_OR_RETURN(Buffer b, backend.allocate(layer_elems * dtype_size(dtype)));
-      *t = b.view(dtype, {device_blocks, kv.block_size, c.num_kv_heads, c.head_dim});
-      runner->kv_bytes_ += b.nbytes();
-      runner->kv_buffers_.push_back(std::move(b));
+      ANVIL_ASSIGN_OR_RETURN(Buffer b, alloc(static_cast<size_t>(rows * c.head_dim) * dtype_size(dtype)));
+      *t = Tensor::make(b.data(), dtype, {blocks, kv.block_size, c.num_kv_heads, c.head_dim}, b.device());
+      *total_bytes += b.nbytes();
+      buffers->push_back(std::move(b));
     }
+    if (quantized) {
+      for (Tensor* t : {&view.k_scale, &view.v_scale}) {
+        ANVIL_ASSIGN_OR_RETURN(Buffer b, alloc(static_cast<size_t>(rows) * sizeof(float)));
+        *t = Tensor::make(b.data(), DType::kF32, {blocks, kv.block_size, c.num_kv_heads}, b.device());
+        *total_bytes += b.nbytes();
+        buffers->push_back(std::move(b));
+      }
+    }
+    return view;
+  };
+  auto device_memory = [&](size_t n) { return backend.allocate(n); };
+  auto host_memory = [&](size_t n) { return backend.allocate_kv_host(n); };
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    ANVIL_ASSIGN_OR_RETURN(KvCacheView view,
+                           make_layer(device_blocks, device_memory, &runner->kv_buffers_, &runner->kv_bytes_));
     runner->kv_views_.push_back(view);
   }
   runner->block_bytes_ = runner->kv_bytes_ / static_cast<size_t>(device_blocks);
   if (kv.num_host_blocks > 0) {
-    const int64_t host_elems = static_cast<int64_t>(kv.num_host_blocks) * kv.block_size * c.num_kv_heads * c.head_dim;
+    size_t host_bytes = 0;
     for (int64_t i = 0; i < c.num_layers; ++i) {
-      KvCacheView view;
-      for (Tensor* t : {&view.k, &view.v}) {
-        ANVIL_ASSIGN_OR_RETURN(Buffer b, backend.allocate_kv_host(host_elems * dtype_size(dtype)));
-        *t = Tensor::make(b.data(), dtype, {kv.num_host_blocks, kv.block_size, c.num_kv_heads, c.head_dim},
-                          Device::kCpu);
-        runner->host_buffers_.push_back(std::move(b));
-      }
+      ANVIL_ASSIGN_OR_RETURN(KvCacheView view,
+                             make_layer(kv.num_host_blocks, host_memory, &runner->host_buffers_, &host_bytes));
       runner->host_views_.push_back(view);
     }
   }

@@ -14,6 +14,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -27,6 +28,9 @@ struct KvCacheConfig {
   int32_t num_blocks = 0;
   int32_t block_size = 16;
   int32_t num_host_blocks = 0;  // host (swap) blocks, laid out like the device cache; 0 = no swap space
+  // Element dtype of the cache: unset = the backend's activation dtype; kFP8E4M3 / kInt8 store codes with an fp32
+  // scale per (slot, kv head) (core/kv_quant.h).
+  std::optional<DType> dtype;
 };
 
 struct RunnerConfig {

@@ -41,26 +41,29 @@ std::chrono::milliseconds timeout_of(const EngineConfig& config) {
 
 // What a worker needs: the engine options that pick its checkpoint and backend, and rank 0's plan.
 std::string encode_launch(const EngineConfig& c, const KvCacheConfig& kv, const RunnerConfig& r) {
-  const json j = {
-      {"engine",
-       {{"model_path", c.model_path},
-        {"load_format", c.load_format},
-        {"dummy_dtype", c.dummy_dtype},
-        {"quantization", c.quantization},
-        {"check_weights", c.check_weights},
-        {"device", c.device},
-        {"cuda_dtype", c.cuda_dtype},
-        {"num_threads", c.num_threads},
-        {"quant_activations", c.quant_activations},
-        {"tensor_parallel_size", c.tensor_parallel_size},
-        {"pipeline_parallel_size", c.pipeline_parallel_size},
-        {"dist_timeout_ms", c.dist_timeout_ms}}},
-      {"kv", {{"num_blocks", kv.num_blocks}, {"block_size", kv.block_size}, {"num_host_blocks", kv.num_host_blocks}}},
-      {"runner",
-       {{"max_model_len", r.max_model_len},
-        {"max_num_tokens", r.max_num_tokens},
-        {"max_graph_batch", r.max_graph_batch},
-        {"use_graphs", r.use_graphs}}}};
+  const json j = {{"engine",
+                   {{"model_path", c.model_path},
+                    {"load_format", c.load_format},
+                    {"dummy_dtype", c.dummy_dtype},
+                    {"quantization", c.quantization},
+                    {"check_weights", c.check_weights},
+                    {"device", c.device},
+                    {"cuda_dtype", c.cuda_dtype},
+                    {"num_threads", c.num_threads},
+                    {"quant_activations", c.quant_activations},
+                    {"tensor_parallel_size", c.tensor_parallel_size},
+                    {"pipeline_parallel_size", c.pipeline_parallel_size},
+                    {"dist_timeout_ms", c.dist_timeout_ms}}},
+                  {"kv",
+                   {{"num_blocks", kv.num_blocks},
+                    {"block_size", kv.block_size},
+                    {"num_host_blocks", kv.num_host_blocks},
+                    {"dtype", static_cast<int>(kv.dtype)}}},
+                  {"runner",
+                   {{"max_model_len", r.max_model_len},
+                    {"max_num_tokens", r.max_num_tokens},
+                    {"max_graph_batch", r.max_graph_batch},
+                    {"use_graphs", r.use_graphs}}}};
   return j.dump();
 }
 
@@ -89,8 +92,11 @@ Expected<Launch> decode_launch(const std::string& text) {
     l.engine.dist_timeout_ms = e.at("dist_timeout_ms");
     l.engine.distributed_executor = "processes";
     const json& k = j.at("kv");
-    l.kv = {
-        .num_blocks = k.at("num_blocks"), .block_size = k.at("block_size"), .num_host_blocks = k.at("num_host_blocks")};
+    l.kv = {.num_blocks = k.at("num_blocks"),
+            .block_size = k.at("block_size"),
+            .num_host_blocks = k.at("num_host_blocks"),
+            .dtype = std::nullopt};
+    if (const int dtype = k.at("dtype").get<int>(); dtype >= 0) l.kv.dtype = static_cast<DType>(dtype);
     const json& r = j.at("runner");
     l.runner = {.max_model_len = r.at("max_model_len"),
                 .max_num_tokens = r.at("max_num_tokens"),

@@ -165,6 +165,21 @@ def test_unknown_flag_is_an_error(run):
     assert proc.returncode != 0 and "no-such-flag" in proc.stderr
 
 
+@pytest.mark.parametrize("dtype", ["fp8", "int8"])
+def test_quantized_kv_cache_generates_a_story_and_says_its_dtype(run, dtype):
+    proc = run("generate", *STORIES_ARGS, "--prompt", "Once upon a time", "--temperature", "0", "--max-tokens", "16",
+               "--max-model-len", "256", "--kv-cache-dtype", dtype)
+    assert proc.returncode == 0, proc.stderr
+    # The completion alone goes to stdout; both caches keep the fp32 cache's first 16 greedy tokens here.
+    assert proc.stdout.startswith(", there was a little girl named Lily"), proc.stdout
+    assert ("(float8_e4m3)" if dtype == "fp8" else "(int8)") in proc.stderr, proc.stderr
+
+
+def test_unknown_kv_cache_dtype_is_a_clean_error(run):
+    proc = run("generate", *STORIES_ARGS, "--prompt", "y", "--kv-cache-dtype", "fp4")
+    assert_clean_error(proc, "--kv-cache-dtype", "fp4")
+
+
 # ---- chat and GGUF ---------------------------------------------------------------------------------------
 
 SMOLLM2 = __import__("pathlib").Path.home() / ".cache" / "anvil" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"

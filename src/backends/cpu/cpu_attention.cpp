@@ -1,7 +1,8 @@
 // CPU paged attention: each sequence's new queries attend causally to its cached keys/values, read through
 // its block table. One code path serves prefill, chunked prefill and decode, with an optional sliding window and
-// score soft-capping (AttentionMetadata) and an optional ALiBi bias. fp32 throughout; softmax takes two passes over
-// each (token, head)'s keys, the scores kept in a per-thread buffer.
+// score soft-capping (AttentionMetadata) and an optional ALiBi bias. fp32 throughout (an fp8/int8 cache is
+// dequantized row by row as it is read); softmax takes two passes over each (token, head)'s keys, the scores kept
+// in a per-thread buffer.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "core/kv_quant.h"
 
 namespace anvil {
 namespace {
@@ -20,9 +22,12 @@ thread_local std::vector<float> t_acc;
 // alibi_slopes: fp32 [num_heads], or null for no bias.
 Status attention(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& meta, float scale,
                  const float* alibi_slopes, const Tensor& out) {
-  if (q.dtype != DType::kF32 || cache.k.dtype != DType::kF32) {
-    return internal_error("paged_attention: cpu expects float32 q and cache, got " + q.describe());
+  const bool quantized = is_quantized_kv(cache.k.dtype);
+  if (q.dtype != DType::kF32 || (cache.k.dtype != DType::kF32 && !quantized)) {
+    return internal_error("paged_attention: cpu expects float32 q and a float32, fp8 or int8 cache, got q " +
+                          q.describe() + ", cache " + cache.k.describe());
   }
+  ANVIL_RETURN_IF_ERROR(check_kv_cache(cache, -1, q.size(2), "paged_attention"));
   const int64_t num_heads = q.size(1);
   const int64_t head_dim = q.size(2);
   const int64_t block_size = cache.k.size(1);
@@ -32,8 +37,7 @@ Status attention(const Tensor& q, const KvCacheView& cache, const AttentionMetad
   const int32_t* query_start = meta.query_start.ptr<const int32_t>();
   const int32_t* context_lens = meta.context_lens.ptr<const int32_t>();
   const int32_t* block_tables = meta.block_tables.ptr<const int32_t>();
-  const float* kc = cache.k.ptr<const float>();
-  const float* vc = cache.v.ptr<const float>();
+  const DType cache_dtype = cache.k.dtype;
   const int64_t kv_row = num_kv_heads * head_dim;
   const int64_t window = meta.sliding_window;
   const float softcap = meta.logit_softcap;
@@ -81,9 +85,18 @@ Status attention(const Tensor& q, const KvCacheView& cache, const AttentionMetad
       if (t_acc.size() < static_cast<size_t>(head_dim)) t_acc.resize(static_cast<size_t>(head_dim));
       float* scores = t_scores.data();
       float running_max = -std::numeric_limits<float>::infinity();
+      std::vector<float> k_deq(quantized ? head_dim : 0), v_deq(quantized ? head_dim : 0);
+      // Row (slot, kv_head) of k or v as fp32: the cache itself, or its codes times the row's scale.
+      auto cache_row = [&](const Tensor& c, const Tensor& c_scale, std::vector<float>& buf, int64_t slot) {
+        if (!quantized) return c.ptr<const float>() + slot * kv_row + kv_head * head_dim;
+        const int64_t row = slot * num_kv_heads + kv_head;
+        dequantize_kv_row(c.ptr<const uint8_t>() + row * head_dim, c_scale.ptr<const float>()[row], head_dim,
+                          cache_dtype, buf.data());
+        return static_cast<const float*>(buf.data());
+      };
       for (int64_t j = first; j <= pos; ++j) {
         const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
-        const float* kh = kc + slot * kv_row + kv_head * head_dim;
+        const float* kh = cache_row(cache.k, cache.k_scale, k_deq, slot);
         float score = 0.0f;
 #pragma omp simd reduction(+ : score)
         for (int64_t d = 0; d < head_dim; ++d) score += qh[d] * kh[d];
@@ -100,7 +113,7 @@ Status attention(const Tensor& q, const KvCacheView& cache, const AttentionMetad
         const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
         const float p = std::exp(scores[j - first] - running_max);
         denom += p;
-        const float* vh = vc + slot * kv_row + kv_head * head_dim;
+        const float* vh = cache_row(cache.v, cache.v_scale, v_deq, slot);
 #pragma omp simd
         for (int64_t d = 0; d < head_dim; ++d) acc[d] += p * vh[d];
       }

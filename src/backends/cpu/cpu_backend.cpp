@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/kv_quant.h"
 #include "core/scaled_weight.h"
 #include "formats/gguf_quant.h"
 
@@ -251,6 +252,12 @@ Status CpuBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const 
     for (int64_t d = 2 * half; d < head_dim; ++d) out[d] = in[d];
   };
   const size_t kv_row = static_cast<size_t>(num_kv_heads * head_dim);
+  ANVIL_RETURN_IF_ERROR(check_kv_cache(cache, num_kv_heads, head_dim, "rope_and_cache_write"));
+  const bool quantized = is_quantized_kv(cache.k.dtype);
+  uint8_t* k_codes = quantized ? cache.k.ptr<uint8_t>() : nullptr;
+  uint8_t* v_codes = quantized ? cache.v.ptr<uint8_t>() : nullptr;
+  float* k_scale = quantized ? cache.k_scale.ptr<float>() : nullptr;
+  float* v_scale = quantized ? cache.v_scale.ptr<float>() : nullptr;
 #pragma omp parallel for
   for (int64_t t = 0; t < num_tokens; ++t) {
     std::vector<float> cos_v(half), sin_v(half);
@@ -267,8 +274,17 @@ Status CpuBackend::rope_and_cache_write(const Tensor& q, const Tensor& k, const 
     }
     for (int64_t h = 0; h < num_kv_heads; ++h)
       rotate(k_row + h * head_dim, k_row + h * head_dim, cos_v.data(), sin_v.data());
-    std::memcpy(cache.k.ptr<float>() + slots[t] * kv_row, k_row, kv_row * 4);
-    std::memcpy(cache.v.ptr<float>() + slots[t] * kv_row, v_row, kv_row * 4);
+    if (quantized) {
+      // Each (token, kv head) row gets its own scale (core/kv_quant.h).
+      for (int64_t h = 0; h < num_kv_heads; ++h) {
+        const int64_t row = static_cast<int64_t>(slots[t]) * num_kv_heads + h;
+        k_scale[row] = quantize_kv_row(k_row + h * head_dim, head_dim, cache.k.dtype, k_codes + row * head_dim);
+        v_scale[row] = quantize_kv_row(v_row + h * head_dim, head_dim, cache.k.dtype, v_codes + row * head_dim);
+      }
+    } else {
+      std::memcpy(cache.k.ptr<float>() + slots[t] * kv_row, k_row, kv_row * 4);
+      std::memcpy(cache.v.ptr<float>() + slots[t] * kv_row, v_row, kv_row * 4);
+    }
   }
   return Status();
 }

@@ -25,8 +25,8 @@ using decode_attn::kStages;
 // (kAtIssue) ran slower than reading each just before its copy (kSerial) on the H200: batch 1 at 8k 20.8 / 20.1
 // vs 19.7 us, batch 256 at 8k 2891 / 3011 vs 2630 us (bench/results/2026-12-03_s21_decode_attention.md).
 constexpr decode_attn::TableReads kTable = decode_attn::TableReads::kSerial;
-template <typename T, int HD, bool kFused>
-constexpr auto kKernel = decode_attn::decode_attention_kernel<T, HD, kStages<HD>, kTable, kFused>;
+template <typename T, int HD, bool kFused, typename C = T>
+constexpr auto kKernel = decode_attn::decode_attention_kernel<T, HD, kStages<HD>, kTable, kFused, C>;
 
 // Calls fn(T*, integral_constant<HD>) for the instantiation serving (dtype, head_dim).
 template <typename Fn>
@@ -58,7 +58,9 @@ Status configure_decode_attention() {
         using T = std::remove_pointer_t<decltype(tag)>;
         constexpr int kHd = decltype(hd)::value;
         const int smem_bytes = static_cast<int>(decode_attn::Smem<kHd, kStages<kHd>>::kBytes);
-        for (auto* kernel : {kKernel<T, kHd, true>, kKernel<T, kHd, false>}) {
+        for (auto* kernel :
+             {kKernel<T, kHd, true>, kKernel<T, kHd, false>, kKernel<T, kHd, true, KvFp8>,
+              kKernel<T, kHd, false, KvFp8>, kKernel<T, kHd, true, KvInt8>, kKernel<T, kHd, false, KvInt8>}) {
           if (err == cudaSuccess) {
             err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
           }
@@ -112,7 +114,9 @@ Status decode_attention(const Tensor& q, const KvCacheView& cache, const Attenti
                         scale * 1.4426950408889634f,
                         meta.sliding_window,
                         scale,
-                        meta.logit_softcap};
+                        meta.logit_softcap,
+                        cache.k_scale.defined() ? cache.k_scale.ptr<const float>() : nullptr,
+                        cache.v_scale.defined() ? cache.v_scale.ptr<const float>() : nullptr};
   cudaError_t err = cudaSuccess;
   dispatch(q.dtype, head_dim, [&](auto* tag, auto hd) {
     using T = std::remove_pointer_t<decltype(tag)>;
@@ -120,8 +124,12 @@ Status decode_attention(const Tensor& q, const KvCacheView& cache, const Attenti
     const size_t smem_bytes = decode_attn::Smem<kHd, kStages<kHd>>::kBytes;
     const dim3 grid(meta.num_seqs, num_kv_heads, plan.num_splits);
     const bool is_fused = plan.num_splits > 1 && plan.is_fused_merge;
-    err = launch_kernel(is_fused ? kKernel<T, kHd, true> : kKernel<T, kHd, false>, grid, dim3(decode_attn::kThreads),
-                        smem_bytes, stream, args);
+    auto kernel = is_fused ? kKernel<T, kHd, true> : kKernel<T, kHd, false>;
+    if (cache.k.dtype == DType::kFP8E4M3)
+      kernel = is_fused ? kKernel<T, kHd, true, KvFp8> : kKernel<T, kHd, false, KvFp8>;
+    if (cache.k.dtype == DType::kInt8)
+      kernel = is_fused ? kKernel<T, kHd, true, KvInt8> : kKernel<T, kHd, false, KvInt8>;
+    err = launch_kernel(kernel, grid, dim3(decode_attn::kThreads), smem_bytes, stream, args);
     if (err == cudaSuccess && plan.num_splits > 1 && !is_fused) {
       err = launch_kernel(decode_attn::merge_splits_kernel<T>, dim3(meta.num_seqs * num_heads), dim3(kHd), 0, stream,
                           args, meta.num_seqs, plan.num_splits, kHd);

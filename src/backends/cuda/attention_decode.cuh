@@ -1,5 +1,6 @@
 // Decode attention over the paged KV cache: one query token per sequence (head_dim 64/128/256, fp16/bf16,
-// up to 8 q heads per kv head), key splits planned on the host, merged by the last split in the same launch.
+// up to 8 q heads per kv head; the cache in the same dtype or fp8/int8 with per-row scales), key splits planned
+// on the host, merged by the last split in the same launch or by a merge kernel.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "backends/cuda/cuda_common.cuh"
+#include "backends/cuda/kv_quant.cuh"
 
 namespace anvil::cuda::decode_attn {
 
@@ -111,10 +112,12 @@ struct DecodeArgs {
   float* part_ml;               // [num_splits, num_seqs, num_heads, 2]: running max (log2 units), sum
   unsigned* merge_counters;     // [num_seqs, num_kv_heads]: splits done; zero before and after each launch
   int max_blocks, num_heads, num_kv_heads, block_size;
-  float scale_log2;  // softmax scale * log2(e)
-  int window;        // AttentionMetadata::sliding_window (-1: none)
-  float scale;       // softmax scale (for soft-capping)
-  float softcap;     // AttentionMetadata::logit_softcap (0: none)
+  float scale_log2;                // softmax scale * log2(e)
+  int window;                      // AttentionMetadata::sliding_window (-1: none)
+  float scale;                     // softmax scale (for soft-capping)
+  float softcap;                   // AttentionMetadata::logit_softcap (0: none)
+  const float* k_scale = nullptr;  // [num_blocks, block_size, num_kv_heads] of an fp8/int8 cache (else null)
+  const float* v_scale = nullptr;
 };
 
 // The host's plan for one step's decode attention (plain data; every layer of the step launches with it).
@@ -212,7 +215,9 @@ __device__ __forceinline__ void merge_splits(const DecodeArgs& a, int seq, int k
 
 // grid (num_seqs, num_kv_heads, plan.num_splits).
 // kFusedMerge: the last split to finish merges (merge_counters); otherwise merge_splits_kernel runs after.
-template <typename T, int HD, int S, TableReads kTable, bool kFusedMerge = true>
+// C: the cache element, T or KvFp8 / KvInt8 (kv_quant.cuh), whose codes are dequantized to T as they are staged
+// (synchronous loads instead of cp.async; the pipeline is the same).
+template <typename T, int HD, int S, TableReads kTable, bool kFusedMerge = true, typename C = T>
 __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a) {
   using L = Smem<HD, S>;
   constexpr int kChunks = HD / 8;                   // 16-byte chunks per key row
@@ -246,6 +251,17 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
   const T* vc = static_cast<const T*>(a.v_cache);
   const int64_t slot_stride = static_cast<int64_t>(a.num_kv_heads) * HD;
   const int copy_row = tid / kChunks, copy_col = tid % kChunks;
+  // One 8-element chunk of a key row and of its value row into shared memory: cp.async for a 16-bit cache; an
+  // fp8/int8 cache's codes (element offset `off`, scale row `row`) are loaded and dequantized here.
+  auto stage_row = [&](T* k_dst, T* v_dst, int64_t off, int64_t row, bool is_valid) {
+    if constexpr (kIsQuantizedKv<C>) {
+      kv_stage_chunk8<T, C>(k_dst, a.k_cache, a.k_scale, off, row, is_valid);
+      kv_stage_chunk8<T, C>(v_dst, a.v_cache, a.v_scale, off, row, is_valid);
+    } else {
+      cp_async16(k_dst, kc + off, is_valid);
+      cp_async16(v_dst, vc + off, is_valid);
+    }
+  };
   auto load_blocks = [&](int tile, int(&blk)[kCopies]) {
     const int p0 = key_begin + tile * kTileKeys + copy_row;
 #pragma unroll
@@ -262,12 +278,11 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
     for (int i = 0; i < kCopies; ++i) {
       const int p = p0 + i * kRowsPerPass;
       const bool is_valid = blk[i] >= 0;
-      const int64_t off = is_valid ? (static_cast<int64_t>(blk[i]) * a.block_size + p % a.block_size) * slot_stride +
-                                         static_cast<int64_t>(kv_head) * HD + copy_col * 8
-                                   : 0;
+      const int64_t slot = is_valid ? static_cast<int64_t>(blk[i]) * a.block_size + p % a.block_size : 0;
+      const int64_t off = is_valid ? slot * slot_stride + static_cast<int64_t>(kv_head) * HD + copy_col * 8 : 0;
       const int j = copy_row + i * kRowsPerPass;
-      cp_async16(ks + j * L::kStride + copy_col * 8, kc + off, is_valid);
-      cp_async16(vs + j * L::kStride + copy_col * 8, vc + off, is_valid);
+      stage_row(ks + j * L::kStride + copy_col * 8, vs + j * L::kStride + copy_col * 8, off,
+                slot * a.num_kv_heads + kv_head, is_valid);
     }
   };
   auto issue_serial = [&](int tile, int stage) {
@@ -278,15 +293,15 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(DecodeArgs a
     for (int i = 0; i < kCopies; ++i) {
       const int p = p0 + i * kRowsPerPass;
       const bool is_valid = p < key_end;
-      int64_t off = 0;
+      int64_t off = 0, slot = 0;
       if (is_valid) {
         const int block = __ldg(table + p / a.block_size);
-        off = (static_cast<int64_t>(block) * a.block_size + p % a.block_size) * slot_stride +
-              static_cast<int64_t>(kv_head) * HD + copy_col * 8;
+        slot = static_cast<int64_t>(block) * a.block_size + p % a.block_size;
+        off = slot * slot_stride + static_cast<int64_t>(kv_head) * HD + copy_col * 8;
       }
       const int j = copy_row + i * kRowsPerPass;
-      cp_async16(ks + j * L::kStride + copy_col * 8, kc + off, is_valid);
-      cp_async16(vs + j * L::kStride + copy_col * 8, vc + off, is_valid);
+      stage_row(ks + j * L::kStride + copy_col * 8, vs + j * L::kStride + copy_col * 8, off,
+                slot * a.num_kv_heads + kv_head, is_valid);
     }
   };
   // Issues tile `tile` into `stage` (tile < num_tiles); with kAhead, next_blk holds its entries.

@@ -30,6 +30,7 @@
 
 #include "backends/cuda/attention_prefill.cuh"
 #include "backends/cuda/cuda_common.cuh"
+#include "backends/cuda/kv_quant.cuh"
 
 namespace anvil::cuda {
 namespace {
@@ -70,6 +71,8 @@ struct PrefillParams {
   int window;        // AttentionMetadata::sliding_window (-1: none)
   float softcap;     // AttentionMetadata::logit_softcap (0: none)
   float scale;       // softmax scale (for soft-capping)
+  const float* k_scale = nullptr;  // [num_blocks, block_size, num_kv_heads] of an fp8/int8 cache (else null)
+  const float* v_scale = nullptr;
 };
 
 // ---- PTX wrappers ----------------------------------------------------------------------------------------
@@ -152,7 +155,9 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // ---- the attention kernel --------------------------------------------------------------------------------
 
 // Grid: x = (query tile, longest first) x sequence x head slice, head slice fastest; y = key split.
-template <typename T, int HD>
+// C: the cache element, T or KvFp8 / KvInt8 (kv_quant.cuh): codes are dequantized to T as they are staged, with
+// synchronous loads instead of cp.async (the double buffering is the same).
+template <typename T, int HD, typename C = T>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm) prefill_attention_kernel(const PrefillParams a) {
   constexpr int kChunks = HD / 8;  // 16-byte chunks per row
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -236,8 +241,14 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm) prefill_attention_kernel
       const int j = (threadIdx.x + n * kThreads) / kChunks;
       const bool ok = slots[n] >= 0;
       const int64_t off = ok ? slots[n] * slot_stride + head_off : 0;
-      cp_async_16(smem_u32(kd + swizzle<HD>(j, load_chunk)), kc + off, ok);
-      cp_async_16(smem_u32(vd + swizzle<HD>(j, load_chunk)), vc + off, ok);
+      if constexpr (kIsQuantizedKv<C>) {
+        const int64_t row = ok ? static_cast<int64_t>(slots[n]) * a.num_kv_heads + kv_head : 0;
+        kv_stage_chunk8<T, C>(kd + swizzle<HD>(j, load_chunk), a.k_cache, a.k_scale, off, row, ok);
+        kv_stage_chunk8<T, C>(vd + swizzle<HD>(j, load_chunk), a.v_cache, a.v_scale, off, row, ok);
+      } else {
+        cp_async_16(smem_u32(kd + swizzle<HD>(j, load_chunk)), kc + off, ok);
+        cp_async_16(smem_u32(vd + swizzle<HD>(j, load_chunk)), vc + off, ok);
+      }
     }
   };
   const int num_tiles = (key_end - key_begin + kKeys - 1) / kKeys;
@@ -509,10 +520,16 @@ size_t scratch_bytes_for(const Plan& p, int64_t num_tokens, int num_heads, int h
 }
 
 template <typename T, int HD>
-Status launch(PrefillParams& args, const Plan& plan, cudaStream_t stream) {
+Status launch(PrefillParams& args, const Plan& plan, DType cache_dtype, cudaStream_t stream) {
   static_assert(smem_bytes<HD>() <= 160 * 1024, "the prefill tile must fit an sm_80 SM");
   dim3 grid(args.num_seqs * plan.num_q_tiles * plan.num_head_slices, plan.num_splits);
-  prefill_attention_kernel<T, HD><<<grid, kThreads, smem_bytes<HD>(), stream>>>(args);
+  if (cache_dtype == DType::kFP8E4M3) {
+    prefill_attention_kernel<T, HD, KvFp8><<<grid, kThreads, smem_bytes<HD>(), stream>>>(args);
+  } else if (cache_dtype == DType::kInt8) {
+    prefill_attention_kernel<T, HD, KvInt8><<<grid, kThreads, smem_bytes<HD>(), stream>>>(args);
+  } else {
+    prefill_attention_kernel<T, HD><<<grid, kThreads, smem_bytes<HD>(), stream>>>(args);
+  }
   ANVIL_RETURN_IF_ERROR(check_launch("prefill_attention"));
   if (plan.num_splits == 1) return Status();
   const int64_t num_rows = static_cast<int64_t>(args.num_tokens) * args.num_heads;
@@ -565,12 +582,15 @@ Status run(const Tensor& q, const KvCacheView& cache, const AttentionMetadata& m
                      scale * kLog2e,
                      meta.sliding_window,
                      meta.logit_softcap,
-                     scale};
+                     scale,
+                     cache.k_scale.defined() ? cache.k_scale.ptr<const float>() : nullptr,
+                     cache.v_scale.defined() ? cache.v_scale.ptr<const float>() : nullptr};
+  const DType cd = cache.k.dtype;
   if (q.dtype == DType::kF16) {
-    return head_dim == 64 ? launch<__half, 64>(args, plan, stream) : launch<__half, 128>(args, plan, stream);
+    return head_dim == 64 ? launch<__half, 64>(args, plan, cd, stream) : launch<__half, 128>(args, plan, cd, stream);
   }
-  return head_dim == 64 ? launch<__nv_bfloat16, 64>(args, plan, stream)
-                        : launch<__nv_bfloat16, 128>(args, plan, stream);
+  return head_dim == 64 ? launch<__nv_bfloat16, 64>(args, plan, cd, stream)
+                        : launch<__nv_bfloat16, 128>(args, plan, cd, stream);
 }
 
 }  // namespace
@@ -584,7 +604,15 @@ Status configure_prefill_attention() {
       {reinterpret_cast<const void*>(prefill_attention_kernel<__half, 64>), smem_bytes<64>()},
       {reinterpret_cast<const void*>(prefill_attention_kernel<__half, 128>), smem_bytes<128>()},
       {reinterpret_cast<const void*>(prefill_attention_kernel<__nv_bfloat16, 64>), smem_bytes<64>()},
-      {reinterpret_cast<const void*>(prefill_attention_kernel<__nv_bfloat16, 128>), smem_bytes<128>()}};
+      {reinterpret_cast<const void*>(prefill_attention_kernel<__nv_bfloat16, 128>), smem_bytes<128>()},
+      {reinterpret_cast<const void*>(prefill_attention_kernel<__half, 64, KvFp8>), smem_bytes<64>()},
+      {reinterpret_cast<const void*>(prefill_attention_kernel<__half, 128, KvFp8>), smem_bytes<128>()},
+      {reinterpret_cast<const void*>(prefill_attention_kernel<__nv_bfloat16, 64, KvFp8>), smem_bytes<64>()},
+      {reinterpret_cast<const void*>(prefill_attention_kernel<__nv_bfloat16, 128, KvFp8>), smem_bytes<128>()},
+      {reinterpret_cast<const void*>(prefill_attention_kernel<__half, 64, KvInt8>), smem_bytes<64>()},
+      {reinterpret_cast<const void*>(prefill_attention_kernel<__half, 128, KvInt8>), smem_bytes<128>()},
+      {reinterpret_cast<const void*>(prefill_attention_kernel<__nv_bfloat16, 64, KvInt8>), smem_bytes<64>()},
+      {reinterpret_cast<const void*>(prefill_attention_kernel<__nv_bfloat16, 128, KvInt8>), smem_bytes<128>()}};
   for (const auto& [fn, bytes] : kernels) {
     ANVIL_CUDA_RETURN_IF_ERROR(
         cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),

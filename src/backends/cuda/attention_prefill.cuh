@@ -1,5 +1,6 @@
 // Tensor-core prefill attention over the paged KV cache (FlashAttention-2 style; head_dim 64 or 128,
-// fp16/bf16), with an optional split over keys for short query runs over long cached prefixes.
+// fp16/bf16; the cache in the same dtype or fp8/int8 with per-row scales), with an optional split over keys for
+// short query runs over long cached prefixes.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -25,6 +25,7 @@ bool FlashInferPrefill::wants(const Tensor& q, const KvCacheView& cache, const A
   // NOTE: the one FlashInfer configuration built in is causal without a window or soft-capping; windowed or
   // capped layers (Mistral, Gemma-2/3) run our prefill kernel, which handles both.
   if (meta.sliding_window > 0 || meta.logit_softcap > 0.0f) return false;
+  // An fp8/int8 cache (codes + per-row scales, core/kv_quant.h) is not a layout FlashInfer's paged prefill reads.
   if (q.dtype != DType::kBF16 || cache.k.dtype != DType::kBF16 || cache.v.dtype != DType::kBF16) return false;
   if (q.ndim != 3 || q.size(2) != 128 || cache.k.ndim != 4 || cache.k.size(3) != 128) return false;
   if (!q.is_contiguous() || !cache.k.is_contiguous() || !cache.v.is_contiguous()) return false;

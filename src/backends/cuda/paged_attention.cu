@@ -11,6 +11,8 @@
 #include "backends/cuda/attention_decode.cuh"
 #include "backends/cuda/attention_prefill.cuh"
 #include "backends/cuda/cuda_backend.cuh"
+#include "backends/cuda/kv_quant.cuh"
+#include "core/kv_quant.h"
 
 namespace anvil::cuda {
 namespace {
@@ -22,8 +24,10 @@ constexpr int kMaxRows = 64;  // query rows (tokens x heads of a group) per CTA
 template <typename T>
 struct AttnArgs {
   const T* q;                   // [num_tokens, num_heads, head_dim]
-  const T* k_cache;             // [num_blocks, block_size, num_kv_heads, head_dim]
-  const T* v_cache;             // [num_blocks, block_size, num_kv_heads, head_dim]
+  const void* k_cache;          // [num_blocks, block_size, num_kv_heads, head_dim] of T, or codes
+  const void* v_cache;          // [num_blocks, block_size, num_kv_heads, head_dim] of T, or codes
+  const float* k_scale;         // [num_blocks, block_size, num_kv_heads] for a quantized cache, else null
+  const float* v_scale;         // [num_blocks, block_size, num_kv_heads] for a quantized cache, else null
   const int32_t* query_start;   // [num_seqs + 1]
   const int32_t* context_lens;  // [num_seqs]
   const int32_t* block_tables;  // [num_seqs, max_blocks]
@@ -38,8 +42,10 @@ struct AttnArgs {
   float softcap;  // AttentionMetadata::logit_softcap (0: none)
 };
 
-template <typename T>
+// C: the cache element (T, or KvFp8 / KvInt8 codes, dequantized to fp32 as they are staged).
+template <typename T, typename C>
 __global__ void __launch_bounds__(kThreads) paged_attention_kernel(AttnArgs<T> a) {
+  using S = std::conditional_t<kIsQuantizedKv<C>, float, T>;  // staged K/V element
   extern __shared__ float smem[];
   const int group = a.num_heads / a.num_kv_heads;
   const int rows = a.q_tile * group;
@@ -51,8 +57,8 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(AttnArgs<T> a
   float* m_s = s_s + rows * kKeyTile;         // [rows]
   float* l_s = m_s + rows;                    // [rows]
   float* c_s = l_s + rows;                    // [rows] rescale factor of this tile
-  T* k_s = reinterpret_cast<T*>(c_s + rows);  // [kKeyTile][k_stride]
-  T* v_s = k_s + kKeyTile * k_stride;         // [kKeyTile][hd]
+  S* k_s = reinterpret_cast<S*>(c_s + rows);  // [kKeyTile][k_stride]
+  S* v_s = k_s + kKeyTile * k_stride;         // [kKeyTile][hd]
 
   const int seq = blockIdx.x / a.num_q_tiles;
   const int tile = blockIdx.x % a.num_q_tiles;
@@ -95,9 +101,15 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(AttnArgs<T> a
       const int j = i / hd, d = i % hd;
       const int p = kt + j;
       const int64_t slot = static_cast<int64_t>(table[p / a.block_size]) * a.block_size + p % a.block_size;
-      const int64_t off = (slot * a.num_kv_heads + kv_head) * hd + d;
-      k_s[j * k_stride + d] = a.k_cache[off];
-      v_s[j * hd + d] = a.v_cache[off];
+      const int64_t row = slot * a.num_kv_heads + kv_head;
+      const int64_t off = row * hd + d;
+      if constexpr (kIsQuantizedKv<C>) {
+        k_s[j * k_stride + d] = kv_code_to_float<C>(static_cast<const uint8_t*>(a.k_cache)[off]) * a.k_scale[row];
+        v_s[j * hd + d] = kv_code_to_float<C>(static_cast<const uint8_t*>(a.v_cache)[off]) * a.v_scale[row];
+      } else {
+        k_s[j * k_stride + d] = static_cast<const T*>(a.k_cache)[off];
+        v_s[j * hd + d] = static_cast<const T*>(a.v_cache)[off];
+      }
     }
     __syncthreads();
     for (int i = threadIdx.x; i < rows * kKeyTile; i += kThreads) {
@@ -107,7 +119,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(AttnArgs<T> a
       const int key = kt + j, pos = first_pos + tq;
       if (j < tile_keys && tq < tile_tokens && key <= pos && (a.window <= 0 || key > pos - a.window)) {
         const float* qr = q_s + r * hd;
-        const T* kr = k_s + j * k_stride;
+        const S* kr = k_s + j * k_stride;
         float dot = 0.0f;
         for (int d = 0; d < hd; ++d) dot += qr[d] * to_float(kr[d]);
         s = a.softcap > 0.0f ? a.softcap * tanhf(dot / a.softcap) : dot;
@@ -219,9 +231,13 @@ constexpr size_t kMaxSmemBytes = 160 * 1024;
 }  // namespace
 
 Status configure_paged_attention() {
-  for (auto fn : {reinterpret_cast<const void*>(paged_attention_kernel<__half>),
-                  reinterpret_cast<const void*>(paged_attention_kernel<__nv_bfloat16>),
-                  reinterpret_cast<const void*>(paged_attention_kernel<float>)}) {
+  for (auto fn : {reinterpret_cast<const void*>(paged_attention_kernel<__half, __half>),
+                  reinterpret_cast<const void*>(paged_attention_kernel<__nv_bfloat16, __nv_bfloat16>),
+                  reinterpret_cast<const void*>(paged_attention_kernel<float, float>),
+                  reinterpret_cast<const void*>(paged_attention_kernel<__half, KvFp8>),
+                  reinterpret_cast<const void*>(paged_attention_kernel<__nv_bfloat16, KvFp8>),
+                  reinterpret_cast<const void*>(paged_attention_kernel<__half, KvInt8>),
+                  reinterpret_cast<const void*>(paged_attention_kernel<__nv_bfloat16, KvInt8>)}) {
     ANVIL_CUDA_RETURN_IF_ERROR(
         cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMaxSmemBytes)),
         "paged_attention (shared memory limit)");
@@ -259,8 +275,10 @@ Status CudaBackend::paged_attention(const Tensor& q, const KvCacheView& cache, c
   const int head_dim = static_cast<int>(q.size(2));
   const int num_kv_heads = static_cast<int>(cache.k.size(2));
   const int group = num_heads / num_kv_heads;
+  ANVIL_RETURN_IF_ERROR(check_kv_cache(cache, -1, head_dim, "paged_attention"));
   // NOTE: prefill (any sequence with more than one new token) goes to the tensor-core kernel; decode-only
-  // steps stay here, where splitting over keys keeps the SMs busy.
+  // steps stay here, where splitting over keys keeps the SMs busy. FlashInfer reads 16-bit caches only
+  // (FlashInferPrefill::wants): steps over an fp8/int8 cache run our prefill kernel, which dequantizes.
   if (meta.max_query_len > 1 && flashinfer_prefill_ && FlashInferPrefill::wants(q, cache, meta)) {
     return flashinfer_prefill_->run(q, cache, meta, scale, out, stream_);
   }
@@ -309,7 +327,12 @@ Status CudaBackend::generic_attention(const Tensor& q, const KvCacheView& cache,
   const int split_len = kKeyTile;  // granularity of each sequence's split length
 
   const int rows = q_tile * group;
-  const size_t elem = dtype_size(q.dtype);
+  ANVIL_RETURN_IF_ERROR(check_kv_cache(cache, -1, head_dim, "paged_attention"));
+  const bool quantized = is_quantized_kv(cache.k.dtype);
+  if (!quantized && cache.k.dtype != q.dtype) {
+    return internal_error("paged_attention: cache " + cache.k.describe() + " for q " + q.describe());
+  }
+  const size_t elem = quantized ? sizeof(float) : dtype_size(q.dtype);  // staged K/V element
   const size_t smem = static_cast<size_t>(rows) * head_dim * 4 * 2 + static_cast<size_t>(rows) * kKeyTile * 4 +
                       rows * 3 * 4 + kKeyTile * (head_dim + 2) * elem + kKeyTile * head_dim * elem + 16;
   float* part_acc = nullptr;
@@ -321,11 +344,13 @@ Status CudaBackend::generic_attention(const Tensor& q, const KvCacheView& cache,
     part_acc = static_cast<float*>(buf);
     part_ml = part_acc + acc_elems;
   }
-  return dispatch_float(q.dtype, [&](auto* tag) {
+  return dispatch_float(q.dtype, [&](auto* tag) -> Status {
     using T = std::remove_pointer_t<decltype(tag)>;
     AttnArgs<T> a{q.ptr<const T>(),
-                  cache.k.ptr<const T>(),
-                  cache.v.ptr<const T>(),
+                  cache.k.data,
+                  cache.v.data,
+                  quantized ? cache.k_scale.ptr<const float>() : nullptr,
+                  quantized ? cache.v_scale.ptr<const float>() : nullptr,
                   meta.query_start.ptr<const int32_t>(),
                   meta.context_lens.ptr<const int32_t>(),
                   meta.block_tables.ptr<const int32_t>(),
@@ -349,7 +374,15 @@ Status CudaBackend::generic_attention(const Tensor& q, const KvCacheView& cache,
     if (smem > kMaxSmemBytes)
       return unsupported("paged_attention: head_dim " + std::to_string(head_dim) + " too large");
     dim3 grid(meta.num_seqs * num_q_tiles, num_kv_heads, num_splits);
-    paged_attention_kernel<T><<<grid, kThreads, smem, stream_>>>(a);
+    if (!quantized) {
+      paged_attention_kernel<T, T><<<grid, kThreads, smem, stream_>>>(a);
+    } else if constexpr (std::is_same_v<T, float>) {
+      return unsupported("paged_attention: an fp8/int8 KV cache needs a 16-bit CUDA dtype");
+    } else if (cache.k.dtype == DType::kInt8) {
+      paged_attention_kernel<T, KvInt8><<<grid, kThreads, smem, stream_>>>(a);
+    } else {
+      paged_attention_kernel<T, KvFp8><<<grid, kThreads, smem, stream_>>>(a);
+    }
     ANVIL_RETURN_IF_ERROR(check_launch("paged_attention"));
     if (num_splits > 1) {
       merge_splits_kernel<T><<<num_tokens * num_heads, 128, num_splits * sizeof(float), stream_>>>(
