@@ -186,6 +186,13 @@ LN_FAMILY_MODELS = [
           use_bias=True, hidden_act="gelu_pytorch_tanh", norm_epsilon=1e-5, rope_theta=10000.0,
           tie_word_embeddings=True, bos_token_id=1, eos_token_id=2),
      "float32", 307),
+    # StarCoder2 with a sliding window (8) shorter than the 12 scored tokens and the 37 of the greedy run.
+    ("starcoder2_swa", "Starcoder2Config", "Starcoder2ForCausalLM",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+          num_key_value_heads=2, vocab_size=256, max_position_embeddings=256, sliding_window=8,
+          use_bias=True, hidden_act="gelu_pytorch_tanh", norm_epsilon=1e-5, rope_theta=10000.0,
+          tie_word_embeddings=True, bos_token_id=1, eos_token_id=2),
+     "bfloat16", 308),
 ]
 
 
