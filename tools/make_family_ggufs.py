@@ -44,7 +44,7 @@ BUDGET = 200 * 1024
 # Every family fixture; those the converter refuses are recorded in the manifest.
 FIXTURES = [
     "qwen3_qknorm", "mistral", "phi3", "gpt2_tied", "pythia_neox", "neox_sequential", "gptj_partial", "opt_relu",
-    "bloom_alibi", "falcon_gqa", "falcon_mqa", "starcoder2", "gemma2", "gemma3_text", "mixtral_moe",
+    "bloom_alibi", "falcon_gqa", "falcon_mqa", "starcoder2", "gemma2", "gemma3_text", "mixtral_moe", "glm",
 ]
 
 # Config changes for fixtures whose GGUF would be over the budget even in bf16; those are remade (see above) with
@@ -54,6 +54,14 @@ SHRINK = {
     "bloom_alibi": dict(hidden_size=48),
     "gemma3_text": dict(head_dim=16, intermediate_size=48),
     "mixtral_moe": dict(num_local_experts=3, intermediate_size=32),
+}
+
+# Families the converter accepts but Anvil does not read from GGUF: converted (so the manifest shows the converter
+# took them), not kept.
+NOT_READ = {
+    "gemma3_text": "Anvil reads no gemma3 GGUF: the file carries neither the checkpoint's layer pattern nor its "
+                   "query_pre_attn_scalar (llama.cpp uses its own constants)",
+    "mixtral_moe": "Anvil's Mixtral family has no GGUF mapping yet (stacked expert tensors ffn_*_exps)",
 }
 
 OUTTYPE = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
@@ -110,9 +118,7 @@ def write_tokenizer(model_dir):
 
 def restore_legacy_keys(model_dir):
     """config.json keys the converter reads that transformers 5 no longer writes, put back as older configs had them:
-    GPT-2's n_ctx (= n_positions), GPT-NeoX's rotary_pct and rotary_emb_base (now in rope_parameters), and for a
-    Falcon-7B-style multi_query model no num_kv_heads (transformers 5 writes num_attention_heads there, which the
-    converter would read as the KV head count; the original configs have none, and the converter then takes 1)."""
+    GPT-2's n_ctx (= n_positions), GPT-NeoX's rotary_pct and rotary_emb_base (now in rope_parameters)."""
     path = os.path.join(model_dir, "config.json")
     with open(path) as f:
         c = json.load(f)
@@ -122,8 +128,6 @@ def restore_legacy_keys(model_dir):
     if c.get("model_type") == "gpt_neox":
         c.setdefault("rotary_pct", rope.get("partial_rotary_factor", 1.0))
         c.setdefault("rotary_emb_base", rope.get("rope_theta", 10000.0))
-    if c.get("model_type") == "falcon" and c.get("multi_query") and not c.get("new_decoder_architecture"):
-        c.pop("num_kv_heads", None)
     with open(path, "w") as f:
         json.dump(c, f, indent=2)
 
@@ -183,6 +187,11 @@ def convert(lcpp, name, out_dir, tmp):
             os.remove(os.path.join(ROOT, reference))
         return {"name": name, "refused": why.strip()}
     size = os.path.getsize(out)
+    if name in NOT_READ:
+        os.remove(out)
+        if reference.startswith(os.path.relpath(out_dir, ROOT)):
+            os.remove(os.path.join(ROOT, reference))
+        return {"name": name, "converted_bytes": size, "not_read": NOT_READ[name]}
     if size > BUDGET:  # not kept: the family needs a smaller fixture first
         os.remove(out)
         if reference.startswith(os.path.relpath(out_dir, ROOT)):
@@ -211,7 +220,8 @@ def main():
                 continue
             e = convert(os.path.abspath(args.llama_cpp), name, out_dir, tmp)
             log(f"{name}: " + (f"refused: {e['refused']}" if "refused" in e else
-                               f"over budget: {e['over_budget']}" if "over_budget" in e else f"{e['bytes'] / 1024:.0f} KiB"))
+                               f"over budget: {e['over_budget']}" if "over_budget" in e else
+                               f"not kept: {e['not_read']}" if "not_read" in e else f"{e['bytes'] / 1024:.0f} KiB"))
             entries[name] = e
     version = "unknown"
     pkg = os.path.join(os.path.abspath(args.llama_cpp), "..", "..", "PKG-INFO")

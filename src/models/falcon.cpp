@@ -143,10 +143,13 @@ std::string falcon_gguf_name(const std::string& name, const ModelConfig& c) {
   if (name == "output_norm.weight") return "transformer.ln_f.weight";
   if (name == "output_norm.bias") return "transformer.ln_f.bias";
   if (name == "output.weight") return "lm_head.weight";
-  const auto [attn_norm, mlp_norm] = norm_names(falcon_config(c));
+  // NOTE: gguf-py's tensor map names Falcon-40B's ln_mlp "attn_norm" and its ln_attn "attn_norm_2" (the other way
+  // round from what the names suggest); with one norm per block, input_layernorm is attn_norm.
+  const FalconConfig& o = falcon_config(c);
+  const auto [attn_norm, mlp_norm] = norm_names(o);
   const std::pair<std::string, std::string> layer_names[] = {
-      {"attn_norm", attn_norm},
-      {"attn_norm_2", mlp_norm},
+      {"attn_norm", o.has_two_norms ? mlp_norm : attn_norm},
+      {"attn_norm_2", o.has_two_norms ? attn_norm : ""},
       {"attn_qkv", "self_attention.query_key_value"},
       {"attn_output", "self_attention.dense"},
       {"ffn_up", "mlp.dense_h_to_4h"},

@@ -18,6 +18,7 @@
 
 #include "core/logging.h"
 #include "models/head_views.h"
+#include "models/ln_decoder.h"  // parse_rotary_dim
 #include "models/model.h"
 #include "models/registry.h"
 
@@ -226,7 +227,7 @@ class LlamaModel final : public ModelBase {
       }
       ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.o_proj.weight", {h, q_dim}, &l.o_proj));
       ANVIL_RETURN_IF_ERROR(fetch(p + "post_attention_layernorm.weight", {h}, &l.post_attn_norm));
-      if (options_.has_fused_projections) {
+      if (options_.has_fused_projections || options_.has_fused_gate_up) {
         ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.gate_up_proj.weight", {2 * inter, h}, &l.gate_up_proj));
       } else {
         ANVIL_RETURN_IF_ERROR(
@@ -243,7 +244,9 @@ class LlamaModel final : public ModelBase {
         ANVIL_RETURN_IF_ERROR(fetch("lm_head.weight", {config_.vocab_size, h}, &lm_head_));
       }
     }
-    std::vector<float> inv_freq = rope_inv_freq(config_.rope, config_.head_dim);
+    // Partial rotary (GLM): the first rotary_dim dims of each head rotate (rope_and_cache_write pairs within them).
+    std::vector<float> inv_freq =
+        rope_inv_freq(config_.rope, options_.rotary_dim > 0 ? options_.rotary_dim : config_.head_dim);
     if (const Tensor* factors = weights.find("rope_freqs.weight")) {
       // Llama 3.1+ GGUFs carry the rope scaling as per-dimension factors [head_dim / 2]: llama.cpp rotates by
       // pos * inv_freq[i] / factors[i], which is HF's llama3 inv_freq (tests/unit/test_gguf_checkpoint.cpp).
@@ -494,7 +497,7 @@ std::vector<WeightSpec> llama_weight_specs(const ModelConfig& c) {
     }
     specs.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}, WeightInit::kNormal, WeightRole::kLinear});
     specs.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}, WeightInit::kOnes});
-    if (options.has_fused_projections) {
+    if (options.has_fused_projections || options.has_fused_gate_up) {
       specs.push_back({p + "mlp.gate_up_proj.weight",
                        {2 * c.intermediate_size, c.hidden_size},
                        WeightInit::kNormal,
@@ -520,6 +523,7 @@ std::string model_type_for(const std::string& architecture) {
   if (architecture == "Qwen2ForCausalLM") return "qwen2";
   if (architecture == "Qwen3ForCausalLM") return "qwen3";
   if (architecture == "Phi3ForCausalLM") return "phi3";
+  if (architecture == "GlmForCausalLM") return "glm";
   return "llama";
 }
 
@@ -565,6 +569,16 @@ Expected<ModelConfig> parse_hf(const CheckpointData& data, const std::string& ar
                                        : "partial_rotary_factor",
                                    std::to_string(partial), "1.0");
     }
+  }
+
+  if (architecture == "GlmForCausalLM") {
+    // GLM (the ChatGLM line in transformers): q/k/v bias (attention_bias, default true), gate_up_proj fused, and
+    // rotary over the first partial_rotary_factor (default 0.5) of each head, on adjacent pairs (2i, 2i+1).
+    options->has_qkv_bias = true;
+    ANVIL_RETURN_IF_ERROR(top.get_bool("attention_bias", &options->has_qkv_bias));
+    options->has_fused_gate_up = true;
+    config.rope.pairing = RopePairing::kAdjacentPairs;
+    ANVIL_RETURN_IF_ERROR(parse_rotary_dim(top, "", 0.5f, config.head_dim, &options->rotary_dim));
   }
 
   bool mlp_bias = false;
@@ -788,7 +802,8 @@ const ModelFamily kLlamaFamily = {
                          {"MistralForCausalLM", "mistral"},
                          {"Qwen2ForCausalLM", "qwen2"},
                          {"Qwen3ForCausalLM", "qwen3"},
-                         {"Phi3ForCausalLM", "phi3"}},
+                         {"Phi3ForCausalLM", "phi3"},
+                         {"GlmForCausalLM", "glm"}},
     .gguf_architectures = {{"llama", "LlamaForCausalLM"},
                            {"qwen2", "Qwen2ForCausalLM"},
                            {"qwen3", "Qwen3ForCausalLM"},

@@ -28,7 +28,8 @@ json read_json(const std::string& path) {
 
 // The manifest entry of fixture `name` (null json when absent).
 json manifest_entry(const std::string& name) {
-  for (const json& e : read_json(kFamilies + "manifest.json")["fixtures"]) {
+  const json manifest = read_json(kFamilies + "manifest.json");
+  for (const json& e : manifest["fixtures"]) {
     if (e["name"] == name) return e;
   }
   return json();
@@ -58,7 +59,9 @@ TEST_P(GgufFamilyParity, LogitsAndGreedyTokensMatchTransformers) {
   auto ckpt = load_checkpoint(path);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status().to_string();
   EXPECT_EQ(ckpt->format, "gguf");
-  EXPECT_EQ(ckpt->config.architecture, ref["architecture"].get<std::string>());
+  // (llama.cpp writes Mistral as "llama": LlamaForCausalLM, the same family.)
+  EXPECT_EQ(find_family(ckpt->config.architecture), find_family(ref["architecture"].get<std::string>()))
+      << ckpt->config.architecture;
 
   EngineConfig config;
   config.model_path = path;
@@ -84,15 +87,20 @@ TEST_P(GgufFamilyParity, LogitsAndGreedyTokensMatchTransformers) {
 INSTANTIATE_TEST_SUITE_P(LlamaFamily, GgufFamilyParity, ::testing::Values("qwen3_qknorm", "mistral", "phi3"));
 INSTANTIATE_TEST_SUITE_P(OtherFamilies, GgufFamilyParity,
                          ::testing::Values("gpt2_tied", "pythia_neox", "neox_sequential", "bloom_alibi", "falcon_gqa",
-                                           "falcon_mqa", "starcoder2", "gemma2"));
+                                           "starcoder2", "gemma2"));
 
-// What the converter refuses is recorded with the reason, so a converter that starts to accept a family shows.
+// What the converter refuses is recorded with the reason, so a converter that starts to accept a family shows:
+// GPT-J and OPT have no converter class; Falcon-7B-style multi-query fails inside it (it reads num_kv_heads, which
+// transformers' FalconConfig sets to the head count, and views the fused rows as that many groups).
 TEST(GgufFamilyManifest, RefusedFamiliesAreRecordedWithTheReason) {
-  for (const char* name : {"gptj_partial", "opt_relu"}) {
+  for (const char* name : {"gptj_partial", "opt_relu", "falcon_mqa"}) {
     const json entry = manifest_entry(name);
     ASSERT_TRUE(entry.is_object()) << name;
     ASSERT_TRUE(entry.contains("refused")) << name;
-    EXPECT_NE(entry["refused"].get<std::string>().find("not supported"), std::string::npos) << entry.dump();
+    const std::string why = entry["refused"].get<std::string>();
+    EXPECT_NE(why.find(std::string(name) == "falcon_mqa" ? "is invalid for input" : "is not supported"),
+              std::string::npos)
+        << why;
   }
 }
 

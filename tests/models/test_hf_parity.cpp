@@ -77,7 +77,7 @@ TEST_P(HfParity, LogitsAndGreedyTokensMatchTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfParity,
                          ::testing::Values("llama_mha", "llama3_gqa", "llama_linear_mqa", "qwen2_bias", "mistral",
-                                           "smollm_tied", "qwen3_qknorm", "gpt2_tied", "phi3"));
+                                           "smollm_tied", "qwen3_qknorm", "gpt2_tied", "phi3", "glm"));
 
 // The LayerNorm families on models/ln_decoder.h (issue 14 part A).
 INSTANTIATE_TEST_SUITE_P(LnFamilies, HfParity,
