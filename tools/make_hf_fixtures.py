@@ -144,6 +144,17 @@ FAMILY_MODELS += [
      "bfloat16", 206),
 ]
 
+# GLM (GlmForCausalLM, the ChatGLM line transformers has natively): rotary over half of each head on adjacent
+# pairs, q/k/v bias, fused gate_up_proj.
+FAMILY_MODELS += [
+    ("glm", "GlmConfig", "GlmForCausalLM",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+          num_key_value_heads=2, head_dim=16, vocab_size=256, max_position_embeddings=256,
+          rms_norm_eps=1e-5, rope_theta=10000.0, partial_rotary_factor=0.5, attention_bias=True,
+          tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+     "bfloat16", 207),
+]
+
 # The LayerNorm families of issue 14 part A (models/ln_decoder.h), in the FAMILY_MODELS format. BLOOM has 6 heads so
 # that its ALiBi slopes include the interleaved ones of a head count that is not a power of two.
 LN_FAMILY_MODELS = [
@@ -186,6 +197,13 @@ LN_FAMILY_MODELS = [
           use_bias=True, hidden_act="gelu_pytorch_tanh", norm_epsilon=1e-5, rope_theta=10000.0,
           tie_word_embeddings=True, bos_token_id=1, eos_token_id=2),
      "float32", 307),
+    # StarCoder2 with a sliding window (8) shorter than the 12 scored tokens and the 37 of the greedy run.
+    ("starcoder2_swa", "Starcoder2Config", "Starcoder2ForCausalLM",
+     dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+          num_key_value_heads=2, vocab_size=256, max_position_embeddings=256, sliding_window=8,
+          use_bias=True, hidden_act="gelu_pytorch_tanh", norm_epsilon=1e-5, rope_theta=10000.0,
+          tie_word_embeddings=True, bos_token_id=1, eos_token_id=2),
+     "bfloat16", 308),
 ]
 
 

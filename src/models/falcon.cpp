@@ -13,6 +13,8 @@
 namespace anvil {
 namespace {
 
+// The fused q/k/v rows: grouped ([kv groups][group q heads, k, v]), per head ([heads][q, k, v]), or already q rows,
+// k rows, v rows (multi-query checkpoints, and every GGUF: llama.cpp's converter reorders them).
 enum class FalconQkvLayout { kGrouped, kMultiQuery, kPerHead };
 
 struct FalconConfig : LnDecoderOptions {
@@ -106,6 +108,67 @@ std::pair<std::string, std::string> norm_names(const FalconConfig& o) {
   if (o.has_two_norms) return {"ln_attn", "ln_mlp"};
   if (o.block == LnBlock::kSequential) return {"input_layernorm", "post_attention_layernorm"};
   return {"input_layernorm", ""};
+}
+
+// GGUF (llama.cpp's "falcon"). The converter writes context_length 2048 and feed_forward_length 4 * hidden whatever
+// the model has (the MLP width comes from ffn_up's rows) and the q/k/v rows in q, k, v order; two norms per block
+// (attn_norm, attn_norm_2) where the model has ln_attn and ln_mlp. llama.cpp runs every Falcon block parallel.
+Expected<ModelConfig> parse_falcon_gguf(const CheckpointData& data, const std::string& architecture) {
+  ModelConfig c;
+  auto options = std::make_shared<FalconConfig>();
+  c.architecture = architecture;
+  c.model_type = "falcon";
+  std::string arch;
+  ANVIL_RETURN_IF_ERROR(parse_ln_gguf(data, "blk.0.ffn_up.weight", &c, &arch));
+  if (c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0) {
+    return data.config_map.unsupported_value(arch + ".attention.head_count_kv", std::to_string(c.num_kv_heads),
+                                             "a divisor of the head count " + std::to_string(c.num_heads));
+  }
+  options->layout = FalconQkvLayout::kMultiQuery;
+  options->has_two_norms = data.weights.contains("blk.0.attn_norm_2.weight");
+  options->block = LnBlock::kParallel;
+  options->shares_block_norm = !options->has_two_norms;
+  options->has_bias = data.weights.contains("blk.0.attn_qkv.bias");
+  options->activation = LnActivation::kGeluErf;
+  c.family_config = std::move(options);
+  return c;
+}
+
+Expected<ModelConfig> parse_falcon_config(const CheckpointData& data, const std::string& architecture) {
+  return data.format == "gguf" ? parse_falcon_gguf(data, architecture) : parse_falcon(data, architecture);
+}
+
+std::string falcon_gguf_name(const std::string& name, const ModelConfig& c) {
+  if (name == "token_embd.weight") return "transformer.word_embeddings.weight";
+  if (name == "output_norm.weight") return "transformer.ln_f.weight";
+  if (name == "output_norm.bias") return "transformer.ln_f.bias";
+  if (name == "output.weight") return "lm_head.weight";
+  // NOTE: gguf-py's tensor map names Falcon-40B's ln_mlp "attn_norm" and its ln_attn "attn_norm_2" (the other way
+  // round from what the names suggest); with one norm per block, input_layernorm is attn_norm.
+  const FalconConfig& o = falcon_config(c);
+  const auto [attn_norm, mlp_norm] = norm_names(o);
+  const std::pair<std::string, std::string> layer_names[] = {
+      {"attn_norm", o.has_two_norms ? mlp_norm : attn_norm},
+      {"attn_norm_2", o.has_two_norms ? attn_norm : ""},
+      {"attn_qkv", "self_attention.query_key_value"},
+      {"attn_output", "self_attention.dense"},
+      {"ffn_up", "mlp.dense_h_to_4h"},
+      {"ffn_down", "mlp.dense_4h_to_h"},
+  };
+  int64_t layer = 0;
+  std::string rest;
+  if (!split_gguf_layer(name, c.num_layers, &layer, &rest)) return "";
+  for (const auto& [gguf, hf] : layer_names) {
+    if (hf.empty()) continue;
+    for (const char* what : {".weight", ".bias"}) {
+      if (rest == gguf + what) return "transformer.h." + std::to_string(layer) + "." + hf + what;
+    }
+  }
+  return "";
+}
+
+Status adopt_falcon_gguf(const ModelConfig& config, WeightStore* weights) {
+  return adopt_gguf_names(config, weights, [&](const std::string& name) { return falcon_gguf_name(name, config); });
 }
 
 std::vector<WeightSpec> falcon_weight_specs(const ModelConfig& c) {
@@ -207,10 +270,10 @@ extern const ModelFamily kFalconFamily;
 const ModelFamily kFalconFamily = {
     .name = "falcon",
     .hf_architectures = {{"FalconForCausalLM", "falcon"}},
-    .gguf_architectures = {},
-    .parse_config = parse_falcon,
+    .gguf_architectures = {{"falcon", "FalconForCausalLM"}},
+    .parse_config = parse_falcon_config,
     .weight_specs = falcon_weight_specs,
-    .adopt_gguf_tensors = nullptr,
+    .adopt_gguf_tensors = adopt_falcon_gguf,
     .create = create_falcon,
 };
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "models/model.h"
@@ -23,7 +24,8 @@ struct GemmaConfig : FamilyConfig {
   float final_softcap = 0.0f;  // final_logit_softcapping (0: none)
   float query_scale = 0.0f;    // query_pre_attn_scalar^-1/2
   GeluApproximation gelu = GeluApproximation::kTanh;
-  RopeConfig local_rope;  // sliding-window layers (Gemma-3's rope_local_base_freq); ModelConfig::rope: global
+  RopeConfig local_rope;        // sliding-window layers (Gemma-3's rope_local_base_freq); ModelConfig::rope: global
+  bool norms_hold_one = false;  // GGUF: llama.cpp's converter stored each norm weight as 1 + weight already
 };
 
 const GemmaConfig kDefaultGemmaConfig;
@@ -71,7 +73,9 @@ class GemmaModel final : public ModelBase {
       Buffer plus_one = Buffer::host(static_cast<size_t>(n) * sizeof(float));
       float* w = static_cast<float*>(plus_one.data());
       convert_to_f32(host.data, host.dtype, w, static_cast<size_t>(n));
-      for (int64_t i = 0; i < n; ++i) w[i] += 1.0f;
+      if (!options_.norms_hold_one) {
+        for (int64_t i = 0; i < n; ++i) w[i] += 1.0f;
+      }
       const Tensor f32 = plus_one.view(DType::kF32, {n});
       ANVIL_RETURN_IF_ERROR(upload(f32, dst));
       if (dst->data == f32.data) storage_.push_back(std::move(plus_one));
@@ -352,8 +356,105 @@ Status parse_gemma3_rope(const ConfigMap& top, RopeConfig* global, RopeConfig* l
   return Status();
 }
 
+// GGUF (llama.cpp's "gemma2"). The converter writes every norm weight as 1 + weight (kept: norms_hold_one), no
+// query_pre_attn_scalar (llama.cpp scales Gemma-2 queries by head_dim^-1/2 except for the 27B size, whose 4608 /
+// 32 it does not know from the file: head_dim is taken, as for 2B and 9B) and no layer pattern (llama.cpp windows
+// the even layers, as HF's layer_types do). "gemma3" is not registered: llama.cpp's files carry neither the
+// checkpoint's layer pattern nor its query_pre_attn_scalar (llama.cpp uses its own constants for both).
+Expected<ModelConfig> parse_gemma2_gguf(const CheckpointData& data, const std::string& architecture) {
+  const ConfigMap& meta = data.config_map;
+  ModelConfig c;
+  auto options = std::make_shared<GemmaConfig>();
+  c.architecture = architecture;
+  c.model_type = "gemma2";
+  ANVIL_RETURN_IF_ERROR(meta.get_int("gemma2.embedding_length", &c.hidden_size, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(meta.get_int("gemma2.feed_forward_length", &c.intermediate_size, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(meta.get_int("gemma2.block_count", &c.num_layers, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(meta.get_int("gemma2.attention.head_count", &c.num_heads, Need::kRequired));
+  c.num_kv_heads = c.num_heads;
+  ANVIL_RETURN_IF_ERROR(meta.get_int("gemma2.attention.head_count_kv", &c.num_kv_heads));
+  ANVIL_RETURN_IF_ERROR(meta.get_int("gemma2.attention.key_length", &c.head_dim, Need::kRequired));
+  int64_t value_length = c.head_dim;
+  ANVIL_RETURN_IF_ERROR(meta.get_int("gemma2.attention.value_length", &value_length));
+  if (value_length != c.head_dim) {
+    return meta.unsupported_value("gemma2.attention.value_length", std::to_string(value_length),
+                                  "the key length " + std::to_string(c.head_dim));
+  }
+  ANVIL_RETURN_IF_ERROR(meta.get_int("gemma2.context_length", &c.max_position_embeddings, Need::kRequired));
+  c.rms_norm_eps = 1e-6f;
+  ANVIL_RETURN_IF_ERROR(meta.get_float("gemma2.attention.layer_norm_rms_epsilon", &c.rms_norm_eps));
+  ANVIL_RETURN_IF_ERROR(meta.get_float("gemma2.rope.freq_base", &c.rope.theta));
+  options->local_rope = c.rope;
+  ANVIL_RETURN_IF_ERROR(meta.get_float("gemma2.attn_logit_softcapping", &options->attn_softcap));
+  ANVIL_RETURN_IF_ERROR(meta.get_float("gemma2.final_logit_softcapping", &options->final_softcap));
+  for (float cap : {options->attn_softcap, options->final_softcap}) {
+    if (!(cap >= 0.0f) || !std::isfinite(cap)) {
+      return meta.unsupported_value("gemma2.*_logit_softcapping", std::to_string(cap), "a finite number >= 0");
+    }
+  }
+  options->query_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  options->norms_hold_one = true;
+  int64_t window = 0;
+  ANVIL_RETURN_IF_ERROR(meta.get_int("gemma2.attention.sliding_window", &window));
+  if (window > 0 && window < c.max_position_embeddings) {
+    for (int64_t i = 0; i < c.num_layers; ++i) c.layer_sliding_windows.push_back(i % 2 == 0 ? window : -1);
+  }
+  const Tensor* embed = data.weights.find("token_embd.weight");
+  if (embed == nullptr || embed->ndim != 2) {
+    return invalid_file(meta.source() + ": tensor token_embd.weight must be there, 2-D [vocab_size, hidden_size]");
+  }
+  c.vocab_size = embed->shape[0];
+  c.tie_word_embeddings = !data.weights.contains("output.weight");
+  c.dtype = DType::kF32;
+  c.family_config = std::move(options);
+  return c;
+}
+
+std::string gemma2_gguf_name(const std::string& name, int64_t num_layers) {
+  if (name == "token_embd.weight") return "model.embed_tokens.weight";
+  if (name == "output_norm.weight") return "model.norm.weight";
+  if (name == "output.weight") return "lm_head.weight";
+  static const std::pair<const char*, const char*> kLayer[] = {
+      {"attn_norm.weight", "input_layernorm.weight"},
+      {"attn_q.weight", "self_attn.q_proj.weight"},
+      {"attn_k.weight", "self_attn.k_proj.weight"},
+      {"attn_v.weight", "self_attn.v_proj.weight"},
+      {"attn_output.weight", "self_attn.o_proj.weight"},
+      {"post_attention_norm.weight", "post_attention_layernorm.weight"},
+      {"ffn_norm.weight", "pre_feedforward_layernorm.weight"},
+      {"ffn_gate.weight", "mlp.gate_proj.weight"},
+      {"ffn_up.weight", "mlp.up_proj.weight"},
+      {"ffn_down.weight", "mlp.down_proj.weight"},
+      {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"},
+  };
+  constexpr std::string_view kPrefix = "blk.";
+  if (name.compare(0, kPrefix.size(), kPrefix) != 0) return "";
+  const size_t dot = name.find('.', kPrefix.size());
+  if (dot == std::string::npos || dot == kPrefix.size() || dot - kPrefix.size() > 9) return "";
+  const std::string index = name.substr(kPrefix.size(), dot - kPrefix.size());
+  if (index.find_first_not_of("0123456789") != std::string::npos || (index.size() > 1 && index[0] == '0') ||
+      std::stoll(index) >= num_layers) {
+    return "";
+  }
+  for (const auto& [gguf, hf] : kLayer) {
+    if (name.compare(dot + 1, std::string::npos, gguf) == 0) return "model.layers." + index + "." + hf;
+  }
+  return "";
+}
+
+Status adopt_gemma2_gguf(const ModelConfig& config, WeightStore* weights) {
+  for (const auto& [name, tensor] : weights->tensors()) {
+    if (gemma2_gguf_name(name, config.num_layers).empty()) {
+      return unsupported("GGUF file " + weights->source() + ": tensor '" + name +
+                         "' has no counterpart in Anvil's gemma2 model (block_count " +
+                         std::to_string(config.num_layers) + ")");
+    }
+  }
+  return weights->rename([&](const std::string& name) { return gemma2_gguf_name(name, config.num_layers); });
+}
+
 Expected<ModelConfig> parse_gemma_config(const CheckpointData& data, const std::string& architecture) {
-  if (data.format == "gguf") return unsupported(data.config_map.source() + ": the gemma family has no GGUF support");
+  if (data.format == "gguf") return parse_gemma2_gguf(data, architecture);  // only "gemma2" is registered
   const ConfigMap& top = data.config_map;
   const bool is_gemma3 = architecture == "Gemma3ForCausalLM";
   ModelConfig config;
@@ -437,10 +538,10 @@ extern const ModelFamily kGemmaFamily;
 const ModelFamily kGemmaFamily = {
     .name = "gemma",
     .hf_architectures = {{"Gemma2ForCausalLM", "gemma2"}, {"Gemma3ForCausalLM", "gemma3_text"}},
-    .gguf_architectures = {},
+    .gguf_architectures = {{"gemma2", "Gemma2ForCausalLM"}},
     .parse_config = parse_gemma_config,
     .weight_specs = gemma_weight_specs,
-    .adopt_gguf_tensors = nullptr,
+    .adopt_gguf_tensors = adopt_gemma2_gguf,
     .create = create_gemma,
 };
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "models/head_views.h"
@@ -56,8 +57,7 @@ Expected<Tensor> transposed(const Tensor& w, Buffer* storage) {
 
 class Gpt2Model final : public ModelBase {
  public:
-  Gpt2Model(const ModelConfig& config, Backend& backend)
-      : ModelBase(config, backend), options_(gpt2_config(config_)) {}
+  Gpt2Model(const ModelConfig& config, Backend& backend) : ModelBase(config, backend), options_(gpt2_config(config_)) {}
 
   Status load(const WeightStore& weights) {
     const int64_t h = config_.hidden_size;
@@ -262,6 +262,116 @@ Expected<ModelConfig> parse_gpt2_config(const CheckpointData& data, const std::s
   return c;
 }
 
+// GGUF (llama.cpp's "gpt2"). The converter writes feed_forward_length as 4 * n_embd whatever n_inner is, so the
+// MLP width comes from ffn_up's rows; llama.cpp runs the MLP with tanh GELU (the GGUF names no activation).
+Expected<ModelConfig> parse_gpt2_gguf(const CheckpointData& data, const std::string& architecture) {
+  const ConfigMap& meta = data.config_map;
+  ModelConfig c;
+  auto options = std::make_shared<Gpt2Config>();
+  c.architecture = architecture;
+  c.model_type = "gpt2";
+  ANVIL_RETURN_IF_ERROR(meta.get_int("gpt2.embedding_length", &c.hidden_size, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(meta.get_int("gpt2.block_count", &c.num_layers, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(meta.get_int("gpt2.attention.head_count", &c.num_heads, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(meta.get_float("gpt2.attention.layer_norm_epsilon", &c.rms_norm_eps));
+  c.num_kv_heads = c.num_heads;
+  if (c.num_heads <= 0 || c.hidden_size % c.num_heads != 0) {
+    return invalid_file(meta.source() + ": gpt2.embedding_length " + std::to_string(c.hidden_size) +
+                        " is not a multiple of gpt2.attention.head_count " + std::to_string(c.num_heads));
+  }
+  c.head_dim = c.hidden_size / c.num_heads;
+  const Tensor* wte = data.weights.find("token_embd.weight");
+  const Tensor* wpe = data.weights.find("position_embd.weight");
+  const Tensor* up = data.weights.find("blk.0.ffn_up.weight");
+  if (wte == nullptr || wte->ndim != 2 || wpe == nullptr || wpe->ndim != 2 || up == nullptr || up->ndim != 2) {
+    return invalid_file(meta.source() +
+                        ": a gpt2 GGUF needs 2-D tensors token_embd.weight, position_embd.weight and "
+                        "blk.0.ffn_up.weight");
+  }
+  c.vocab_size = wte->shape[0];
+  c.max_position_embeddings = wpe->shape[0];
+  c.intermediate_size = up->shape[0];
+  c.tie_word_embeddings = !data.weights.contains("output.weight");
+  c.dtype = DType::kF32;
+  options->activation = GeluApproximation::kTanh;
+  c.family_config = std::move(options);
+  return c;
+}
+
+Expected<ModelConfig> parse_gpt2(const CheckpointData& data, const std::string& architecture) {
+  return data.format == "gguf" ? parse_gpt2_gguf(data, architecture) : parse_gpt2_config(data, architecture);
+}
+
+// The Hugging Face name of a gpt2 GGUF tensor ("" if unknown), and whether it is a Conv1D weight.
+std::string gpt2_gguf_name(const std::string& name, int64_t num_layers, bool* conv1d) {
+  *conv1d = false;
+  if (name == "token_embd.weight") return "transformer.wte.weight";
+  if (name == "position_embd.weight") return "transformer.wpe.weight";
+  if (name == "output_norm.weight") return "transformer.ln_f.weight";
+  if (name == "output_norm.bias") return "transformer.ln_f.bias";
+  if (name == "output.weight") return "lm_head.weight";
+  static const std::pair<const char*, const char*> kLayer[] = {
+      {"attn_norm", "ln_1"}, {"attn_qkv", "attn.c_attn"}, {"attn_output", "attn.c_proj"},
+      {"ffn_norm", "ln_2"},  {"ffn_up", "mlp.c_fc"},      {"ffn_down", "mlp.c_proj"},
+  };
+  constexpr std::string_view kPrefix = "blk.";
+  if (name.compare(0, kPrefix.size(), kPrefix) != 0) return "";
+  const size_t dot = name.find('.', kPrefix.size());
+  if (dot == std::string::npos || dot == kPrefix.size()) return "";
+  const std::string index = name.substr(kPrefix.size(), dot - kPrefix.size());
+  if (index.find_first_not_of("0123456789") != std::string::npos || (index.size() > 1 && index[0] == '0') ||
+      index.size() > 9 || std::stoll(index) >= num_layers) {
+    return "";
+  }
+  const std::string rest = name.substr(dot + 1);
+  for (const auto& [gguf, hf] : kLayer) {
+    const std::string g(gguf);
+    if (rest == g + ".bias") return "transformer.h." + index + "." + hf + ".bias";
+    if (rest == g + ".weight") {
+      *conv1d = g != "attn_norm" && g != "ffn_norm";
+      return "transformer.h." + index + "." + hf + ".weight";
+    }
+  }
+  return "";
+}
+
+// NOTE: llama.cpp's converter transposes GPT-2's Conv1D weights ([in, out]) to [out, in]; they are transposed
+// back here (a host copy in the file's dtype), so the rest of the family (load, tensor-parallel sharding) sees the
+// Hugging Face layout. Quantized blocks cannot be transposed element-wise: a quantized gpt2 GGUF is refused.
+Status adopt_gpt2_gguf(const ModelConfig& config, WeightStore* weights) {
+  std::vector<std::string> conv1d_names;
+  for (const auto& [name, tensor] : weights->tensors()) {
+    bool conv1d = false;
+    if (gpt2_gguf_name(name, config.num_layers, &conv1d).empty()) {
+      return unsupported("GGUF file " + weights->source() + ": tensor '" + name +
+                         "' has no counterpart in Anvil's gpt2 model (block_count " +
+                         std::to_string(config.num_layers) + ")");
+    }
+    if (conv1d) conv1d_names.push_back(name);
+  }
+  for (const std::string& name : conv1d_names) {
+    const Tensor w = *weights->find(name);
+    if (w.ndim != 2 || is_quantized(w.dtype)) {
+      return unsupported("GGUF file " + weights->source() + ": tensor '" + name + "' is " + w.describe() +
+                         "; GPT-2's projections must be float (F32, F16, BF16) to be transposed to Conv1D layout");
+    }
+    const int64_t rows = w.size(0), cols = w.size(1);
+    const size_t es = dtype_size(w.dtype);
+    Buffer buffer = Buffer::host(static_cast<size_t>(rows * cols) * es);
+    const auto* src = static_cast<const unsigned char*>(w.data);
+    auto* dst = static_cast<unsigned char*>(buffer.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) std::memcpy(dst + (c * rows + r) * es, src + (r * cols + c) * es, es);
+    }
+    weights->add_view(name, Tensor::make(buffer.data(), w.dtype, {cols, rows}));
+    weights->keep_buffer(std::move(buffer));
+  }
+  return weights->rename([&](const std::string& name) {
+    bool conv1d = false;
+    return gpt2_gguf_name(name, config.num_layers, &conv1d);
+  });
+}
+
 std::vector<WeightSpec> gpt2_weight_specs(const ModelConfig& c) {
   const int64_t h = c.hidden_size, inter = c.intermediate_size;
   std::vector<WeightSpec> specs;
@@ -300,10 +410,10 @@ extern const ModelFamily kGpt2Family;
 const ModelFamily kGpt2Family = {
     .name = "gpt2",
     .hf_architectures = {{"GPT2LMHeadModel", "gpt2"}},
-    .gguf_architectures = {},
-    .parse_config = parse_gpt2_config,
+    .gguf_architectures = {{"gpt2", "GPT2LMHeadModel"}},
+    .parse_config = parse_gpt2,
     .weight_specs = gpt2_weight_specs,
-    .adopt_gguf_tensors = nullptr,
+    .adopt_gguf_tensors = adopt_gpt2_gguf,
     .create = create_gpt2,
 };
 

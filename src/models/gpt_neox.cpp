@@ -13,6 +13,7 @@ namespace {
 
 struct NeoxConfig : LnDecoderOptions {
   bool has_attention_bias = true;
+  bool qkv_per_head = true;  // HF: [num_heads][3][head_dim] rows; a GGUF holds q, k, v rows already (the converter)
   std::string head_name = "lm_head.weight";
 };
 
@@ -62,6 +63,63 @@ Expected<ModelConfig> parse_neox(const CheckpointData& data, const std::string& 
   return c;
 }
 
+// GGUF (llama.cpp's "gptneox"): the converter reorders the fused per-head q/k/v rows into q, k, v rows, which is
+// the order the decoder takes, so they are not reordered again; rotate-half rotary over rope.dimension_count dims.
+// NOTE: the GGUF names no activation; transformers runs GPT-NeoX's "gelu" with erf (llama.cpp with its tanh
+// GELU), and erf is what matches the Hugging Face logits (tests/models/test_gguf_family_parity.cpp).
+Expected<ModelConfig> parse_neox_gguf(const CheckpointData& data, const std::string& architecture) {
+  ModelConfig c;
+  auto options = std::make_shared<NeoxConfig>();
+  c.architecture = architecture;
+  c.model_type = "gpt_neox";
+  std::string arch;
+  ANVIL_RETURN_IF_ERROR(parse_ln_gguf(data, "blk.0.ffn_up.weight", &c, &arch));
+  const ConfigMap& meta = data.config_map;
+  options->rotary_dim = c.head_dim;
+  ANVIL_RETURN_IF_ERROR(meta.get_int(arch + ".rope.dimension_count", &options->rotary_dim));
+  if (options->rotary_dim <= 0 || options->rotary_dim > c.head_dim || options->rotary_dim % 2 != 0) {
+    return meta.unsupported_value(arch + ".rope.dimension_count", std::to_string(options->rotary_dim),
+                                  "an even count in (0, head_dim " + std::to_string(c.head_dim) + "]");
+  }
+  bool parallel = true;
+  ANVIL_RETURN_IF_ERROR(meta.get_bool(arch + ".use_parallel_residual", &parallel));
+  options->block = parallel ? LnBlock::kParallel : LnBlock::kSequential;
+  options->has_attention_bias = data.weights.contains("blk.0.attn_qkv.bias");
+  options->activation = LnActivation::kGeluErf;
+  options->qkv_per_head = false;
+  c.family_config = std::move(options);
+  return c;
+}
+
+Expected<ModelConfig> parse_neox_config(const CheckpointData& data, const std::string& architecture) {
+  return data.format == "gguf" ? parse_neox_gguf(data, architecture) : parse_neox(data, architecture);
+}
+
+std::string neox_gguf_name(const std::string& name, const ModelConfig& c) {
+  if (name == "token_embd.weight") return "gpt_neox.embed_in.weight";
+  if (name == "output_norm.weight") return "gpt_neox.final_layer_norm.weight";
+  if (name == "output_norm.bias") return "gpt_neox.final_layer_norm.bias";
+  if (name == "output.weight") return neox_config(c).head_name;
+  static const std::pair<const char*, const char*> kLayer[] = {
+      {"attn_norm", "input_layernorm"},          {"ffn_norm", "post_attention_layernorm"},
+      {"attn_qkv", "attention.query_key_value"}, {"attn_output", "attention.dense"},
+      {"ffn_up", "mlp.dense_h_to_4h"},           {"ffn_down", "mlp.dense_4h_to_h"},
+  };
+  int64_t layer = 0;
+  std::string rest;
+  if (!split_gguf_layer(name, c.num_layers, &layer, &rest)) return "";
+  for (const auto& [gguf, hf] : kLayer) {
+    for (const char* what : {".weight", ".bias"}) {
+      if (rest == std::string(gguf) + what) return "gpt_neox.layers." + std::to_string(layer) + "." + hf + what;
+    }
+  }
+  return "";
+}
+
+Status adopt_neox_gguf(const ModelConfig& config, WeightStore* weights) {
+  return adopt_gguf_names(config, weights, [&](const std::string& name) { return neox_gguf_name(name, config); });
+}
+
 std::vector<WeightSpec> neox_weight_specs(const ModelConfig& c) {
   const NeoxConfig& o = neox_config(c);
   const int64_t h = c.hidden_size, inter = c.intermediate_size;
@@ -103,10 +161,18 @@ Expected<std::unique_ptr<Model>> create_neox(const ModelConfig& c, const WeightS
     ANVIL_ASSIGN_OR_RETURN(l.mlp_norm_weight, w.get(p + "post_attention_layernorm.weight", {h}));
     ANVIL_ASSIGN_OR_RETURN(l.mlp_norm_bias, w.get(p + "post_attention_layernorm.bias", {h}));
     ANVIL_ASSIGN_OR_RETURN(const Tensor qkv, w.get(p + "attention.query_key_value.weight", {3 * h, h}));
-    ANVIL_ASSIGN_OR_RETURN(l.qkv_weight, reorder_row_blocks(qkv, c.head_dim, order, &host.storage));
+    if (o.qkv_per_head) {
+      ANVIL_ASSIGN_OR_RETURN(l.qkv_weight, reorder_row_blocks(qkv, c.head_dim, order, &host.storage));
+    } else {
+      l.qkv_weight = qkv;
+    }
     if (o.has_attention_bias) {
       ANVIL_ASSIGN_OR_RETURN(const Tensor qkv_b, w.get(p + "attention.query_key_value.bias", {3 * h}));
-      ANVIL_ASSIGN_OR_RETURN(l.qkv_bias, reorder_row_blocks(qkv_b, c.head_dim, order, &host.storage));
+      if (o.qkv_per_head) {
+        ANVIL_ASSIGN_OR_RETURN(l.qkv_bias, reorder_row_blocks(qkv_b, c.head_dim, order, &host.storage));
+      } else {
+        l.qkv_bias = qkv_b;
+      }
       ANVIL_ASSIGN_OR_RETURN(l.o_bias, w.get(p + "attention.dense.bias", {h}));
     }
     ANVIL_ASSIGN_OR_RETURN(l.o_weight, w.get(p + "attention.dense.weight", {h, h}));
@@ -129,10 +195,10 @@ extern const ModelFamily kGptNeoxFamily;
 const ModelFamily kGptNeoxFamily = {
     .name = "gpt_neox",
     .hf_architectures = {{"GPTNeoXForCausalLM", "gpt_neox"}},
-    .gguf_architectures = {},
-    .parse_config = parse_neox,
+    .gguf_architectures = {{"gptneox", "GPTNeoXForCausalLM"}},
+    .parse_config = parse_neox_config,
     .weight_specs = neox_weight_specs,
-    .adopt_gguf_tensors = nullptr,
+    .adopt_gguf_tensors = adopt_neox_gguf,
     .create = create_neox,
 };
 

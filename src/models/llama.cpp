@@ -18,6 +18,7 @@
 
 #include "core/logging.h"
 #include "models/head_views.h"
+#include "models/ln_decoder.h"  // parse_rotary_dim
 #include "models/model.h"
 #include "models/registry.h"
 
@@ -210,9 +211,9 @@ class LlamaModel final : public ModelBase {
         ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.qkv_proj.weight", {q_dim + 2 * kv_dim, h}, &l.qkv_proj));
       } else {
         ANVIL_RETURN_IF_ERROR(fetch_fused({{p + "self_attn.q_proj.weight", {q_dim, h}},
-                                         {p + "self_attn.k_proj.weight", {kv_dim, h}},
-                                         {p + "self_attn.v_proj.weight", {kv_dim, h}}},
-                                        &l.qkv_proj, {&l.q_proj, &l.k_proj, &l.v_proj}));
+                                           {p + "self_attn.k_proj.weight", {kv_dim, h}},
+                                           {p + "self_attn.v_proj.weight", {kv_dim, h}}},
+                                          &l.qkv_proj, {&l.q_proj, &l.k_proj, &l.v_proj}));
       }
       if (options_.has_qk_norm) {
         ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.q_norm.weight", {config_.head_dim}, &l.q_norm));
@@ -226,7 +227,7 @@ class LlamaModel final : public ModelBase {
       }
       ANVIL_RETURN_IF_ERROR(fetch(p + "self_attn.o_proj.weight", {h, q_dim}, &l.o_proj));
       ANVIL_RETURN_IF_ERROR(fetch(p + "post_attention_layernorm.weight", {h}, &l.post_attn_norm));
-      if (options_.has_fused_projections) {
+      if (options_.has_fused_projections || options_.has_fused_gate_up) {
         ANVIL_RETURN_IF_ERROR(fetch(p + "mlp.gate_up_proj.weight", {2 * inter, h}, &l.gate_up_proj));
       } else {
         ANVIL_RETURN_IF_ERROR(
@@ -243,7 +244,9 @@ class LlamaModel final : public ModelBase {
         ANVIL_RETURN_IF_ERROR(fetch("lm_head.weight", {config_.vocab_size, h}, &lm_head_));
       }
     }
-    std::vector<float> inv_freq = rope_inv_freq(config_.rope, config_.head_dim);
+    // Partial rotary (GLM): the first rotary_dim dims of each head rotate (rope_and_cache_write pairs within them).
+    std::vector<float> inv_freq =
+        rope_inv_freq(config_.rope, options_.rotary_dim > 0 ? options_.rotary_dim : config_.head_dim);
     if (const Tensor* factors = weights.find("rope_freqs.weight")) {
       // Llama 3.1+ GGUFs carry the rope scaling as per-dimension factors [head_dim / 2]: llama.cpp rotates by
       // pos * inv_freq[i] / factors[i], which is HF's llama3 inv_freq (tests/unit/test_gguf_checkpoint.cpp).
@@ -455,8 +458,7 @@ namespace {
 
 const LlamaConfig kDefaultLlamaConfig;
 
-Expected<std::unique_ptr<Model>> create_llama(const ModelConfig& config, const WeightStore& weights,
-                                              Backend& backend) {
+Expected<std::unique_ptr<Model>> create_llama(const ModelConfig& config, const WeightStore& weights, Backend& backend) {
   auto model = std::make_unique<LlamaModel>(config, backend);
   ANVIL_RETURN_IF_ERROR(model->load(weights));
   return std::unique_ptr<Model>(std::move(model));
@@ -495,7 +497,7 @@ std::vector<WeightSpec> llama_weight_specs(const ModelConfig& c) {
     }
     specs.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}, WeightInit::kNormal, WeightRole::kLinear});
     specs.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}, WeightInit::kOnes});
-    if (options.has_fused_projections) {
+    if (options.has_fused_projections || options.has_fused_gate_up) {
       specs.push_back({p + "mlp.gate_up_proj.weight",
                        {2 * c.intermediate_size, c.hidden_size},
                        WeightInit::kNormal,
@@ -521,6 +523,7 @@ std::string model_type_for(const std::string& architecture) {
   if (architecture == "Qwen2ForCausalLM") return "qwen2";
   if (architecture == "Qwen3ForCausalLM") return "qwen3";
   if (architecture == "Phi3ForCausalLM") return "phi3";
+  if (architecture == "GlmForCausalLM") return "glm";
   return "llama";
 }
 
@@ -568,6 +571,16 @@ Expected<ModelConfig> parse_hf(const CheckpointData& data, const std::string& ar
     }
   }
 
+  if (architecture == "GlmForCausalLM") {
+    // GLM (the ChatGLM line in transformers): q/k/v bias (attention_bias, default true), gate_up_proj fused, and
+    // rotary over the first partial_rotary_factor (default 0.5) of each head, on adjacent pairs (2i, 2i+1).
+    options->has_qkv_bias = true;
+    ANVIL_RETURN_IF_ERROR(top.get_bool("attention_bias", &options->has_qkv_bias));
+    options->has_fused_gate_up = true;
+    config.rope.pairing = RopePairing::kAdjacentPairs;
+    ANVIL_RETURN_IF_ERROR(parse_rotary_dim(top, "", 0.5f, config.head_dim, &options->rotary_dim));
+  }
+
   bool mlp_bias = false;
   ANVIL_RETURN_IF_ERROR(top.get_bool("mlp_bias", &mlp_bias));
   if (mlp_bias) return top.unsupported_value("mlp_bias", "true", "false");
@@ -593,7 +606,8 @@ Expected<ModelConfig> parse_hf(const CheckpointData& data, const std::string& ar
 // GGUF metadata keys `<arch>.*` (llama.cpp's names).
 // NOTE: llama.cpp's convert_hf_to_gguf.py permutes the q/k rows (and biases) of "llama" models back into Meta's
 // interleaved order (LlamaModel.permute), and llama.cpp runs them with adjacent-pair rotary; "qwen2" tensors are
-// written unpermuted and run with NeoX (rotate-half) rotary. Pairing follows the file so no rows are moved here.
+// written unpermuted and run with NeoX (rotate-half) rotary, as are "qwen3" and "phi3" (whose qkv and gate/up stay
+// fused). Pairing follows the file so no rows are moved here.
 Expected<ModelConfig> parse_gguf(const CheckpointData& data, const std::string& architecture) {
   const ConfigMap& meta = data.config_map;
   const std::string& prefix = meta.source();
@@ -681,6 +695,16 @@ Expected<ModelConfig> parse_gguf(const CheckpointData& data, const std::string& 
   }
   c.tie_word_embeddings = !data.weights.contains("output.weight");
   options->has_qkv_bias = arch == "qwen2" || data.weights.contains("blk.0.attn_q.bias");
+  options->has_qk_norm = arch == "qwen3";
+  // Phi-3: the converter keeps qkv_proj and gate_up_proj fused (attn_qkv, and ffn_up of 2 * feed_forward_length).
+  options->has_fused_projections = arch == "phi3";
+  // <arch>.attention.sliding_window: every layer windowed (Mistral, Phi-3); 0 or absent: full attention.
+  int64_t window = 0;
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("attention.sliding_window"), &window));
+  if (window < 0) return meta.unsupported_value(key("attention.sliding_window"), std::to_string(window), ">= 0");
+  if (window > 0 && window < c.max_position_embeddings) {
+    c.layer_sliding_windows.assign(c.num_layers, static_cast<int32_t>(window));
+  }
   c.dtype = DType::kF32;
   c.family_config = std::move(options);
   return c;
@@ -724,14 +748,30 @@ bool split_layer_name(const std::string& name, int64_t* layer, std::string* rest
   return true;
 }
 
+// llama_gguf_tensor_name plus the tensors of the family's options: Qwen3's per-head q/k norms, Phi-3's fused
+// projections (the converter keeps them fused: attn_qkv, and ffn_up holding gate rows then up rows).
+std::string family_gguf_tensor_name(const std::string& gguf_name, const ModelConfig& config) {
+  const LlamaConfig& options = llama_config(config);
+  int64_t layer = 0;
+  std::string rest;
+  if (split_layer_name(gguf_name, &layer, &rest) && layer >= 0 && layer < config.num_layers) {
+    const std::string p = "model.layers." + std::to_string(layer) + ".";
+    if (options.has_qk_norm && rest == "attn_q_norm.weight") return p + "self_attn.q_norm.weight";
+    if (options.has_qk_norm && rest == "attn_k_norm.weight") return p + "self_attn.k_norm.weight";
+    if (options.has_fused_projections && rest == "attn_qkv.weight") return p + "self_attn.qkv_proj.weight";
+    if (options.has_fused_projections && rest == "ffn_up.weight") return p + "mlp.gate_up_proj.weight";
+  }
+  return llama_gguf_tensor_name(gguf_name, config.num_layers);
+}
+
 Status adopt_llama_gguf_tensors(const ModelConfig& config, WeightStore* weights) {
   for (const auto& [name, tensor] : weights->tensors()) {
-    if (llama_gguf_tensor_name(name, config.num_layers).empty()) {
+    if (family_gguf_tensor_name(name, config).empty()) {
       return unsupported("GGUF file " + weights->source() + ": tensor '" + name + "' has no counterpart in Anvil's " +
                          config.model_type + " model (block_count " + std::to_string(config.num_layers) + ")");
     }
   }
-  return weights->rename([&](const std::string& name) { return llama_gguf_tensor_name(name, config.num_layers); });
+  return weights->rename([&](const std::string& name) { return family_gguf_tensor_name(name, config); });
 }
 
 }  // namespace
@@ -762,8 +802,12 @@ const ModelFamily kLlamaFamily = {
                          {"MistralForCausalLM", "mistral"},
                          {"Qwen2ForCausalLM", "qwen2"},
                          {"Qwen3ForCausalLM", "qwen3"},
-                         {"Phi3ForCausalLM", "phi3"}},
-    .gguf_architectures = {{"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}},
+                         {"Phi3ForCausalLM", "phi3"},
+                         {"GlmForCausalLM", "glm"}},
+    .gguf_architectures = {{"llama", "LlamaForCausalLM"},
+                           {"qwen2", "Qwen2ForCausalLM"},
+                           {"qwen3", "Qwen3ForCausalLM"},
+                           {"phi3", "Phi3ForCausalLM"}},
     .parse_config = parse_llama_config,
     .weight_specs = llama_weight_specs,
     .adopt_gguf_tensors = adopt_llama_gguf_tensors,

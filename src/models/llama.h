@@ -12,6 +12,8 @@ struct LlamaConfig : FamilyConfig {
   bool has_qkv_bias = false;           // Qwen2 (and Llama's attention_bias = true)
   bool has_qk_norm = false;            // Qwen3: RMSNorm over each head of q and k before rotary
   bool has_fused_projections = false;  // Phi-3: the checkpoint stores qkv_proj and gate_up_proj already fused
+  bool has_fused_gate_up = false;      // GLM: gate_up_proj fused, q/k/v apart
+  int64_t rotary_dim = 0;              // GLM: dims rotated per head (partial_rotary_factor); 0: head_dim
 };
 
 // The Llama settings of `config` (the defaults when it carries none, as a hand-made config does).

@@ -2,10 +2,12 @@
 // helpers the family files share.
 #include "models/ln_decoder.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "models/head_views.h"
@@ -135,7 +137,9 @@ class LnDecoderModel final : public ModelBase {
       if (options_.positions == LnPositions::kAlibi) {
         ANVIL_RETURN_IF_ERROR(backend_.paged_attention_alibi(q3, kv_cache[i], in.attention, scale, slopes_, attn));
       } else {
-        ANVIL_RETURN_IF_ERROR(backend_.paged_attention(q3, kv_cache[i], in.attention, scale, attn));
+        AttentionMetadata layer_attention = in.attention;  // StarCoder2's sliding window (-1: none)
+        layer_attention.sliding_window = layer_sliding_window(config_, i);
+        ANVIL_RETURN_IF_ERROR(backend_.paged_attention(q3, kv_cache[i], layer_attention, scale, attn));
       }
       debug("attn_out", il, attn);
       ANVIL_RETURN_IF_ERROR(backend_.linear(attn, l.o_weight, l.o_bias, parallel ? attn_out : block_out));
@@ -327,6 +331,63 @@ Status parse_rotary_dim(const ConfigMap& config, const std::string& legacy_key, 
                                     "a fraction in (0, 1] that rotates an even number of each head's dims");
   }
   return Status();
+}
+
+Status parse_ln_gguf(const CheckpointData& data, const std::string& ffn_up_tensor, ModelConfig* c, std::string* arch) {
+  const ConfigMap& meta = data.config_map;
+  ANVIL_RETURN_IF_ERROR(meta.get_string("general.architecture", arch));
+  auto key = [&](const char* name) { return *arch + "." + name; };
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("embedding_length"), &c->hidden_size, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("block_count"), &c->num_layers, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("attention.head_count"), &c->num_heads, Need::kRequired));
+  c->num_kv_heads = c->num_heads;
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("attention.head_count_kv"), &c->num_kv_heads));
+  ANVIL_RETURN_IF_ERROR(meta.get_int(key("context_length"), &c->max_position_embeddings, Need::kRequired));
+  ANVIL_RETURN_IF_ERROR(meta.get_float(key("attention.layer_norm_epsilon"), &c->rms_norm_eps));
+  ANVIL_RETURN_IF_ERROR(meta.get_float(key("rope.freq_base"), &c->rope.theta));
+  if (c->num_heads > 0 && c->hidden_size % c->num_heads != 0) {
+    return invalid_file(meta.source() + ": " + key("embedding_length") + " " + std::to_string(c->hidden_size) +
+                        " is not a multiple of " + key("attention.head_count") + " " + std::to_string(c->num_heads));
+  }
+  if (c->num_heads > 0) c->head_dim = c->hidden_size / c->num_heads;
+  const Tensor* embed = data.weights.find("token_embd.weight");
+  if (embed == nullptr || embed->ndim != 2) {
+    return invalid_file(meta.source() + ": tensor token_embd.weight must be there, 2-D [vocab_size, hidden_size]");
+  }
+  c->vocab_size = embed->shape[0];
+  const Tensor* up = data.weights.find(ffn_up_tensor);
+  if (up == nullptr || up->ndim != 2) {
+    return invalid_file(meta.source() + ": tensor " + ffn_up_tensor + " must be there, 2-D [intermediate, hidden]");
+  }
+  c->intermediate_size = up->shape[0];
+  c->tie_word_embeddings = !data.weights.contains("output.weight");
+  c->dtype = DType::kF32;
+  return Status();
+}
+
+bool split_gguf_layer(const std::string& name, int64_t num_layers, int64_t* layer, std::string* rest) {
+  constexpr std::string_view kPrefix = "blk.";
+  if (name.compare(0, kPrefix.size(), kPrefix) != 0) return false;
+  const char* begin = name.data() + kPrefix.size();
+  const char* end = name.data() + name.size();
+  const auto [ptr, ec] = std::from_chars(begin, end, *layer);
+  if (ec != std::errc() || ptr == begin || ptr == end || *ptr != '.' || (*begin == '0' && ptr - begin > 1)) {
+    return false;
+  }
+  if (*layer < 0 || *layer >= num_layers) return false;
+  *rest = std::string(ptr + 1, end);
+  return true;
+}
+
+Status adopt_gguf_names(const ModelConfig& config, WeightStore* weights,
+                        const std::function<std::string(const std::string&)>& name_of) {
+  for (const auto& [name, tensor] : weights->tensors()) {
+    if (name_of(name).empty()) {
+      return unsupported("GGUF file " + weights->source() + ": tensor '" + name + "' has no counterpart in Anvil's " +
+                         config.model_type + " model (block_count " + std::to_string(config.num_layers) + ")");
+    }
+  }
+  return weights->rename(name_of);
 }
 
 std::vector<float> alibi_slopes(int64_t num_heads) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -96,6 +97,23 @@ Status parse_ln_activation(const ConfigMap& config, const std::string& key, cons
 // unless it is an even count in (0, head_dim].
 Status parse_rotary_dim(const ConfigMap& config, const std::string& legacy_key, float default_factor, int64_t head_dim,
                         int64_t* rotary_dim);
+
+// ---- GGUF (llama.cpp's names) ----
+
+// The keys every LayerNorm family's GGUF has, `<arch>.*` with arch = general.architecture: embedding_length,
+// block_count, attention.head_count (and head_count_kv), context_length, attention.layer_norm_epsilon,
+// rope.freq_base; intermediate_size from `ffn_up_tensor`'s rows (the Falcon converter writes 4 * hidden as
+// feed_forward_length whatever the model has); vocab_size from token_embd.weight; tie_word_embeddings when the file
+// has no output.weight; dtype float32 (the weights keep their own). `*arch` gets general.architecture.
+Status parse_ln_gguf(const CheckpointData& data, const std::string& ffn_up_tensor, ModelConfig* c, std::string* arch);
+
+// Renames every tensor of a GGUF file to `name_of(name)` (its Hugging Face name); a tensor it maps to "" is an
+// error naming the tensor and the family.
+Status adopt_gguf_names(const ModelConfig& config, WeightStore* weights,
+                        const std::function<std::string(const std::string&)>& name_of);
+
+// "blk.<n>.<rest>" with n < num_layers: the layer and the rest; false otherwise.
+bool split_gguf_layer(const std::string& name, int64_t num_layers, int64_t* layer, std::string* rest);
 
 // ALiBi slopes [num_heads] as Hugging Face's BLOOM computes them (geometric in the closest power of two, the
 // remaining heads interleaved from the next one).

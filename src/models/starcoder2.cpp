@@ -1,7 +1,7 @@
 // The StarCoder2 family (Starcoder2ForCausalLM) on the LayerNorm decoder (ln_decoder.h): a Llama-shaped
 // pre-norm decoder with LayerNorm (bias), rotary (rotate-half) positions, grouped-query attention, biases on every
 // projection (use_bias), a GELU (tanh) c_fc/c_proj MLP and, usually, a tied head. A sliding window smaller than
-// the context is refused until the attention op takes a window.
+// the context windows every layer's attention (as Mistral's).
 #include <string>
 #include <vector>
 
@@ -44,14 +44,8 @@ Expected<ModelConfig> parse_starcoder2(const CheckpointData& data, const std::st
   c.tie_word_embeddings = true;
   ANVIL_RETURN_IF_ERROR(top.get_bool("tie_word_embeddings", &c.tie_word_embeddings));
   ANVIL_RETURN_IF_ERROR(parse_hf_rope(top, &c.rope));
-  int64_t window = 0;
-  ANVIL_RETURN_IF_ERROR(top.get_int("sliding_window", &window));
-  if (window > 0 && window < c.max_position_embeddings) {
-    return top.unsupported_value("sliding_window", std::to_string(window),
-                                 "null or at least max_position_embeddings " +
-                                     std::to_string(c.max_position_embeddings) +
-                                     " (sliding-window attention is not supported for StarCoder2 yet)");
-  }
+  // Every layer is windowed when sliding_window is set (and shorter than the context).
+  ANVIL_RETURN_IF_ERROR(parse_hf_sliding_windows(top, /*windowed_by_default=*/true, &c));
   ANVIL_RETURN_IF_ERROR(top.get_bool("use_bias", &options->has_bias));
   std::string act = "gelu_pytorch_tanh";
   ANVIL_RETURN_IF_ERROR(top.get_string("hidden_act", &act));
@@ -61,6 +55,56 @@ Expected<ModelConfig> parse_starcoder2(const CheckpointData& data, const std::st
   ANVIL_RETURN_IF_ERROR(top.get_token_ids("eos_token_id", &c.eos_token_ids));
   c.family_config = std::move(options);
   return c;
+}
+
+// GGUF (llama.cpp's "starcoder2"): tensors written unpermuted (llama.cpp rotates halves, as HF does).
+Expected<ModelConfig> parse_starcoder2_gguf(const CheckpointData& data, const std::string& architecture) {
+  ModelConfig c;
+  auto options = std::make_shared<Starcoder2Config>();
+  c.architecture = architecture;
+  c.model_type = "starcoder2";
+  std::string arch;
+  ANVIL_RETURN_IF_ERROR(parse_ln_gguf(data, "blk.0.ffn_up.weight", &c, &arch));
+  int64_t window = 0;  // <arch>.attention.sliding_window, when the converter writes one
+  ANVIL_RETURN_IF_ERROR(data.config_map.get_int(arch + ".attention.sliding_window", &window));
+  if (window > 0 && window < c.max_position_embeddings) {
+    c.layer_sliding_windows.assign(c.num_layers, static_cast<int32_t>(window));
+  }
+  options->has_bias = data.weights.contains("blk.0.attn_q.bias");
+  options->activation = LnActivation::kGeluTanh;  // llama.cpp runs StarCoder2's MLP with tanh GELU
+  c.family_config = std::move(options);
+  return c;
+}
+
+Expected<ModelConfig> parse_starcoder2_config(const CheckpointData& data, const std::string& architecture) {
+  return data.format == "gguf" ? parse_starcoder2_gguf(data, architecture) : parse_starcoder2(data, architecture);
+}
+
+std::string starcoder2_gguf_name(const std::string& name, int64_t num_layers) {
+  if (name == "token_embd.weight") return "model.embed_tokens.weight";
+  if (name == "output_norm.weight") return "model.norm.weight";
+  if (name == "output_norm.bias") return "model.norm.bias";
+  if (name == "output.weight") return "lm_head.weight";
+  static const std::pair<const char*, const char*> kLayer[] = {
+      {"attn_norm", "input_layernorm"}, {"ffn_norm", "post_attention_layernorm"},
+      {"attn_q", "self_attn.q_proj"},   {"attn_k", "self_attn.k_proj"},
+      {"attn_v", "self_attn.v_proj"},   {"attn_output", "self_attn.o_proj"},
+      {"ffn_up", "mlp.c_fc"},           {"ffn_down", "mlp.c_proj"},
+  };
+  int64_t layer = 0;
+  std::string rest;
+  if (!split_gguf_layer(name, num_layers, &layer, &rest)) return "";
+  for (const auto& [gguf, hf] : kLayer) {
+    for (const char* what : {".weight", ".bias"}) {
+      if (rest == std::string(gguf) + what) return "model.layers." + std::to_string(layer) + "." + hf + what;
+    }
+  }
+  return "";
+}
+
+Status adopt_starcoder2_gguf(const ModelConfig& config, WeightStore* weights) {
+  return adopt_gguf_names(config, weights,
+                          [&](const std::string& name) { return starcoder2_gguf_name(name, config.num_layers); });
 }
 
 struct Proj {
@@ -142,10 +186,10 @@ extern const ModelFamily kStarcoder2Family;
 const ModelFamily kStarcoder2Family = {
     .name = "starcoder2",
     .hf_architectures = {{"Starcoder2ForCausalLM", "starcoder2"}},
-    .gguf_architectures = {},
-    .parse_config = parse_starcoder2,
+    .gguf_architectures = {{"starcoder2", "Starcoder2ForCausalLM"}},
+    .parse_config = parse_starcoder2_config,
     .weight_specs = starcoder2_weight_specs,
-    .adopt_gguf_tensors = nullptr,
+    .adopt_gguf_tensors = adopt_starcoder2_gguf,
     .create = create_starcoder2,
 };
 

@@ -77,15 +77,15 @@ TEST_P(HfParity, LogitsAndGreedyTokensMatchTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfParity,
                          ::testing::Values("llama_mha", "llama3_gqa", "llama_linear_mqa", "qwen2_bias", "mistral",
-                                           "smollm_tied", "qwen3_qknorm", "gpt2_tied", "phi3"));
+                                           "smollm_tied", "qwen3_qknorm", "gpt2_tied", "phi3", "glm"));
 
 // The LayerNorm families on models/ln_decoder.h (issue 14 part A).
 INSTANTIATE_TEST_SUITE_P(LnFamilies, HfParity,
                          ::testing::Values("pythia_neox", "neox_sequential", "gptj_partial", "opt_relu", "bloom_alibi",
-                                           "falcon_gqa", "falcon_mqa", "starcoder2"));
+                                           "falcon_gqa", "falcon_mqa", "starcoder2", "starcoder2_swa"));
 // famB (issue 14 part B): sliding-window attention (Mistral: every layer; Gemma-2/3: alternating local and
 // global layers), soft-capping, Gemma's norms and GeGLU, and Mixtral's experts. Every fixture scores 12 tokens and
-// generates 32 after 5, against a window of 4.
+// generates 32 after 5, against a window of 4 (starcoder2_swa, above: every layer, a window of 8).
 INSTANTIATE_TEST_SUITE_P(FamB, HfParity, ::testing::Values("mistral_swa", "gemma2", "gemma3_text", "mixtral_moe"));
 
 std::unique_ptr<Engine> make_engine_with(const std::string& model, int block_size, int max_batched_tokens) {
@@ -102,7 +102,7 @@ std::unique_ptr<Engine> make_engine_with(const std::string& model, int block_siz
 // The window must be what makes the fixtures match: the same weights with the window removed from config.json
 // miss the reference by far more than the tolerance.
 TEST(HfParityWindow, WithoutTheWindowTheLogitsMissTheReference) {
-  for (const char* name : {"mistral_swa", "gemma2", "gemma3_text"}) {
+  for (const char* name : {"mistral_swa", "gemma2", "gemma3_text", "starcoder2_swa"}) {
     const std::string src = kData + "/hf/" + name;
     const fs::path dir =
         fs::temp_directory_path() / ("anvil_nowindow_" + std::string(name) + std::to_string(::getpid()));
@@ -123,7 +123,7 @@ TEST(HfParityWindow, WithoutTheWindowTheLogitsMissTheReference) {
 
 // Chunked prefill in 5-token steps over 3-token blocks: windows that straddle blocks and chunks still match.
 TEST(HfParityWindow, ChunkedPrefillOverSmallBlocksMatches) {
-  for (const char* name : {"mistral_swa", "gemma2", "gemma3_text"}) {
+  for (const char* name : {"mistral_swa", "gemma2", "gemma3_text", "starcoder2_swa"}) {
     const std::string dir = kData + "/hf/" + name;
     const json ref = read_json(dir + "/reference.json");
     auto engine = make_engine_with(dir, 3, 5);

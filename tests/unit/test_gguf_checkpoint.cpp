@@ -12,11 +12,11 @@
 
 #include "anvil/engine.h"
 #include "backends/backend.h"
-#include "models/registry.h"
 #include "formats/gguf.h"
 #include "formats/gguf_checkpoint.h"
-#include "models/llama.h"
 #include "formats/gguf_quant.h"
+#include "models/llama.h"
+#include "models/registry.h"
 #include "test_gguf_util.h"
 
 namespace anvil {
@@ -312,8 +312,10 @@ TEST_F(GgufLoad, BadModelsAreClearErrors) {
   {
     gguf_test::TinyGgufOptions o;
     o.arch = "gemma";
-    EXPECT_TRUE(load_fails(gguf_test::tiny_llama_gguf(o, &rng_), StatusCode::kUnsupported,
-                           "architecture 'gemma' is not supported (supported: llama, qwen2)"));
+    EXPECT_TRUE(load_fails(
+        gguf_test::tiny_llama_gguf(o, &rng_), StatusCode::kUnsupported,
+        "architecture 'gemma' is not supported (supported: llama, qwen2, qwen3, phi3, gpt2, gptneox, bloom, falcon, "
+        "starcoder2, gemma2)"));
   }
   {
     GgufBuilder b;

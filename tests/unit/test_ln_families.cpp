@@ -81,7 +81,8 @@ TEST(LnFamilies, UnsupportedValuesNameTheFieldAndValue) {
        "apply_residual_connection_post_layernorm", "true"},
       {"falcon_gqa", [](json& j) { j["alibi"] = true; }, "alibi", "true"},
       {"falcon_gqa", [](json& j) { j["num_kv_heads"] = 3; }, "num_kv_heads", "3"},
-      {"starcoder2", [](json& j) { j["sliding_window"] = 4; }, "sliding_window", "4"},
+      {"starcoder2", [](json& j) { j["sliding_window"] = 0; }, "sliding_window", "0"},
+      {"starcoder2", [](json& j) { j["hidden_act"] = "swish"; }, "hidden_act", "swish"},
   };
   for (const Case& c : cases) {
     json j = read_json(kHf + "/" + c.fixture + "/config.json");

@@ -87,6 +87,9 @@ TEST(ModelRegistry, UnsupportedValuesOfKnownFamiliesNameTheFieldAndValue) {
        [](json& j) { j["rope_parameters"]["partial_rotary_factor"] = 0.75; },
        {"rope_parameters.partial_rotary_factor", "0.75"}},
       {"phi3", [](json& j) { j["rope_parameters"]["rope_type"] = "longrope"; }, {"rope_type", "'longrope'"}},
+      {"glm",  // 16 * 0.1 rotates one dim: not a whole number of pairs
+       [](json& j) { j["rope_parameters"]["partial_rotary_factor"] = 0.1; },
+       {"rope_parameters.partial_rotary_factor", "0.1"}},
       {"qwen3_qknorm", [](json& j) { j["hidden_act"] = "gelu"; }, {"hidden_act", "'gelu'", "silu"}},
       {"qwen3_qknorm",
        [](json& j) { j["architectures"] = {"MambaForCausalLM"}; },
@@ -122,6 +125,26 @@ TEST(ModelRegistry, GenerationConfigEosListIsRead) {
   EXPECT_TRUE(has(bad.status().message(), "generation_config.json")) << bad.status().message();
   EXPECT_TRUE(has(bad.status().message(), "eos_token_id")) << bad.status().message();
   fs::remove_all(dir);
+}
+
+// generation_config.json is read for every family (registry-level, after the family's parser): each HF fixture's
+// config with a generation_config listing three EOS ids stops on those three.
+TEST(ModelRegistry, GenerationConfigEosListIsReadForEveryFamily) {
+  int families = 0;
+  for (const auto& entry : fs::directory_iterator(kHf)) {
+    if (!fs::exists(entry.path() / "config.json")) continue;
+    const std::string name = entry.path().filename().string();
+    const fs::path dir = fs::temp_directory_path() / ("anvil_registry_gen_" + name + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    fs::copy_file(entry.path() / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
+    std::ofstream(dir / "generation_config.json") << R"({"eos_token_id": [2, 7, 11]})";
+    Expected<Checkpoint> c = load_checkpoint(dir.string(), LoadFormat::kDummy);
+    ASSERT_TRUE(c.ok()) << name << ": " << c.status().to_string();
+    EXPECT_EQ(c->config.eos_token_ids, (std::vector<int32_t>{2, 7, 11})) << name;
+    fs::remove_all(dir);
+    ++families;
+  }
+  EXPECT_GE(families, 20);
 }
 
 TEST(ModelRegistry, DummyWeightsBuildEveryFamilysModel) {

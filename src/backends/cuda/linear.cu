@@ -2,7 +2,9 @@
 // In cuBLAS's column-major terms this is D^T[out, T] = op_T(W as [in, out]) * (x as [in, T]). The heuristic's
 // best algorithm is chosen once per shape bucket (gemm_m_bucket) and persisted (gemm_algo_cache.h). Output may be the
 // activation dtype or fp32 (the LM head writes fp32 logits).
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "backends/cuda/cuda_backend.cuh"
 #include "backends/cuda/gemv.cuh"
@@ -24,6 +26,17 @@ cudaDataType_t cuda_type(DType dtype) {
 Status lt_status(cublasStatus_t s, const char* what) {
   if (s == CUBLAS_STATUS_SUCCESS) return Status();
   return internal_error(std::string("cuBLASLt ") + what + " failed: " + cublasGetStatusString(s));
+}
+
+// out[rows, cols] (fp32) += bias[cols] (16-bit or fp32): the bias of a linear whose output dtype differs from its
+// weights' (the fp32 logits of a head with a bias, GPT-J), added after the GEMM.
+template <typename B>
+__global__ void add_bias_rows_kernel(float* out, const B* bias, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] += to_float(bias[i % cols]);
+  }
 }
 
 }  // namespace
@@ -182,20 +195,40 @@ Status CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& 
   // NOTE: for decode-sized batches a bandwidth-bound GEMV beats cuBLASLt's GEMM kernels (measured on H200,
   // bench/results/): every weight byte is read exactly once with 16-byte loads.
   if (gemv_supported(x, weight)) return gemv(x, weight, bias, out, stream_);
-  const TuneBuffers tune{x.data, weight.data, out.data, bias.data};
+  // NOTE: cuBLASLt's bias epilogue with 16-bit A/B and bias and an fp32 D found no algorithm on the H200 beyond
+  // 4 rows (the GPT-J head's fp32 logits; the kernel test at c628546). With an output dtype other than the
+  // weights' the GEMM runs without the epilogue and the bias is added by add_bias_rows_kernel afterwards.
+  const bool epilogue_bias = bias.defined() && out.dtype == weight.dtype;
+  const bool separate_bias = bias.defined() && !epilogue_bias;
+  if (separate_bias && (out.dtype != DType::kF32 || bias.ndim != 1 || bias.size(0) != out_features ||
+                        (bias.dtype != weight.dtype && bias.dtype != DType::kF32))) {
+    return internal_error("linear: bias " + bias.describe() + " does not fit weight " + weight.describe() +
+                          " and out " + out.describe());
+  }
+  const TuneBuffers tune{x.data, weight.data, out.data, epilogue_bias ? bias.data : nullptr};
   ANVIL_ASSIGN_OR_RETURN(const MatmulLayouts layouts,
                          matmul_layouts(num_tokens, in, out_features, weight.dtype, out.dtype));
   const cublasLtMatmulAlgo_t* algo = nullptr;
   ANVIL_ASSIGN_OR_RETURN(MatmulPlan * plan, matmul_plan(num_tokens, in, out_features, weight.dtype, out.dtype,
-                                                        bias.defined(), &tune, layouts, &algo));
-  if (bias.defined()) {
+                                                        epilogue_bias, &tune, layouts, &algo));
+  if (epilogue_bias) {
     const void* bias_ptr = bias.data;
     cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr));
   }
   const float alpha = 1.0f, beta = 0.0f;
-  return lt_status(cublasLtMatmul(lt_, plan->op, &alpha, weight.data, plan->a, x.data, layouts.b, &beta, out.data,
-                                  layouts.d, out.data, layouts.d, algo, lt_workspace_, lt_workspace_bytes_, stream_),
-                   "matmul");
+  ANVIL_RETURN_IF_ERROR(
+      lt_status(cublasLtMatmul(lt_, plan->op, &alpha, weight.data, plan->a, x.data, layouts.b, &beta, out.data,
+                               layouts.d, out.data, layouts.d, algo, lt_workspace_, lt_workspace_bytes_, stream_),
+                "matmul"));
+  if (!separate_bias) return Status();
+  const int64_t n = num_tokens * out_features;
+  const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(n, 256), num_sms_ * 8));
+  return dispatch_float(bias.dtype, [&](auto* tag) {
+    using B = std::remove_pointer_t<decltype(tag)>;
+    add_bias_rows_kernel<B>
+        <<<blocks, 256, 0, stream_>>>(out.ptr<float>(), bias.ptr<const B>(), num_tokens, out_features);
+    return check_launch("linear bias");
+  });
 }
 
 std::optional<GemvNorm> CudaBackend::fused_norm(const ResidualNorm& norm, const Tensor& weight) const {
@@ -219,8 +252,7 @@ std::optional<GemvNorm> CudaBackend::fused_norm(const ResidualNorm& norm, const 
   return g;
 }
 
-Status CudaBackend::norm_linear(const ResidualNorm& norm, const Tensor& weight, const Tensor& bias,
-                                const Tensor& out) {
+Status CudaBackend::norm_linear(const ResidualNorm& norm, const Tensor& weight, const Tensor& bias, const Tensor& out) {
   const std::optional<GemvNorm> g = fused_norm(norm, weight);
   if (!g || out.dtype != weight.dtype || (bias.defined() && bias.dtype != weight.dtype)) {
     return Backend::norm_linear(norm, weight, bias, out);
