@@ -182,7 +182,8 @@ def write_ct(model, p, out_dir):
         if p.get("acts") == "static":
             state["input_scale"] = torch.tensor([0.02], dtype=torch.float16)
         packed = compressor.compress(state, scheme)
-        back = compressor.decompress(dict(packed), scheme)
+        # The package's own decoder, with the stored fp16 scales widened so that q * scale is exact in fp32.
+        back = compressor.decompress({**packed, "weight_scale": packed["weight_scale"].float()}, scheme)
         m.weight.data = back["weight"].float()
         for k, v in packed.items():
             tensors[name + "." + k] = v.contiguous()
@@ -207,6 +208,22 @@ def reference(model, name):
                 logits=logits.tolist(), greedy_prompt_ids=prompt, greedy_output_ids=seq[PROMPT_LEN:],
                 greedy_min_margin=min(margins), transformers_version=transformers.__version__,
                 torch_version=torch.__version__)
+
+
+def w8a8_logits(model, ids):
+    """Logits with every linear's input quantized per token to e4m3 (amax / 448, torch's float8_e4m3fn cast)."""
+    def fwd(self, x):
+        s = x.abs().amax(-1, keepdim=True).clamp(min=1e-30) / 448
+        return torch.nn.functional.linear((x / s).to(torch.float8_e4m3fn).float() * s, self.weight, self.bias)
+    saved = {}
+    for m in linears(model).values():
+        saved[m] = m.forward
+        m.forward = fwd.__get__(m)
+    with torch.no_grad():
+        out = model(torch.tensor([ids])).logits[0].float().tolist()
+    for m, f in saved.items():
+        m.forward = f
+    return out
 
 
 def make(name, out_root, seed, src=None):
@@ -242,6 +259,8 @@ def make(name, out_root, seed, src=None):
             if n.rsplit(".", 1)[0] not in quantized:
                 t.copy_(t.half().float())
     ref = reference(model, name)
+    if p.get("acts"):
+        ref["w8a8_logits"] = w8a8_logits(model, ref["logits_input_ids"])
     with open(os.path.join(out_dir, "reference.json"), "w") as f:
         json.dump(ref, f)
     print(f"{name}: {len(tensors)} tensors, greedy min margin {ref['greedy_min_margin']:.4f}")

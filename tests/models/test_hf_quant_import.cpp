@@ -56,8 +56,9 @@ struct ImportCase {
 };
 
 // NOTE: weight-only imports decode to exactly the reference's fp32 weights, so they meet the HF-parity tolerance
-// (1e-4). W8A8 (fp8 e4m3 activations, 3 mantissa bits) measured 0.006-0.009 relative logit error on these fixtures
-// against fp32 activations; 3e-2 is the bound, and their greedy tokens are compared where HF's margin allows.
+// (1e-4). W8A8 (fp8 e4m3 activations, 3 mantissa bits) is compared with fp32 activations loosely (measured 0.105
+// relative logit error on both fp8 fixtures) and tightly with reference.json's w8a8_logits, the same HF model with
+// every linear input rounded per token by torch's float8_e4m3fn cast.
 std::vector<ImportCase> cases() {
   const auto kWo = ActivationQuant::kNone;
   return {
@@ -70,8 +71,8 @@ std::vector<ImportCase> cases() {
       {"ct_w4a16_g64_asym", DType::kInt4, 64, true, kWo, 1e-4, true},
       {"ct_int8_w8a16_channel", DType::kInt8, 0, false, kWo, 1e-4, true},
       {"ct_fp8_w8a16_channel", DType::kFP8E4M3, 0, false, kWo, 1e-4, true},
-      {"ct_fp8_w8a8_channel", DType::kFP8E4M3, 0, false, ActivationQuant::kPerTokenDynamic, 3e-2, false},
-      {"ct_fp8_w8a8_tensor_static", DType::kFP8E4M3, 0, false, ActivationQuant::kPerTokenDynamic, 3e-2, false},
+      {"ct_fp8_w8a8_channel", DType::kFP8E4M3, 0, false, ActivationQuant::kPerTokenDynamic, 0.2, false},
+      {"ct_fp8_w8a8_tensor_static", DType::kFP8E4M3, 0, false, ActivationQuant::kPerTokenDynamic, 0.2, false},
   };
 }
 
@@ -114,8 +115,13 @@ TEST_P(HfQuantImport, WeightsStayQuantizedAndLogitsMatchTheDequantizedModel) {
   const double err = relative_logit_error(*logits, ref["logits"], vocab);
   RecordProperty("relative_logit_error", std::to_string(err));
   EXPECT_LT(err, c.tolerance) << c.name;
-  // Real rounding: the fp8 fixtures must not be exact (the activations are rounded), the others are.
-  if (!c.greedy_exact) EXPECT_GT(err, 1e-4) << c.name;
+  if (!c.greedy_exact) {
+    // The activations are really rounded (far from the fp32 reference), and rounded as torch rounds them.
+    EXPECT_GT(err, 1e-2) << c.name;
+    const double sim_err = relative_logit_error(*logits, ref["w8a8_logits"], vocab);
+    RecordProperty("w8a8_relative_logit_error", std::to_string(sim_err));
+    EXPECT_LT(sim_err, 1e-3) << c.name;
+  }
 
   SamplingParams params;
   params.temperature = 0.0f;
@@ -308,7 +314,9 @@ TEST(HfQuantRefusals, TensorsAreNamed) {
   {
     QuantDir d("awq_gemm_g128");
     d.rewrite("", "model.layers.0.self_attn.o_proj.qzeros", {2, 8});  // [1, 16] stored
-    EXPECT_TRUE(has(d.error(), "model.layers.0.self_attn.o_proj.qzeros has shape [2, 8], expected [1, 16]"));
+    const std::string e = d.error();
+    EXPECT_TRUE(has(e, "tensor model.layers.0.self_attn.o_proj.qzeros has shape "));
+    EXPECT_TRUE(has(e, "[2, 8], expected [1, 16]"));
   }
   {
     QuantDir d("ct_w4a16_g128");
