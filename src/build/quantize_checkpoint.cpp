@@ -26,10 +26,11 @@ Expected<Target> target_of(QuantScheme scheme) {
     case QuantScheme::kInt4Rtn:
       return Target{DType::kInt4, ActivationQuant::kNone};
     default:
-      return unsupported("quantization '" + std::string(quant_scheme_name(scheme)) + "' " +
-                         (scheme == QuantScheme::kInt4Gptq
-                              ? "imports a GPTQ checkpoint, which this Anvil cannot read yet"
-                              : "cannot be applied at load: it needs calibration text (anvil build --calibration)"));
+      return unsupported(
+          "quantization '" + std::string(quant_scheme_name(scheme)) + "' " +
+          (scheme == QuantScheme::kInt4Gptq
+               ? "is not a quantizer: a GPTQ checkpoint is imported as it is (load it without --quantization)"
+               : "cannot be applied at load: it needs calibration text (anvil build --calibration)"));
   }
 }
 

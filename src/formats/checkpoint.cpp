@@ -14,6 +14,7 @@
 
 #include "core/logging.h"
 #include "formats/gguf_checkpoint.h"
+#include "formats/hf_quantized.h"
 #include "formats/llama2c.h"
 #include "formats/safetensors.h"
 
@@ -70,7 +71,7 @@ bool is_plain_file_name(const std::string& name) {
 }
 
 // Loads the shards named by model.safetensors.index.json; every listed tensor must be in the shard it names.
-Status load_sharded(const fs::path& dir, const fs::path& index_path, WeightStore* store) {
+Status load_sharded(const fs::path& dir, const fs::path& index_path, SafetensorsDtypes accept, WeightStore* store) {
   const std::string index = index_path.string();
   ANVIL_ASSIGN_OR_RETURN(const std::string text, read_small_file(index));
   const json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -107,7 +108,7 @@ Status load_sharded(const fs::path& dir, const fs::path& index_path, WeightStore
                             " but was found in another shard");
       }
     }
-    ANVIL_RETURN_IF_ERROR(load_safetensors_file(shard_path, store));
+    ANVIL_RETURN_IF_ERROR(load_safetensors_file(shard_path, store, accept));
     for (const std::string& name : names) {
       if (!store->contains(name)) {
         return invalid_file("safetensors index " + index + " lists tensor " + name + " in shard " + shard +
@@ -155,15 +156,19 @@ Expected<CheckpointData> read_hf_config_only(const fs::path& dir) {
 Expected<CheckpointData> read_hf_directory(const fs::path& dir, const ConfigCheck& check) {
   ANVIL_ASSIGN_OR_RETURN(CheckpointData data, read_hf_config_only(dir));
   if (check) ANVIL_RETURN_IF_ERROR(check(data.config_map));
+  // A checkpoint of another tool's quantization (formats/hf_quantized.h) holds int32/int8/fp8 tensors.
+  ANVIL_ASSIGN_OR_RETURN(const HfQuantConfig quant, parse_hf_quant_config(data.config_map));
+  const SafetensorsDtypes accept =
+      quant.method == HfQuantMethod::kNone ? SafetensorsDtypes::kFloat : SafetensorsDtypes::kFloatAndQuantized;
   WeightStore& store = data.weights;
   const fs::path index_path = dir / "model.safetensors.index.json";
   const fs::path single_path = dir / "model.safetensors";
   if (is_file(index_path)) {
     store.set_source(dir.string());
-    ANVIL_RETURN_IF_ERROR(load_sharded(dir, index_path, &store));
+    ANVIL_RETURN_IF_ERROR(load_sharded(dir, index_path, accept, &store));
   } else if (is_file(single_path)) {
     store.set_source(single_path.string());
-    ANVIL_RETURN_IF_ERROR(load_safetensors_file(single_path.string(), &store));
+    ANVIL_RETURN_IF_ERROR(load_safetensors_file(single_path.string(), &store, accept));
   } else {
     std::vector<fs::path> files;
     std::error_code ec;
@@ -176,8 +181,9 @@ Expected<CheckpointData> read_hf_directory(const fs::path& dir, const ConfigChec
     }
     std::sort(files.begin(), files.end());
     store.set_source(files.size() == 1 ? files[0].string() : dir.string());
-    for (const fs::path& f : files) ANVIL_RETURN_IF_ERROR(load_safetensors_file(f.string(), &store));
+    for (const fs::path& f : files) ANVIL_RETURN_IF_ERROR(load_safetensors_file(f.string(), &store, accept));
   }
+  ANVIL_RETURN_IF_ERROR(import_hf_quantized(quant, &store));
   data.format = "hf-safetensors";
   return data;
 }

@@ -31,7 +31,7 @@ bool read_u64(const json& v, uint64_t* out) {
 }
 
 // Maps a safetensors dtype string to a DType; false for anything but F32/F16/BF16 (and, for engine files and
-// quantized imports, F8_E4M3, I8, U8 and I32).
+// quantized imports, F8_E4M3, I8, U8, I32 and I64).
 bool parse_st_dtype(const std::string& s, SafetensorsDtypes accept, DType* out) {
   if (s == "F32") {
     *out = DType::kF32;
@@ -47,6 +47,8 @@ bool parse_st_dtype(const std::string& s, SafetensorsDtypes accept, DType* out) 
     *out = DType::kU8;
   } else if (accept == SafetensorsDtypes::kFloatAndQuantized && s == "I32") {
     *out = DType::kI32;
+  } else if (accept == SafetensorsDtypes::kFloatAndQuantized && s == "I64") {
+    *out = DType::kI64;
   } else {
     return false;
   }
@@ -65,7 +67,7 @@ Status parse_entry(const std::string& source, SafetensorsDtypes accept, const st
   if (!parse_st_dtype(dtype_str, accept, &entry->dtype)) {
     return unsupported("safetensors file " + source + ": " + where + " has dtype " + dtype_str +
                        ", which is not supported (supported: F32, F16, BF16" +
-                       (accept == SafetensorsDtypes::kFloatAndQuantized ? ", F8_E4M3, I8, U8, I32)" : ")"));
+                       (accept == SafetensorsDtypes::kFloatAndQuantized ? ", F8_E4M3, I8, U8, I32, I64)" : ")"));
   }
 
   const auto shape_it = value.find("shape");

@@ -5,6 +5,7 @@
 
 #include "core/logging.h"
 #include "formats/gguf.h"
+#include "formats/hf_quantized.h"
 
 namespace anvil {
 
@@ -136,22 +137,10 @@ Expected<ModelConfig> resolve_config(const CheckpointData& data, const ModelFami
   return config;
 }
 
-// A checkpoint quantized by another tool names its method in config.json's quantization_config; none is imported
-// yet, so each is refused before its (packed, non-float) tensors are read.
+// A checkpoint quantized by another tool names its method in config.json's quantization_config: GPTQ, AWQ and
+// compressed-tensors are imported (formats/hf_quantized.h); anything else is refused before its tensors are read.
 Status check_quantization_config(const ConfigMap& config) {
-  const nlohmann::json* q = config.find("quantization_config");
-  if (q == nullptr) return Status();
-  std::string method = "unknown";
-  if (q->is_object() && q->contains("quant_method") && (*q)["quant_method"].is_string()) {
-    method = (*q)["quant_method"].get<std::string>();
-  }
-  std::string bits;
-  if (q->is_object() && q->contains("bits") && (*q)["bits"].is_number_integer()) {
-    bits = ", " + std::to_string((*q)["bits"].get<int>()) + " bits";
-  }
-  return unsupported(config.source() + ": quantization_config.quant_method '" + method + "'" + bits +
-                     " is not supported; Anvil loads unquantized checkpoints and quantizes them itself (--quantization "
-                     "fp8|int8-wo|int4-rtn at load, or `anvil build --quantization ...`)");
+  return parse_hf_quant_config(config).status();
 }
 
 }  // namespace
