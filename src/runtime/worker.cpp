@@ -58,7 +58,7 @@ std::string encode_launch(const EngineConfig& c, const KvCacheConfig& kv, const 
                    {{"num_blocks", kv.num_blocks},
                     {"block_size", kv.block_size},
                     {"num_host_blocks", kv.num_host_blocks},
-                    {"dtype", static_cast<int>(kv.dtype)}}},
+                    {"dtype", kv.dtype ? static_cast<int>(*kv.dtype) : -1}}},
                   {"runner",
                    {{"max_model_len", r.max_model_len},
                     {"max_num_tokens", r.max_num_tokens},
