@@ -3,9 +3,9 @@
 # session. Carry: .xfer/bin (bin.tar.xz: stripped anvil + anvil_kernel_tests), .carry/lib.tar.xz, .carry/stories260K,
 # .carry/commit.txt (bash bench/make_carry.sh), .xfer/llamacpp (llama.cpp-slim.tar.xz, bench/peers/llama_cpp.sh slim).
 # PART=a: the llama.cpp CUDA build starts in its own process session on cores 4-15 (it outlives the call while the
-#   machine stays warm); random F16 / Q4_K / Q8_0 GGUFs are written on core 3; on cores 0-2: ceilings, the kernel
+#   machine stays warm); a random F16 GGUF is written on core 3; on cores 0-2: ceilings, the kernel
 #   tests (every op and family against the CPU), Anvil bf16 W1 at 128 / 2,048 / 8,000 / 32,000 tokens of context,
-#   W2, W3 (W4 is its median decode step), Anvil on the quantized GGUFs.
+#   W2, W3 (W4 is its median decode step).
 # PART=b (right after a): llama-bench / llama-batched-bench on the same files and workloads; then the quantized KV
 #   cache (fp8 / int8) and fp8 weights in the same workloads, `anvil build --device cuda` of the 8B shape and the time
 #   from `anvil serve` start to its first token on that engine, TP=1 through the multi-process launch path.
@@ -30,7 +30,7 @@ if [ "$PART" = a ]; then
   mkdir -p $LC && tar -xJf .xfer/llamacpp/llama.cpp-slim.tar.xz -C $LC --strip-components=1
   setsid nohup taskset -c 4-15 bash bench/peers/llama_cpp.sh build .xfer/llamacpp/llama.cpp-slim.tar.xz $LC cuda 12 \
     > /tmp/llama_build.log 2>&1 < /dev/null &
-  (for T in Q4_K Q8_0 F16; do taskset -c 3 python3 tools/make_random_gguf.py --config bench/configs/llama3-8b/config.json \
+  (for T in F16; do taskset -c 3 python3 tools/make_random_gguf.py --config bench/configs/llama3-8b/config.json \
      --type $T --out /tmp/$T.gguf.tmp && mv /tmp/$T.gguf.tmp /tmp/$T.gguf; done) > /tmp/gguf.log 2>&1 &
   $PIN python3 bench/ceilings.py --out $OUT/ceilings.json
   $PIN timeout 200 .carry/bin/anvil_kernel_tests > $OUT/kernel_tests.log 2>&1
@@ -49,13 +49,6 @@ if [ "$PART" = a ]; then
   for C in 2048 32000; do
     $PIN timeout 60 $A bench $L --prompt-tokens $C --gen-tokens 128 --repeats 1 --json $R/w1_$C.json 2>&1 | tail -1
   done
-  echo "== Anvil on random Q4_K / Q8_0 GGUFs"
-  for T in Q4_K Q8_0; do
-    for i in $(seq 1 30); do [ -f /tmp/$T.gguf ] && break; sleep 2; done
-    $PIN timeout 60 $A bench $Q --model /tmp/$T.gguf --prompt-tokens 128 --gen-tokens 128 --repeats 3 --json $R/w1_$T.json 2>&1 | tail -1
-    $PIN timeout 60 $A bench $Q --model /tmp/$T.gguf --workload throughput --prompt-tokens 128 --gen-tokens 128 \
-      --batch-sizes 64 --json $R/w3_$T.json 2>&1 | tail -1
-  done
   cat /tmp/gguf.log; ls -la /tmp/*.gguf
   (cd $OUT && tar -czf anvil_a.tgz anvil && rm -rf anvil)
   echo "llama.cpp build: $(tail -1 /tmp/llama_build.log)"
@@ -68,12 +61,9 @@ if [ "$PART" = b ]; then
   B="python3 bench/peers/llama_cpp_bench.py --bin $LC/build/bin"
   timeout 250 $B --model /tmp/F16.gguf --out $P/F16.json --depths 2048,8000,32000 \
     --w3 128/128:1,8,32,64,256 --w3 2048/128:64 2>&1 | grep -v "^{"
-  for T in Q4_K Q8_0; do
-    timeout 90 $B --model /tmp/$T.gguf --out $P/$T.json --skip-depth --repeats 2 --w3 128/128:64 2>&1 | grep -v "^{"
-  done
   rm -f /tmp/*.gguf
   echo "== quantized KV cache and fp8 weights"
-  for KV in fp8 int8; do
+  for KV in fp8; do
     echo -n "kv $KV W1 8000: "
     $PIN timeout 60 $A bench $M --kv-cache-dtype $KV --prompt-tokens 8000 --gen-tokens 128 --repeats 1 \
       --json $R/w1_8000_kv$KV.json 2>&1 | tail -1
@@ -87,9 +77,6 @@ if [ "$PART" = b ]; then
   echo -n "fp8 weights + fp8 kv W3 2048/128 b64: "
   $PIN timeout 70 $A bench $M --quantization fp8 --kv-cache-dtype fp8 --workload throughput --prompt-tokens 2048 \
     --gen-tokens 128 --batch-sizes 64 --max-num-batched-tokens 16384 --json $R/w3_2048_128_fp8.json 2>&1 | tail -1
-  echo -n "fp8 weights W2 2048: "
-  $PIN timeout 45 $A bench $M --quantization fp8 --prompt-tokens 2048 --gen-tokens 2 --repeats 3 \
-    --json $R/w2_2048_fp8.json 2>&1 | tail -1
   echo "== anvil build --device cuda (GEMMs chosen at build), then serve: seconds to the first token"
   unset ANVIL_GEMM_CACHE
   export ANVIL_GEMM_CACHE=/tmp/gemm_empty.json  # the engine's own choices, none from this session's earlier runs
@@ -102,8 +89,5 @@ if [ "$PART" = b ]; then
     --repeats 1 --json $R/w1_engine.json 2>&1 | tail -1
   rm -rf /tmp/eng8b
   export ANVIL_GEMM_CACHE=/tmp/gemm_algos.json
-  echo "== profile W1 at 8,000 (eager, events around each op)"
-  ANVIL_CUDA_PROFILE=1 ANVIL_CUDA_PROFILE_SKIP_STEPS=1 $PIN timeout 50 $A bench $L --prompt-tokens 8000 --gen-tokens 32 \
-    --repeats 1 > $R/profile_w1_8000.txt 2>&1; tail -3 $R/profile_w1_8000.txt
   (cd $OUT && tar -czf b.tgz llamacpp anvil && rm -rf llamacpp anvil)
 fi
