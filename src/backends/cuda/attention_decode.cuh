@@ -6,7 +6,7 @@
 #include <cuda_runtime.h>
 
 #include "backends/backend.h"
-#include "backends/cuda/attention_decode_kernel.cuh"
+#include "backends/cuda/attention_decode_plan.h"
 
 namespace anvil::cuda {
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "backends/cuda/attention_decode_plan.h"
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/cuda/kv_quant.cuh"
 
@@ -120,11 +121,6 @@ struct DecodeArgs {
   const float* v_scale = nullptr;
 };
 
-// The host's plan for one step's decode attention (plain data; every layer of the step launches with it).
-struct DecodePlan {
-  int num_splits = 1;          // grid z: key splits per (sequence, kv head); 1 = one pass, no partials, no merge
-  bool is_fused_merge = true;  // with num_splits > 1: the last split merges; else merge_splits_kernel after
-};
 
 // When a CTA reads the block-table entries that its K/V copies need (each cp.async needs its entry's address):
 // kAhead: one tile before the tile's copies are issued (no round trip in front of them); kAtIssue: all of a
